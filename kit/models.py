@@ -1,0 +1,387 @@
+"""Models: the one loader for hub ids and local folders, and the tiny models of the real architectures.
+
+``load(name_or_path)`` is the only way the kit opens a model, for ``Qwen/Qwen2-VL-7B-Instruct`` on a
+GPU and for ``data/models/tiny-qwen2vl-teacher`` on a laptop alike, so the tiny profile exercises the
+same code as the paper profile. Tiny models are built from config (Qwen2-VL for the Cas-SEAT teacher
+and student, LLaVA for the EACO policy and critic) with a byte-level BPE tokenizer trained on the
+tiny world's text and a ChatML chat template that renders image parts as the family's image token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kit.errors import KitError
+
+QWEN2VL = "qwen2_vl"
+LLAVA = "llava"
+FAMILIES = (QWEN2VL, LLAVA)
+
+# Image part markers per family: Qwen2-VL wraps its pad token in vision start/end tokens, LLaVA uses one
+# placeholder; each processor expands the placeholder to the number of image features.
+IMAGE_MARKUP = {
+    QWEN2VL: "<|vision_start|><|image_pad|><|vision_end|>",
+    LLAVA: "<image>",
+}
+SPECIAL_TOKENS = {
+    QWEN2VL: ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+              "<|video_pad|>"],
+    LLAVA: ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"],
+}
+
+# ChatML as both real families use it; `{% generation %}` marks assistant tokens so that TRL can
+# compute the loss on the assistant's tokens only (`assistant_only_loss=True`).
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{% generation %}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>' }}{% endgeneration %}"
+    "{%- else -%}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '@@IMAGE@@' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>' }}"
+    "{%- endif -%}"
+    "{{ '\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
+def chat_template(family: str) -> str:
+    return CHAT_TEMPLATE.replace("@@IMAGE@@", IMAGE_MARKUP[family])
+
+
+@dataclass(frozen=True)
+class TinySize:
+    """Width and depth of a tiny model. About 0.6 M parameters at the defaults (2.4 MB on disk)."""
+
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    ffn: int = 256
+    vision_width: int = 64
+    vision_depth: int = 2
+    vision_heads: int = 4
+    vocab: int = 640
+    image_size: int = 112
+
+
+# ---------------------------------------------------------------------------------------------
+# Qwen2-VL's processor without a video slot: constructing its video processor needs torchvision,
+# which must be absent on CPU machines (see kit/envcheck.py). Images go through unchanged.
+# ---------------------------------------------------------------------------------------------
+def _imageonly_qwen2vl_processor_class():
+    from transformers import Qwen2VLProcessor
+
+    class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
+        """``Qwen2VLProcessor`` whose ``video_processor`` is always ``None`` (no torchvision needed)."""
+
+        # ProcessorMixin derives the processor's parts from this signature: no video_processor here.
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+        @classmethod
+        def from_pretrained(cls, path, **kwargs):
+            from transformers import AutoImageProcessor, AutoTokenizer
+
+            image_processor = AutoImageProcessor.from_pretrained(path, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            template = getattr(tokenizer, "chat_template", None)
+            template_file = Path(path) / "chat_template.jinja"
+            if template_file.is_file():
+                template = template_file.read_text()
+            return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+
+    return Qwen2VLImageOnlyProcessor
+
+
+def _torchvision_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchvision") is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------
+def train_tokenizer(texts: list[str], family: str, vocab_size: int):
+    """A byte-level BPE trained on ``texts`` (seconds), wrapped as a ``PreTrainedTokenizerFast``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = SPECIAL_TOKENS[family]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",  # batched generation appends to the right end of every row
+    )
+    tokenizer.chat_template = chat_template(family)
+    if family == LLAVA:
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders
+# ---------------------------------------------------------------------------------------------
+def build_qwen2vl(tokenizer, size: TinySize = TinySize(), seed: int = 0):
+    """A randomly initialised Qwen2-VL of the given size and its processor."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    head_dim = size.hidden // size.heads
+    # M-RoPE splits head_dim/2 rotary frequencies between time, height and width: 1/4, 3/8, 3/8 as in Qwen2-VL.
+    half = head_dim // 2
+    mrope = [half // 4, 3 * half // 8, half - half // 4 - 3 * half // 8]
+    vocab = len(tokenizer)
+    config = Qwen2VLConfig(
+        text_config={
+            "vocab_size": vocab,
+            "hidden_size": size.hidden,
+            "intermediate_size": size.ffn,
+            "num_hidden_layers": size.layers,
+            "num_attention_heads": size.heads,
+            "num_key_value_heads": size.kv_heads,
+            "max_position_embeddings": 2048,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "depth": size.vision_depth,
+            "embed_dim": size.vision_width,
+            "hidden_size": size.hidden,
+            "num_heads": size.vision_heads,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pixels = size.image_size * size.image_size
+    image_processor = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": pixels, "longest_edge": pixels}, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
+    processor = _imageonly_qwen2vl_processor_class()(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template(QWEN2VL)
+    )
+    return model, processor
+
+
+def build_llava(tokenizer, size: TinySize = TinySize(), seed: int = 0):
+    """A randomly initialised LLaVA (CLIP vision tower + Llama language model) and its processor.
+
+    Patch 28 on 112 px images gives 16 image features, one per tiny-world grid cell, like the
+    Qwen2-VL models after their 2x2 merge."""
+    import torch
+    from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    patch = 28
+    config = LlavaConfig(
+        vision_config={
+            "model_type": "clip_vision_model",
+            "hidden_size": size.vision_width,
+            "intermediate_size": size.vision_width * 2,
+            "num_hidden_layers": size.vision_depth,
+            "num_attention_heads": size.vision_heads,
+            "image_size": size.image_size,
+            "patch_size": patch,
+            "projection_dim": size.vision_width,
+        },
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": size.hidden,
+            "intermediate_size": size.ffn,
+            "num_hidden_layers": size.layers,
+            "num_attention_heads": size.heads,
+            "num_key_value_heads": size.kv_heads,
+            "max_position_embeddings": 2048,
+            "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            "pad_token_id": tokenizer.pad_token_id,
+            "tie_word_embeddings": True,
+        },
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        image_seq_length=(size.image_size // patch) ** 2,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": size.image_size},
+        crop_size={"height": size.image_size, "width": size.image_size},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's class token, dropped by the "default" strategy
+        chat_template=chat_template(LLAVA),
+    )
+    return model, processor
+
+
+def build_tiny(family: str, tokenizer, size: TinySize = TinySize(), seed: int = 0):
+    if family not in FAMILIES:
+        raise KitError(f"unknown tiny model family {family!r}; choose one of {', '.join(FAMILIES)}")
+    return (build_qwen2vl if family == QWEN2VL else build_llava)(tokenizer, size, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class LoadedModel:
+    """A model with its processor and where it came from."""
+
+    model: Any
+    processor: Any
+    source: str
+    family: str
+    adapter: str | None = None
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+
+def is_local(name_or_path: str | Path) -> bool:
+    return Path(name_or_path).expanduser().exists()
+
+
+def _resolve(name_or_path: str | Path) -> str:
+    """Local folders become absolute paths; anything else must look like a hub id."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise KitError(f"model path {path} is a file; expected a folder saved with save_pretrained")
+        return str(path.resolve())
+    text = str(name_or_path)
+    if text.count("/") != 1 or text.startswith((".", "/")):
+        raise KitError(f"model {text!r} is neither an existing folder nor a hub id like 'Qwen/Qwen2-VL-7B-Instruct'")
+    return text
+
+
+def _read_config(source: str, trust_remote_code: bool) -> dict:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code).to_dict()
+    except OSError as err:
+        raise KitError(f"cannot read the model config of {source!r}: {err}") from err
+
+
+def family_of(config: dict) -> str:
+    model_type = config.get("model_type", "")
+    if model_type in ("qwen2_vl", "qwen2_5_vl"):
+        return QWEN2VL
+    if model_type in ("llava", "llava_next"):
+        return LLAVA
+    return model_type
+
+
+def load_processor(source: str, family: str, trust_remote_code: bool = False):
+    from transformers import AutoProcessor
+
+    if family == QWEN2VL and not _torchvision_available():
+        return _imageonly_qwen2vl_processor_class().from_pretrained(source, trust_remote_code=trust_remote_code)
+    return AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+
+
+def load(
+    name_or_path: str | Path,
+    *,
+    adapter: str | Path | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Open a vision-language model and its processor from a hub id or a local folder.
+
+    A folder holding a PEFT adapter (``adapter_config.json``) is opened on top of its base model;
+    ``adapter=`` does the same for an explicit adapter folder. Weights load from safetensors only.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    source = _resolve(name_or_path)
+    if adapter is None and is_local(source) and (Path(source) / "adapter_config.json").is_file():
+        adapter = source
+        source = _resolve(json.loads((Path(source) / "adapter_config.json").read_text())["base_model_name_or_path"])
+    config = _read_config(source, trust_remote_code)
+    family = family_of(config)
+    torch_dtype = getattr(torch, dtype) if dtype else torch.float32
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForImageTextToText.from_pretrained(
+        source, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    processor_source = str(adapter) if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else source
+    processor = load_processor(processor_source, family, trust_remote_code)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.to(device).eval()
+    return LoadedModel(model=model, processor=processor, source=source, family=family,
+                       adapter=str(adapter) if adapter else None)
+
+
+def save(loaded_or_model, processor, folder: str | Path, manifest: dict | None = None) -> Path:
+    """``save_pretrained`` the model (safetensors) and processor into ``folder`` atomically."""
+    from kit.artifacts import atomic_dir
+
+    folder = Path(folder)
+    with atomic_dir(folder) as tmp:
+        loaded_or_model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        if manifest is not None:
+            (Path(tmp) / "kit_model.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def size_dict(size: TinySize) -> dict:
+    return asdict(size)

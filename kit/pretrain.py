@@ -1,0 +1,410 @@
+"""Pre-train the tiny models on the tiny world: ``kit models build``.
+
+The tiny profile needs models with real, imperfect skill: a Qwen2-VL teacher clearly stronger than a
+Qwen2-VL student, and a LLaVA policy that describes images and answers yes/no questions, mistakes
+included. They are trained from scratch here with a plain loop (nanoGPT style: one file, no trainer
+framework needed for pre-training), loss on the assistant's tokens only, and written with
+``save_pretrained`` plus a manifest that names the command, seed, config, world and the measured
+accuracy. The shipped checkpoints in ``data/models/`` come from exactly this command.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kit import REPO_DIR
+from kit.errors import KitError
+from kit.models import LLAVA, QWEN2VL, TinySize
+
+MODELS_DIR = REPO_DIR / "data" / "models"
+MANIFEST_NAME = "MANIFEST.json"
+
+# How a user turn asks for an answer. `cot` is the step-by-step style the Cas-SEAT student is trained
+# towards; `direct` is LLaVA's standard short-answer instruction.
+DIRECT_SUFFIX = "\nAnswer the question using a single word or phrase."
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """One tiny model: its architecture, size, training corpus and budget."""
+
+    name: str
+    family: str
+    size: TinySize
+    corpus: tuple[str, ...]
+    steps: int
+    lr: float = 2e-3
+    batch_size: int = 32
+    warmup: int = 50
+    weight_decay: float = 0.01
+    seed: int = 0
+    # Fraction of the training pool this model sees. The student sees less and trains shorter so
+    # that it sits past the take-off point but well below the teacher.
+    pool_fraction: float = 1.0
+
+
+SPECS: dict[str, PretrainSpec] = {
+    "tiny-qwen2vl-teacher": PretrainSpec(
+        name="tiny-qwen2vl-teacher", family=QWEN2VL, size=TinySize(hidden=128, layers=3, ffn=384),
+        corpus=("cot", "query", "direct"), steps=2400, seed=1,
+    ),
+    "tiny-qwen2vl-student": PretrainSpec(
+        name="tiny-qwen2vl-student", family=QWEN2VL, size=TinySize(hidden=96, layers=2, heads=4, ffn=192),
+        corpus=("cot", "query", "direct"), steps=700, seed=2, pool_fraction=0.5,
+    ),
+    "tiny-llava-policy": PretrainSpec(
+        name="tiny-llava-policy", family=LLAVA, size=TinySize(hidden=128, layers=2, ffn=256),
+        corpus=("instructions", "direct", "yesno"), steps=900, seed=3,
+    ),
+}
+
+
+@dataclass
+class Example:
+    """One training conversation: an image and (user text, assistant text) turns."""
+
+    image: str
+    turns: list[tuple[str, str]]
+    source: str = ""
+
+
+@dataclass
+class PretrainReport:
+    name: str
+    seconds: float
+    steps: int
+    final_loss: float
+    parameters: int
+    accuracy: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus
+# ---------------------------------------------------------------------------------------------
+def _read_json(path: Path):
+    if not path.is_file():
+        raise KitError(f"{path} is missing; build the tiny world first with `kit world build`")
+    return json.loads(path.read_text())
+
+
+def _question_text(record: dict) -> str:
+    """The question with its choices in MathV360K's style ("Choices:\\n(A) ...")."""
+    text = record["question"]
+    if record.get("choices"):
+        letters = "ABCDEFGH"
+        text += "\nChoices:\n" + "\n".join(f"({letters[i]}) {c}" for i, c in enumerate(record["choices"]))
+    return text
+
+
+def _letter_answer(record: dict) -> str:
+    if record.get("choices"):
+        return "ABCDEFGH"[record["choices"].index(record["answer"])]
+    return str(record["answer"])
+
+
+def query_prompt(record: dict) -> str:
+    """MathVista's zero-shot query (hint, question, choices) for a pool record, built by the benchmark's
+    own prompt function so that training and evaluation prompts agree."""
+    from kit.benchmarks import mathvista
+
+    problem = {
+        "question": record["question"], "choices": record.get("choices"), "unit": record.get("unit"),
+        "precision": record.get("precision"), "question_type": "multi_choice" if record.get("choices") else "free_form",
+        "answer_type": record["answer_type"],
+    }
+    return mathvista.build_prompt(problem)
+
+
+def corpus_examples(world_root: Path, styles: tuple[str, ...], pool_fraction: float, seed: int) -> list[Example]:
+    """Training conversations for the given styles, from the world's training families only."""
+    rng = random.Random(seed)
+    pool_dir = world_root / "mathv360k"
+    pool = _read_json(pool_dir / "train_samples_all_tuning.json")
+    pool = pool[: max(1, int(len(pool) * pool_fraction))]
+    examples: list[Example] = []
+    for record in pool:
+        image = str(pool_dir / record["image"])
+        solution = "\n".join(record["solution"])
+        if "cot" in styles:
+            examples.append(Example(image, [(_question_text(record), solution)], "cot"))
+        if "query" in styles:
+            examples.append(Example(image, [(query_prompt(record), solution)], "query"))
+        if "direct" in styles:
+            examples.append(Example(image, [(_question_text(record) + DIRECT_SUFFIX, _letter_answer(record))],
+                                    "direct"))
+        if "yesno" in styles and record["answer"] in ("Yes", "No"):
+            examples.append(Example(image, [(record["question"] + " Please answer yes or no.", record["answer"])],
+                                    "yesno"))
+    if "instructions" in styles:
+        inst = world_root / "instructions"
+        for row in _read_json(inst / "llava_instruct.json"):
+            conv = row["conversations"]
+            turns = [(conv[i]["value"].replace("<image>\n", "").replace("<image>", ""), conv[i + 1]["value"])
+                     for i in range(0, len(conv) - 1, 2)]
+            examples.append(Example(str(inst / row["image"]), turns, "instructions"))
+    rng.shuffle(examples)
+    return examples
+
+
+def corpus_texts(world_root: Path) -> list[str]:
+    """Every text the tokenizer should know: questions, solutions, descriptions, prompts."""
+    texts = []
+    for styles in (("cot", "query", "direct", "yesno", "instructions"),):
+        for example in corpus_examples(world_root, styles, 1.0, seed=0):
+            for user, assistant in example.turns:
+                texts += [user, assistant]
+    return texts
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching with the loss on assistant tokens only
+# ---------------------------------------------------------------------------------------------
+def _messages(example: Example, with_answers: bool = True) -> list[dict]:
+    messages = []
+    for i, (user, assistant) in enumerate(example.turns):
+        content = [{"type": "image"}, {"type": "text", "text": user}] if i == 0 else [{"type": "text", "text": user}]
+        messages.append({"role": "user", "content": content})
+        if with_answers:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
+    return messages
+
+
+def collate(processor, examples: list[Example], images_cache: dict | None = None):
+    """Tokenise conversations; labels are -100 everywhere but the assistant's tokens.
+
+    The mask comes from the chat template's ``{% generation %}`` spans
+    (``return_assistant_tokens_mask``), the same mechanism TRL uses for ``assistant_only_loss``."""
+    import torch
+    from PIL import Image
+
+    texts, images, masks = [], [], []
+    tokenizer = processor.tokenizer
+    for example in examples:
+        rendered = tokenizer.apply_chat_template(
+            _messages(example), tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        texts.append(processor.apply_chat_template(_messages(example), tokenize=False))
+        masks.append(rendered["assistant_masks"])
+        if images_cache is not None and example.image in images_cache:
+            images.append(images_cache[example.image])
+        else:
+            image = Image.open(example.image).convert("RGB")
+            if images_cache is not None:
+                images_cache[example.image] = image
+            images.append(image)
+    batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
+    labels = torch.full_like(batch["input_ids"], -100)
+    for row, mask in enumerate(masks):
+        # The template's text has one image placeholder; the processor expanded it, so align masks
+        # from the right end (both sequences end with the same assistant tokens).
+        attn = batch["attention_mask"][row]
+        length = int(attn.sum())
+        mask_t = torch.tensor(mask, dtype=torch.bool)
+        tail = min(len(mask_t), length)
+        ids = batch["input_ids"][row]
+        start = ids.shape[0] - tail if processor.tokenizer.padding_side == "left" else length - tail
+        span = slice(start, start + tail)
+        keep = mask_t[-tail:]
+        labels[row, span][keep] = ids[span][keep]
+    batch["labels"] = labels
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------
+def train(model, processor, examples: list[Example], spec: PretrainSpec, log=print) -> float:
+    """AdamW with linear warm-up and cosine decay; returns the final smoothed loss."""
+    import torch
+
+    torch.manual_seed(spec.seed)
+    rng = random.Random(spec.seed)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr, betas=(0.9, 0.95),
+    )
+
+    def lr_at(step: int) -> float:
+        if step < spec.warmup:
+            return spec.lr * (step + 1) / spec.warmup
+        progress = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
+        return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    from tqdm.auto import tqdm
+
+    model.train()
+    order: list[int] = []
+    smoothed = float("nan")
+    cache: dict = {}
+    bar = tqdm(range(spec.steps), desc=f"pretrain {spec.name}", leave=False)
+    for step in bar:
+        if len(order) < spec.batch_size:
+            more = list(range(len(examples)))
+            rng.shuffle(more)
+            order += more
+        idx, order = order[: spec.batch_size], order[spec.batch_size:]
+        batch = collate(processor, [examples[i] for i in idx], cache)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        value = float(loss)
+        smoothed = value if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * value
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{smoothed:.3f}")
+        if step % 200 == 0:
+            log(f"  step {step:5d}  loss {smoothed:.4f}  lr {lr_at(step):.2e}")
+    model.eval()
+    return smoothed
+
+
+# ---------------------------------------------------------------------------------------------
+# Quick skill check (the full evaluator lives in kit.evaluate)
+# ---------------------------------------------------------------------------------------------
+def mathvista_accuracy(model, processor, world_root: Path, limit: int | None = None, batch_size: int = 64) -> float:
+    """Greedy answers to the tiny MathVista testmini queries, scored by the official normaliser with the
+    rules-only extraction (``mathvista.extract_rules``, a documented tiny-profile deviation)."""
+    import torch
+    from PIL import Image
+
+    from kit.benchmarks import mathvista
+
+    problems = list(_read_json(world_root / "mathvista" / "testmini.json").values())[:limit]
+    correct = 0
+    for start in range(0, len(problems), batch_size):
+        chunk = problems[start:start + batch_size]
+        texts = [
+            processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": mathvista.build_prompt(p)}]}],
+                add_generation_prompt=True, tokenize=False,
+            )
+            for p in chunk
+        ]
+        images = [Image.open(world_root / "mathvista" / p["image"]).convert("RGB") for p in chunk]
+        batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=96, do_sample=False)
+        responses = processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        for problem, response in zip(chunk, responses, strict=True):
+            correct += int(mathvista.is_correct(mathvista.extract_rules(response, problem), problem))
+    return 100.0 * correct / max(1, len(problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# Build command
+# ---------------------------------------------------------------------------------------------
+def build_tokenizer(world_root: Path, family: str, vocab: int):
+    from kit.models import train_tokenizer
+
+    return train_tokenizer(corpus_texts(world_root), family, vocab)
+
+
+def build_one(spec: PretrainSpec, world_root: Path, out_dir: Path, log=print) -> PretrainReport:
+    import torch
+
+    from kit.models import build_tiny, count_parameters, save
+
+    started = time.time()
+    torch.manual_seed(spec.seed)
+    tokenizer = build_tokenizer(world_root, spec.family, spec.size.vocab)
+    model, processor = build_tiny(spec.family, tokenizer, spec.size, seed=spec.seed)
+    examples = corpus_examples(world_root, spec.corpus, spec.pool_fraction, spec.seed)
+    log(f"{spec.name}: {count_parameters(model):,} parameters, {len(examples):,} examples, {spec.steps} steps")
+    loss = train(model, processor, examples, spec, log=log)
+    accuracy = {}
+    if spec.family == QWEN2VL:
+        accuracy["mathvista_testmini"] = round(mathvista_accuracy(model, processor, world_root), 2)
+    report = PretrainReport(spec.name, round(time.time() - started, 1), spec.steps, round(loss, 4),
+                            count_parameters(model), accuracy)
+    save(model, processor, out_dir / spec.name, manifest={"spec": _spec_dict(spec), "report": asdict(report)})
+    log(f"{spec.name}: loss {loss:.4f}, accuracy {accuracy}, {report.seconds} s")
+    return report
+
+
+def _spec_dict(spec: PretrainSpec) -> dict:
+    data = asdict(spec)
+    data["corpus"] = list(spec.corpus)
+    return data
+
+
+def build_models(names: list[str] | None, world_root: Path, out_dir: Path = MODELS_DIR, threads: int = 2,
+                 log=print) -> dict:
+    """Build the named tiny models (all by default) and update ``out_dir/MANIFEST.json``."""
+    import torch
+    import transformers
+
+    from kit.artifacts import atomic_write_json, file_hash
+
+    unknown = sorted(set(names or []) - set(SPECS))
+    if unknown:
+        raise KitError(f"unknown tiny model(s) {', '.join(unknown)}; choose from {', '.join(SPECS)}")
+    world_manifest = world_root / "MANIFEST.json"
+    if not world_manifest.is_file():
+        raise KitError(f"{world_manifest} is missing; build the tiny world first with `kit world build`")
+    torch.set_num_threads(threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+    world = json.loads(world_manifest.read_text())
+    for name in names or list(SPECS):
+        spec = SPECS[name]
+        report = build_one(spec, world_root, out_dir, log=log)
+        folder = out_dir / name
+        manifest["models"][name] = {
+            "command": f"kit models build --only {name}",
+            "spec": _spec_dict(spec),
+            "report": asdict(report),
+            "world_config": world["config"],
+            "world_hash": world["hash"],
+            "files": {p.name: file_hash(p) for p in sorted(folder.iterdir()) if p.is_file()},
+            "built_with": {"torch": torch.__version__, "transformers": transformers.__version__,
+                           "python": platform.python_version(), "threads": threads},
+        }
+        atomic_write_json(manifest_path, manifest)
+    return manifest
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("models", help="build or list the tiny models")
+    sub = parser.add_subparsers(dest="models_command", required=True)
+    build = sub.add_parser("build", help="pre-train the tiny models on the tiny world (minutes on 2 CPU cores)")
+    build.add_argument("--only", action="append", choices=sorted(SPECS), help="build only this model (repeatable)")
+    build.add_argument("--profile", default="tiny", help="profile whose world section to use (default: tiny)")
+    build.add_argument("--out", type=Path, default=MODELS_DIR, help="output folder (default: data/models)")
+    build.add_argument("--threads", type=int, default=2)
+    build.set_defaults(func=_cmd_build)
+    show = sub.add_parser("list", help="list the shipped tiny models and their measured skill")
+    show.add_argument("--out", type=Path, default=MODELS_DIR)
+    show.set_defaults(func=_cmd_list)
+
+
+def _cmd_build(args) -> int:
+    from kit.profile import load_profile
+    from kit.world import WorldConfig, build_world
+
+    profile = load_profile(args.profile)
+    root = Path(profile.resolve_path(profile.get("world.root")))
+    build_world(root, WorldConfig.from_profile(profile.get("world")))
+    build_models(args.only, root, args.out, threads=args.threads)
+    return 0
+
+
+def _cmd_list(args) -> int:
+    manifest_path = Path(args.out) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise KitError(f"{manifest_path} is missing; run `kit models build`")
+    for name, entry in json.loads(manifest_path.read_text())["models"].items():
+        report = entry["report"]
+        print(f"{name:24s} {report['parameters']:>9,d} params  {report['seconds']:>7.1f} s  {report['accuracy']}")
+    return 0

@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests locate files through ``repo_dir`` (never the working directory), so
+``pytest /work/main/tests`` gives the same result from any folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+_REPO_DIR = Path(__file__).resolve().parent.parent
+# Import this checkout's ``kit`` even when pytest runs from elsewhere or another copy is installed.
+if str(_REPO_DIR) not in sys.path:
+    sys.path.insert(0, str(_REPO_DIR))
+
+import kit  # noqa: E402
+
+if kit.REPO_DIR != _REPO_DIR:
+    raise RuntimeError(f"tests in {_REPO_DIR} imported kit from {kit.PACKAGE_DIR}; reinstall with `make`")
+
+
+@pytest.fixture(scope="session")
+def repo_dir() -> Path:
+    """The repository root (the folder holding pyproject.toml)."""
+    return kit.REPO_DIR
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared folder beside the repository (reference fixtures); tests needing it skip without it."""
+    path = kit.REPO_DIR.parent / "shared"
+    if not path.is_dir():
+        pytest.skip(
+            f"shared folder {path} is absent (it holds reference fixtures kept outside the repository)"
+        )
+    return path

@@ -1,0 +1,116 @@
+"""The benchmark registry, the common interface of its modules, and loading from the hub (with a stand-in
+``datasets`` module: the machine running the tests has no network)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from kit import benchmarks
+from kit.benchmarks import _common
+from kit.errors import KitError
+
+
+def test_registry_names_and_aliases() -> None:
+    assert benchmarks.names() == ["mathvista", "mathv", "wemath", "hallusionbench", "mme"]
+    assert benchmarks.get("MathVista").NAME == "mathvista"
+    assert benchmarks.get("MATH-Vision").NAME == "mathv"
+    assert benchmarks.get("we-math").NAME == "wemath"
+    with pytest.raises(KitError, match="unknown benchmark 'mmmu'"):
+        benchmarks.get("mmmu")
+
+
+@pytest.mark.parametrize("name", ["mathvista", "mathv", "wemath", "hallusionbench", "mme"])
+def test_every_module_has_the_interface(name: str) -> None:
+    bench = benchmarks.get(name)
+    for attribute in ("load", "build_prompt", "extract", "score", "record_id"):
+        assert callable(getattr(bench, attribute)), attribute
+    assert bench.DEFAULT_SPLIT in bench.SPLITS
+    assert _common.is_hub_id(bench.HUB_ID)
+
+
+def test_is_hub_id(tmp_path: Path) -> None:
+    assert _common.is_hub_id("AI4Math/MathVista")
+    assert not _common.is_hub_id("data/tiny/mathvista/testmini")
+    assert not _common.is_hub_id("./MathVista")
+    assert not _common.is_hub_id(str(tmp_path))
+    (tmp_path / "owner" / "name").mkdir(parents=True)
+    assert not _common.is_hub_id(f"{tmp_path}/owner/name")
+
+
+def _fake_datasets(monkeypatch: pytest.MonkeyPatch, splits: dict[tuple[str, str], list[dict]]) -> list[tuple]:
+    calls: list[tuple] = []
+
+    def load_dataset(source: str, split: str) -> list[dict]:
+        calls.append((source, split))
+        if (source, split) not in splits:
+            raise FileNotFoundError(f"Dataset {source} has no split {split}")
+        return splits[(source, split)]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    return calls
+
+
+def _picture() -> Image.Image:
+    return Image.new("RGB", (6, 6), "red")
+
+
+def test_mathvista_from_the_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    row = {"pid": "7", "question": "How many?", "image": "images/7.jpg", "decoded_image": _picture(), "choices": None,
+           "unit": None, "precision": None, "answer": "3", "question_type": "free_form", "answer_type": "integer",
+           "metadata": {"language": "english", "source": "x", "category": "general-vqa", "task": "t", "context": "c",
+                        "grade": "g", "skills": ["arithmetic reasoning"]}, "query": "Hint: ...\nQuestion: How many?"}
+    calls = _fake_datasets(monkeypatch, {("AI4Math/MathVista", "testmini"): [row]})
+    (record,) = benchmarks.get("mathvista").load("AI4Math/MathVista", "testmini", cache_dir=tmp_path)
+    assert calls == [("AI4Math/MathVista", "testmini")]
+    assert "decoded_image" not in record and record["query"] == row["query"]
+    assert Path(record["image_path"]).is_file() and Path(record["image_path"]).is_relative_to(tmp_path)
+    assert Image.open(record["image_path"]).size == (6, 6)
+
+
+def test_other_hubs_map_their_columns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_datasets(monkeypatch, {
+        ("MathLLMs/MathVision", "testmini"): [{"id": "1", "question": "Q\n<image1>", "options": [], "image": "images/1.jpg",
+                                               "decoded_image": _picture(), "answer": "4", "solution": None, "level": 1,
+                                               "subject": "counting"}],
+        ("We-Math/We-Math", "testmini"): [{"ID": "2steps_1", "split": "testmini", "knowledge concept": "k",
+                                           "question": "Q", "option": "A. 1;B. 2", "answer": "A", "image_path": _picture(),
+                                           "key": "2steps_multi", "question number": 1}],
+        ("lmms-lab/HallusionBench", "image"): [{"category": "VD", "subcategory": "figure", "visual_input": "1",
+                                                "set_id": "0", "figure_id": "0", "sample_note": "", "question_id": "0",
+                                                "question": "Is it?", "gt_answer_details": "It is.", "gt_answer": "1",
+                                                "filename": "./VD/figure/0_0.png", "image": _picture()}],
+        ("lmms-lab/HallusionBench", "non_image"): [{"category": "VS", "subcategory": "chart", "visual_input": "0",
+                                                    "set_id": "0", "figure_id": "0", "sample_note": "",
+                                                    "question_id": "0", "question": "Was it?",
+                                                    "gt_answer_details": "No.", "gt_answer": "0", "filename": None,
+                                                    "image": None}],
+        ("lmms-lab/MME", "test"): [{"question_id": "code_reasoning/0020.png", "image": _picture(),
+                                    "question": "Will it print 1? Please answer yes or no.", "answer": "Yes",
+                                    "category": "code_reasoning"}],
+    })
+    (mathv_record,) = benchmarks.get("mathv").load("MathLLMs/MathVision", "testmini", cache_dir=tmp_path)
+    assert Path(mathv_record["image_path"]).is_file()
+    (wemath_record,) = benchmarks.get("wemath").load("We-Math/We-Math", cache_dir=tmp_path)
+    assert Path(wemath_record["image_path"]).is_file() and wemath_record["image"] is None
+    hallusion = benchmarks.get("hallusionbench").load("lmms-lab/HallusionBench", cache_dir=tmp_path)
+    assert [Path(r["image_path"]).is_file() if r["image_path"] else None for r in hallusion] == [True, None]
+    (mme_record,) = benchmarks.get("mme").load("lmms-lab/MME", cache_dir=tmp_path)
+    assert mme_record["image"] == "0020.png" and Path(mme_record["image_path"]).is_file()
+    assert benchmarks.get("mme").score([dict(mme_record, prediction="yes")])["cognition"] == 200.0
+
+
+def test_hub_failures_are_kit_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_datasets(monkeypatch, {})
+    with pytest.raises(KitError, match=r"could not load hub dataset 'AI4Math/MathVista' split 'test'"):
+        benchmarks.get("mathvista").load("AI4Math/MathVista", "test")
+
+
+def test_hub_rows_missing_a_field_name_the_row(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_datasets(monkeypatch, {("MathLLMs/MathVision", "test"): [{"id": "12", "question": "Q", "options": []}]})
+    with pytest.raises(KitError, match=r"MathLLMs/MathVision\[test\]: record 12 lacks the field\(s\) 'answer'"):
+        benchmarks.get("mathv").load("MathLLMs/MathVision", "test", cache_dir=tmp_path)
