@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "models": "kit.pretrain",
     "score": "kit.benchmarks.cli",
     "check": "kit.envcheck",
+    "bench": "kit.bench",
 }
 
 

@@ -1,0 +1,288 @@
+"""The batched evaluator: resumable prediction files, batched equals one-at-a-time, text-only items,
+missing images, the headline table, and ``kit bench evaluate``."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+
+import pytest
+import torch
+
+from kit import benchmarks, models
+from kit.benchmarks import hallusionbench, mathvista
+from kit.cli import main
+from kit.errors import KitError
+from kit.evaluate import evaluate, evaluate_many, generate_batch, item_ids, metrics_table
+from kit.world import WorldConfig, build_world
+
+TOKENS = 12  # enough for responses to differ between items, short enough to keep the file fast
+LINE_FIELDS = {"id", "benchmark", "strategy", "model", "max_new_tokens", "prompt", "response", "extractor",
+               "prediction"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    # hallusionbench_sets=5 gives one VS set, whose first questions have no figure.
+    config = WorldConfig(train_pool=4, mathvista_testmini=10, mathvision_test=2, mathvision_testmini=2,
+                         wemath_problems=2, hallusionbench_sets=5, mme_images_per_subtask=1, eaco_images=1,
+                         vlfeedback_prompts=1, instructions=1)
+    root = tmp_path_factory.mktemp("world") / "tiny"
+    build_world(root, config, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(world, tmp_path_factory):
+    records = mathvista.load(world / "mathvista")
+    texts = [mathvista.build_prompt(r) for r in records] + [f"The answer is {r['answer']}." for r in records]
+    tokenizer = models.train_tokenizer(texts, models.QWEN2VL, 320)
+    model, processor = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=64, layers=1, ffn=128))
+    # A freshly initialised model answers every prompt with the same run of newlines, which would make
+    # "batched equals one-at-a-time" hold trivially; large weights make responses depend on the input.
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim >= 2:
+                parameter.normal_(0.0, 0.5, generator=generator)
+    return models.save(model, processor, tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    return models.load(model_dir, device="cpu")
+
+
+@pytest.fixture
+def rows_generated(loaded, monkeypatch):
+    """Counts the rows the model generates, and whether each call carried an image."""
+    calls: list[tuple[int, bool]] = []
+    original = loaded.model.generate
+
+    def counting(*args, **kwargs):
+        calls.append((int(kwargs["input_ids"].shape[0]), "pixel_values" in kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loaded.model, "generate", counting)
+    return calls
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _run(loaded, world, path=None, **options):
+    settings = {"source": world / "mathvista", "limit": 8, "batch_size": 4, "max_new_tokens": TOKENS,
+                "predictions_path": path, "progress": False}
+    return evaluate(loaded, "mathvista", **{**settings, **options})
+
+
+def test_writes_one_line_per_item_and_scores_them(loaded, world, tmp_path, rows_generated):
+    path = tmp_path / "preds.jsonl"
+    metrics = _run(loaded, world, path)
+    lines = _lines(path)
+    records = {r["pid"]: r for r in mathvista.load(world / "mathvista", limit=8)}
+    assert len(lines) == 8 and {line["id"] for line in lines} == set(records)
+    assert all(set(line) == LINE_FIELDS for line in lines)
+    for line in lines:
+        record = records[line["id"]]
+        assert line["prompt"] == mathvista.build_prompt(record)
+        assert line["prediction"] == mathvista.extract_rules(line["response"], record)
+        assert (line["benchmark"], line["strategy"], line["model"]) == ("mathvista", "direct", str(loaded.source))
+    assert metrics["total"] == 8 and metrics["n"] == 8 and metrics["generated"] == 8
+    assert (metrics["benchmark"], metrics["strategy"], metrics["extractor"]) == ("mathvista", "direct", "rules")
+    assert metrics["correct"] == sum(mathvista.is_correct(line["prediction"], records[line["id"]]) for line in lines)
+    assert sum(rows for rows, _ in rows_generated) == 8
+    assert [rows for rows, _ in rows_generated] == [4, 4]
+
+
+def test_second_call_resumes_without_generating(loaded, world, tmp_path, rows_generated):
+    path = tmp_path / "preds.jsonl"
+    first = _run(loaded, world, path)
+    content = path.read_bytes()
+    rows_generated.clear()
+    second = _run(loaded, world, path)
+    assert rows_generated == []
+    assert path.read_bytes() == content
+    assert second["generated"] == 0
+    assert {k: v for k, v in second.items() if k != "generated"} == {k: v for k, v in first.items()
+                                                                        if k != "generated"}
+
+
+def test_resume_after_a_kill_generates_only_the_rest(loaded, world, tmp_path, rows_generated):
+    full = tmp_path / "full.jsonl"
+    _run(loaded, world, full)
+    reference = {line["id"]: line["response"] for line in _lines(full)}
+    killed = tmp_path / "killed.jsonl"
+    kept = full.read_text().splitlines()[2:5]
+    killed.write_text("\n".join(kept) + "\n")
+    rows_generated.clear()
+    metrics = _run(loaded, world, killed)
+    lines = _lines(killed)
+    assert sum(rows for rows, _ in rows_generated) == 5 and metrics["generated"] == 5
+    assert len(lines) == 8 and len({line["id"] for line in lines}) == 8
+    assert lines[:3] == [json.loads(line) for line in kept]
+    assert {line["id"]: line["response"] for line in lines} == reference
+
+
+def test_resume_refuses_a_file_from_other_settings(loaded, world, tmp_path, rows_generated):
+    path = tmp_path / "preds.jsonl"
+    _run(loaded, world, path, limit=3)
+    rows_generated.clear()
+    with pytest.raises(KitError, match="max_new_tokens"):
+        _run(loaded, world, path, max_new_tokens=TOKENS + 1)
+    assert rows_generated == []
+
+
+def test_batched_equals_one_at_a_time_and_pairs_responses_with_records(loaded, world, tmp_path):
+    batched, single = tmp_path / "batched.jsonl", tmp_path / "single.jsonl"
+    _run(loaded, world, batched, batch_size=8)
+    _run(loaded, world, single, batch_size=1)
+    batched_responses = {line["id"]: line["response"] for line in _lines(batched)}
+    single_responses = {line["id"]: line["response"] for line in _lines(single)}
+    assert len(set(batched_responses.values())) > 1  # otherwise the comparison below proves nothing
+    assert batched_responses == single_responses
+    # Sorting by length must not move a response to another record: regenerate two items on their own.
+    records = mathvista.load(world / "mathvista", limit=8)
+    for record in records[:2]:
+        alone = generate_batch(loaded, [mathvista.build_prompt(record)], [record["image_path"]], [record["pid"]],
+                               TOKENS)
+        assert alone == [batched_responses[record["pid"]]]
+
+
+def test_scores_records_in_their_loaded_order(loaded, world, monkeypatch):
+    seen = []
+    original = mathvista.score
+
+    def capture(records, **options):
+        seen.extend(records)
+        return original(records, **options)
+
+    monkeypatch.setattr(mathvista, "score", capture)
+    _run(loaded, world, batch_size=3)
+    assert [r["pid"] for r in seen] == [r["pid"] for r in mathvista.load(world / "mathvista", limit=8)]
+    assert all("response" in r and "prediction" in r for r in seen)
+
+
+def test_hallusionbench_generates_questions_without_a_figure_as_text(loaded, world, tmp_path, rows_generated):
+    records = hallusionbench.load(world / "hallusionbench")
+    no_image = [r for r in records if r["image_path"] is None]
+    assert no_image and len(no_image) < len(records)
+    path = tmp_path / "hb.jsonl"
+    metrics = evaluate(loaded, "hallusionbench", source=world / "hallusionbench", batch_size=64, max_new_tokens=4,
+                       predictions_path=path, progress=False)
+    assert metrics["n"] == len(records) == metrics["questions"]
+    assert {"aAcc", "fAcc", "qAcc"} <= set(metrics)
+    assert sorted(rows_generated, key=lambda call: call[1]) == [(len(no_image), False),
+                                                                (len(records) - len(no_image), True)]
+    text_ids = {hallusionbench.record_id(r) for r in no_image}
+    assert text_ids <= {line["id"] for line in _lines(path)}
+
+
+def test_missing_image_names_the_record_and_the_path(loaded, world, tmp_path, monkeypatch, rows_generated):
+    folder = tmp_path / "mathvista"
+    shutil.copytree(world / "mathvista", folder)
+    record = mathvista.load(folder)[4]
+    missing = record["image_path"]
+    (folder / record["image"]).unlink()
+    with pytest.raises(KitError) as caught:
+        evaluate(loaded, "mathvista", source=folder, max_new_tokens=TOKENS, progress=False)
+    assert f"record {record['pid']}" in str(caught.value) and missing in str(caught.value)
+    # An image that disappears after loading (or a loader that does not check) is caught before generating.
+    original = mathvista.load
+    monkeypatch.setattr(mathvista, "load", lambda *a, **k: original(*a, **{**k, "check_images": False}))
+    path = tmp_path / "preds.jsonl"
+    with pytest.raises(KitError) as caught:
+        evaluate(loaded, "mathvista", source=folder, max_new_tokens=TOKENS, predictions_path=path, progress=False)
+    assert f"record {record['pid']}" in str(caught.value) and missing in str(caught.value)
+    assert rows_generated == [] and path.read_text() == ""
+
+
+def test_llm_extractor_reextracts_stored_responses_without_generating(loaded, world, tmp_path, rows_generated):
+    path = tmp_path / "preds.jsonl"
+    _run(loaded, world, path)
+    rows_generated.clear()
+    prompts = []
+
+    def llm(prompt: str) -> str:
+        prompts.append(prompt)
+        return "A"
+
+    metrics = _run(loaded, world, path, extractor="llm", llm=llm)
+    assert rows_generated == [] and metrics["extractor"] == "llm"
+    records = mathvista.load(world / "mathvista", limit=8)
+    asked = [r for r, line in zip(records, sorted(_lines(path), key=lambda line: int(line["id"])), strict=True)
+             if mathvista.extract(line["response"], r) is None]
+    assert len(prompts) == len(asked) > 0
+    expected = sum(mathvista.is_correct(mathvista.extract(line["response"], r, llm=lambda _: "A"), r)
+                   for r, line in zip(records, sorted(_lines(path), key=lambda line: int(line["id"])), strict=True))
+    assert metrics["correct"] == expected
+    with pytest.raises(KitError, match="llm"):
+        _run(loaded, world, extractor="llm")
+
+
+def test_evaluate_many_and_metrics_table(loaded, world, tmp_path):
+    sources = {"mathvista": world / "mathvista", "mme": world / "mme"}
+    results = evaluate_many(loaded, sources, limit=4, max_new_tokens=4, predictions_dir=tmp_path, progress=False)
+    assert set(results) == {"mathvista", "mme"}
+    assert results["mathvista"]["n"] == 4 and results["mme"]["n"] == 4
+    mme_lines = _lines(tmp_path / "mme.jsonl")
+    # MME names both questions about one image by the image: the second gets a suffix.
+    records = benchmarks.get("mme").load(world / "mme", limit=4)
+    assert [line["id"] for line in sorted(mme_lines, key=lambda line: line["id"])] == sorted(
+        item_ids(benchmarks.get("mme"), records))
+    assert len({line["id"] for line in mme_lines}) == 4
+    table = metrics_table({"tiny": results})
+    assert list(table.columns) == ["MathVista", "MME perception", "MME cognition"]
+    assert table.loc["tiny", "MathVista"] == results["mathvista"]["accuracy"]
+    assert table.loc["tiny", "MME perception"] == results["mme"]["perception"]
+
+
+def test_metrics_table_picks_headlines_and_leaves_gaps():
+    results = {
+        "teacher": {"mathvista": {"accuracy": 61.5}, "wemath": {"strict": {"score": 20.0}, "loose": {"score": 30.0}},
+                    "hallusionbench": {"aAcc": 70.0, "fAcc": 40.0, "qAcc": 35.0}},
+        "student": {"math-v": {"benchmark": "mathv", "accuracy": 12.25}},
+    }
+    table = metrics_table(results)
+    assert list(table.index) == ["teacher", "student"]
+    assert list(table.columns) == ["MathVista", "MATH-V", "We-Math strict", "We-Math loose", "HallusionBench aAcc",
+                                   "HallusionBench fAcc", "HallusionBench qAcc"]
+    assert table.loc["teacher", "We-Math loose"] == 30.0 and table.loc["student", "MATH-V"] == 12.25
+    assert math.isnan(table.loc["student", "MathVista"]) and math.isnan(table.loc["teacher", "MATH-V"])
+
+
+def test_item_ids_keep_a_prefix_stable():
+    records = [{"question_id": "count/1.png"}, {"question_id": "count/1.png"}, {"question_id": "count/2.png"}]
+    mme = benchmarks.get("mme")
+    assert item_ids(mme, records) == ["count/1.png", "count/1.png#2", "count/2.png"]
+    assert item_ids(mme, records[:1]) == ["count/1.png"]
+
+
+def test_rejects_bad_arguments(loaded, world):
+    with pytest.raises(KitError, match="source"):
+        evaluate(loaded, "mathvista")
+    with pytest.raises(KitError, match="strategy"):
+        evaluate(loaded, "mathvista", "telepathy", source=world / "mathvista")
+    with pytest.raises(KitError, match="batch_size"):
+        evaluate(loaded, "mathvista", source=world / "mathvista", batch_size=0)
+
+
+def test_bench_evaluate_cli_prints_the_speedup(model_dir, world, capsys):
+    code = main(["bench", "evaluate", "--model", str(model_dir), "--source", str(world / "mathvista"), "--n", "8",
+                 "--batch-size", "4", "--max-new-tokens", "8", "--threads", "1"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert re.fullmatch(r"speedup: \d+\.\d\d", out[-1])
+    assert "responses differing: 0/8" in out[-2]
+    assert sum("items/s" in line for line in out) == 2
