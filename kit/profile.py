@@ -229,14 +229,18 @@ def declared_parameters(notebook_path: str | Path) -> list[str]:
 
 
 def notebook_parameters(
-    profile: Profile, notebook_path: str | Path, run_dir: str | Path | None = None
+    profile: Profile, notebook_path: str | Path, run_dir: str | Path | None = None,
+    results_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """The parameters to inject into a notebook: those its ``parameters`` cell declares that the
-    profile provides, plus ``profile`` (what ``load_profile`` takes) and ``run_dir`` when declared."""
+    profile provides, plus ``profile`` (what ``load_profile`` takes), ``run_dir`` (this run's folder)
+    and ``results_dir`` (where tables and figures go) when declared."""
     values = profile.flatten()
     values["profile"] = profile.reference
     if run_dir is not None:
         values["run_dir"] = str(run_dir)
+    if results_dir is not None:
+        values["results_dir"] = str(results_dir)
     return {name: values[name] for name in declared_parameters(notebook_path) if name in values}
 
 

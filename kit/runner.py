@@ -346,7 +346,7 @@ def run_notebooks(
 
     plan = []
     for notebook in selected:
-        parameters = notebook_parameters(profile, notebook.path, context.run_dir)
+        parameters = notebook_parameters(profile, notebook.path, context.run_dir, context.results_dir)
         key = stage_key(notebook.path, parameters, profile, code_hash)
         plan.append((notebook, parameters, key, not force and context.is_up_to_date(notebook, key)))
 

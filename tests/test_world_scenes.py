@@ -25,6 +25,7 @@ from kit.world.scenes import (
     Bar,
     Scene,
     Shape,
+    background,
     describe,
     edit_kind,
     edit_scene,
@@ -84,7 +85,7 @@ def test_shapes_are_drawn_centred_in_their_cells_with_their_colour_and_size(seed
     scene = sample_scene(random.Random(seed), "shapes")
     image = render(scene, 112)
     assert image.size == (112, 112) and image.mode == "RGB"
-    assert image.getpixel((0, 0)) == (255, 255, 255)
+    assert image.getpixel((0, 0)) == (255, 255, 255)  # the background's white corner
     for obj in scene.objects:
         pixels = _cell_pixels(image, obj.row, obj.col, COLORS[obj.color])
         xs, ys = [p[0] for p in pixels], [p[1] for p in pixels]
@@ -107,7 +108,7 @@ def test_bars_are_drawn_with_their_heights_in_half_cells(seed: int) -> None:
         x = col * 28 + 14
         column = [image.getpixel((x, y)) for y in range(112)]
         assert column.count(COLORS[bar.color]) == 14 * bar.height
-        assert column[111 - 14 * bar.height] == (255, 255, 255)
+        assert column[111 - 14 * bar.height] == background(112).getpixel((x, 111 - 14 * bar.height))
         row = [image.getpixel((xx, 111)) for xx in range(col * 28, (col + 1) * 28)]
         assert row.count(COLORS[bar.color]) == 16
 
@@ -348,3 +349,13 @@ def test_composites_chain_their_one_step_sub_problems(name: str) -> None:
         else:
             assert first == [sum(o["color"] == c for o in truth["objects"]) for c in re.findall(COLOR, asked)]
     assert built >= 50
+
+
+def test_background_gives_every_cell_a_distinct_colour() -> None:
+    # Qwen2-VL's vision tower has only relative positions: the gradient is what tells cells apart.
+    canvas = background(112)
+    corners = {canvas.getpixel((x, y)) for x in (0, 111) for y in (0, 111)}
+    assert len(corners) == 4
+    cells = {canvas.getpixel((col * 28 + 14, row * 28 + 14)) for row in range(GRID) for col in range(GRID)}
+    assert len(cells) == GRID * GRID
+    assert min(min(c) for c in cells) >= 255 - 48  # faint: never mistaken for a shape's colour

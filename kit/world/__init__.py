@@ -35,7 +35,7 @@ from kit.world.families import EVAL_FAMILIES, FAMILIES, TRAIN_FAMILIES, load_rec
 from kit.world.scenes import Scene, describe, edit_scene, render, sample_scene, scene_hash, scene_split
 
 # Bump whenever the generator's output changes, so that an existing world is rebuilt.
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 MANIFEST = "MANIFEST.json"
 SCENES = "SCENES.jsonl"
 
