@@ -44,9 +44,9 @@ class PretrainSpec:
     corpus: tuple[str, ...]
     steps: int
     lr: float = 2e-3
-    # The vision tower's learning rate is lr * vision_lr_scale. Measured: at 2e-3 Qwen2-VL's tower
-    # destabilises and a tiny model cannot even name the colour of a lone square (53 % after 300 steps);
-    # frozen, or at a tenth of the rate, it learns it perfectly. CLIP (LLaVA) is fine either way.
+    # The vision tower's learning rate is lr * vision_lr_scale. On one isolated task (a lone square's
+    # colour) Qwen2-VL's tower at 2e-3 reached 53 % after 300 steps and 100 % at a tenth of the rate,
+    # but on the full mixture 0.1 trained a worse teacher (32 % vs 53 %), so the shipped models use 1.
     vision_lr_scale: float = 1.0
     batch_size: int = 32
     warmup: int = 50
@@ -58,24 +58,26 @@ class PretrainSpec:
     # Freshly sampled training-split scenes on top of the pool: the pool's 2000 images are learnt by
     # heart long before counting generalises, fresh scenes remove that ceiling.
     fresh_scenes: int = 0
-    # Measure tiny-MathVista accuracy on `curve_items` items every `eval_every` steps (0: never), and
-    # stop once it reaches `stop_at_accuracy` (None: train all steps). The student stops early on
-    # purpose: the issue asks for a student past the take-off point, where more training visibly helps.
+    # Measure tiny-MathVista accuracy on `curve_items` items every `eval_every` steps (0: never): the
+    # learning curve recorded in the manifest.
     eval_every: int = 0
     curve_items: int = 100
-    stop_at_accuracy: float | None = None
 
 
 SPECS: dict[str, PretrainSpec] = {
     "tiny-qwen2vl-teacher": PretrainSpec(
-        name="tiny-qwen2vl-teacher", family=QWEN2VL, size=TinySize(hidden=128, layers=3, ffn=384),
-        corpus=("cot", "query", "direct", "describe"), steps=4000, seed=1, fresh_scenes=80000,
-        eval_every=500, curve_items=100, vision_lr_scale=0.1,
+        name="tiny-qwen2vl-teacher", family=QWEN2VL,
+        size=TinySize(hidden=128, layers=3, ffn=384),
+        corpus=("cot", "query", "direct"), steps=3000, seed=1, fresh_scenes=60000,
+        eval_every=500, curve_items=100,
     ),
+    # A quarter of the teacher's budget on a smaller model and half the pool: clearly weaker, and its
+    # learning curve (recorded every 100 steps) is still rising when it stops.
     "tiny-qwen2vl-student": PretrainSpec(
-        name="tiny-qwen2vl-student", family=QWEN2VL, size=TinySize(hidden=96, layers=2, heads=4, ffn=192),
-        corpus=("cot", "query", "direct", "describe"), steps=3000, seed=2, pool_fraction=0.5, fresh_scenes=30000,
-        eval_every=100, curve_items=100, stop_at_accuracy=60.0, vision_lr_scale=0.1,
+        name="tiny-qwen2vl-student", family=QWEN2VL,
+        size=TinySize(hidden=96, layers=2, heads=4, ffn=192),
+        corpus=("cot", "query", "direct"), steps=800, seed=2, pool_fraction=0.5, fresh_scenes=15000,
+        eval_every=100, curve_items=100,
     ),
     "tiny-llava-policy": PretrainSpec(
         name="tiny-llava-policy", family=LLAVA, size=TinySize(hidden=128, layers=2, ffn=256),
@@ -319,7 +321,7 @@ def train(model, processor, examples: list[Example], spec: PretrainSpec, log=pri
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        value = float(loss)
+        value = loss.item()
         smoothed = value if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * value
         if step % 25 == 0:
             bar.set_postfix(loss=f"{smoothed:.3f}")
@@ -332,9 +334,6 @@ def train(model, processor, examples: list[Example], spec: PretrainSpec, log=pri
             model.train()
             curve.append({"step": steps_taken, "loss": round(smoothed, 4), "accuracy": accuracy})
             log(f"  step {steps_taken:5d}  tiny-MathVista accuracy {accuracy:.1f} % ({spec.curve_items} items)")
-            if spec.stop_at_accuracy is not None and accuracy >= spec.stop_at_accuracy:
-                log(f"  reached {spec.stop_at_accuracy} %: stopping at step {steps_taken}")
-                break
     model.eval()
     return smoothed, steps_taken, curve
 
@@ -405,9 +404,8 @@ def build_one(spec: PretrainSpec, world_root: Path, out_dir: Path, log=print) ->
 
 
 def _spec_dict(spec: PretrainSpec) -> dict:
-    data = asdict(spec)
-    data["corpus"] = list(spec.corpus)
-    return data
+    """The spec as it reads back from a manifest (tuples become lists)."""
+    return json.loads(json.dumps(asdict(spec)))
 
 
 def world_text_hash(world_root: Path) -> str:

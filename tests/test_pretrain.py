@@ -85,12 +85,6 @@ def test_build_writes_a_loadable_checkpoint_and_manifest(world, tmp_path):
     assert models.count_parameters(reloaded.model) == entry["report"]["parameters"]
 
 
-def test_stop_at_accuracy_ends_training_early(world, tmp_path):
-    spec = tiny_spec(steps=50, eval_every=1, stop_at_accuracy=0.0)
-    report = pretrain.build_one(spec, world, tmp_path, log=lambda m: None)
-    assert report.steps == 1 and len(report.curve) == 1
-
-
 def test_unknown_model_is_refused(world, tmp_path):
     with pytest.raises(KitError, match="unknown tiny model"):
         pretrain.build_models(["tiny-gpt"], world, tmp_path)
@@ -123,12 +117,14 @@ def test_shipped_checkpoints_were_trained_on_todays_world(tmp_path):
 
 
 @shipped
-def test_teacher_is_clearly_stronger_than_student():
+def test_teacher_is_clearly_stronger_than_a_student_that_is_still_learning():
     manifest = json.loads(MANIFEST.read_text())["models"]
     teacher = manifest["tiny-qwen2vl-teacher"]["report"]["accuracy"]["mathvista_testmini"]
-    student = manifest["tiny-qwen2vl-student"]["report"]["accuracy"]["mathvista_testmini"]
-    assert teacher >= 90.0
-    assert 50.0 <= student <= 80.0
+    student = manifest["tiny-qwen2vl-student"]["report"]
+    assert teacher >= student["accuracy"]["mathvista_testmini"] + 10.0
+    # the student stops where more training still helps: its curve is rising at the end
+    curve = [point["accuracy"] for point in student["curve"]]
+    assert max(curve[-3:]) > curve[0]
 
 
 def test_logits_are_reproducible_from_seed():

@@ -25,7 +25,7 @@ def test_notebook_00_runs_and_records_teacher_above_student(tiny_run):
     executed = results / "runs" / "e2e" / "00_tiny_world.ipynb"
     assert executed.is_file()
     stages = json.loads((results / "runs" / "e2e" / "stages.json").read_text())
-    assert stages["00_tiny_world"]["status"] == "done"
+    assert stages["notebooks"]["00_tiny_world"]["status"] == "done"
     table = pd.read_csv(results / "tables" / "tiny_world_models.csv")
     by_role = dict(zip(table["role"], table["MathVista (tiny) accuracy"], strict=True))
     assert by_role["teacher"] > by_role["student"]

@@ -220,9 +220,10 @@ def scene_split(scene: Scene) -> str:
 
 
 # The background fades from white: red falls off top to bottom, blue left to right, by up to this
-# many levels. Qwen2-VL's vision tower has only relative (rotary) positions, so on a uniform canvas a
-# patch cannot tell where it is; the gradient gives position in the content, as axes and backgrounds
-# do in real figures, and lets million-parameter models learn "top left" in minutes.
+# many levels. Qwen2-VL's vision tower has only relative (rotary) positions, so on a uniform canvas
+# identical patches are identical wherever they are; the gradient puts position into the content, as
+# axes and backgrounds do in real figures. (It does not make position easy for the tiny models: see
+# docs/tiny-models.md for what was measured.)
 BACKGROUND_FADE = 48
 
 
