@@ -47,13 +47,16 @@ _SELF_EVALUATION_INSTRUCTIONS = (
     "Ensure the reasoning process is accurate, and invoke self-evaluation whenever necessary.\\n"
 )
 
+# The integrated prompt opens with the question; at synthesis time the gold answer follows it.
+_SEAT_OPENING = "This is a mathematical question about an image and the direct answer to this question: \n {question} \n"
+_SEAT_BODY = _SELF_EVALUATION_INSTRUCTIONS.replace("{", "{{").replace("}", "}}")
+
 PROMPTS: dict[str, Prompt] = {
     p.id: p
     for p in (
         Prompt(
             id="seat_synthesis",
-            text="This is a mathematical question about an image and the direct answer to this question: \n "
-            "{question} \n Answer: {answer} \n" + _SELF_EVALUATION_INSTRUCTIONS.replace("{", "{{").replace("}", "}}"),
+            text=_SEAT_OPENING + " Answer: {answer} \n" + _SEAT_BODY,
             provenance="train/generate_data.py, main(): the teacher's integrated SEAT prompt, which carries "
             "the question and its gold answer",
             source="authors_code",
@@ -61,8 +64,7 @@ PROMPTS: dict[str, Prompt] = {
         ),
         Prompt(
             id="seat_inference",
-            text="This is a mathematical question about an image and the direct answer to this question: \n "
-            "{question} \n" + _SELF_EVALUATION_INSTRUCTIONS.replace("{", "{{").replace("}", "}}"),
+            text=_SEAT_OPENING + _SEAT_BODY,
             provenance="self-evaluate/evaluation/generate_response.py, main(): the same prompt at inference, "
             "without the answer (its first sentence still mentions one, as in the authors' code)",
             source="authors_code",
