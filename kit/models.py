@@ -366,13 +366,13 @@ def load(
                        adapter=str(adapter) if adapter else None)
 
 
-def save(loaded_or_model, processor, folder: str | Path, manifest: dict | None = None) -> Path:
+def save(model, processor, folder: str | Path, manifest: dict | None = None) -> Path:
     """``save_pretrained`` the model (safetensors) and processor into ``folder`` atomically."""
     from kit.artifacts import atomic_dir
 
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
-        loaded_or_model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         if manifest is not None:
             (Path(tmp) / "kit_model.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -29,8 +29,9 @@ MANIFEST_NAME = "MANIFEST.json"
 # How a user turn asks for an answer. `cot` is the step-by-step style the Cas-SEAT student is trained
 # towards; `direct` is LLaVA's standard short-answer instruction.
 DIRECT_SUFFIX = "\nAnswer the question using a single word or phrase."
-# Dense perception: the canonical description names every object's colour, shape, size and place,
-# where a question exercises one fact per image. It is what makes the teacher's vision take off.
+# Dense perception: the canonical description names every object's colour, shape, size and place.
+# No shipped spec trains on it (measured: it made the teacher weaker, see docs/tiny-models.md), but its
+# texts stay in the tokenizer's corpus so that `kit models build` reproduces the shipped tokenizers.
 DESCRIBE_PROMPT = "Describe the image in detail."
 
 
@@ -215,13 +216,12 @@ def corpus_texts(world_root: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Batching with the loss on assistant tokens only
 # ---------------------------------------------------------------------------------------------
-def _messages(example: Example, with_answers: bool = True) -> list[dict]:
+def _messages(example: Example) -> list[dict]:
     messages = []
     for i, (user, assistant) in enumerate(example.turns):
         content = [{"type": "image"}, {"type": "text", "text": user}] if i == 0 else [{"type": "text", "text": user}]
         messages.append({"role": "user", "content": content})
-        if with_answers:
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
     return messages
 
 
