@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "score": "kit.benchmarks.cli",
     "check": "kit.envcheck",
     "bench": "kit.bench",
+    "serve": "kit.serve",
 }
 
 

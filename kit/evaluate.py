@@ -23,8 +23,9 @@ How it works:
 - ``extractor="rules"``: MathVista uses ``mathvista.extract_rules`` (the tiny profile's rules-only
   extraction, a documented deviation), every other benchmark its own official ``extract``.
   ``extractor="llm"`` passes ``llm(prompt) -> str`` to the official LLM steps: MathVista's answer
-  extractor and HallusionBench's GPT-style judge (``score(chat=llm)``). MATH-V, We-Math and MME have no
-  LLM step in their official evaluation, so they keep their rule extraction.
+  extractor and HallusionBench's GPT-style judge (``score(chat=llm)``). MATH-V, We-Math, MME, POPE,
+  SEED-Bench, ScienceQA and AMBER have no LLM step in their official evaluation, so they keep their rule
+  extraction.
 
 Strategies: only ``direct`` for now. The released Cas-SEAT code (github.com/HelloZicky/Cas-SEAT,
 ``self-evaluate/evaluation/generate_response.py``) has the SEAT self-evaluation prompt and the plain
@@ -66,6 +67,11 @@ HEADLINES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "hallusionbench": [("HallusionBench aAcc", ("aAcc",)), ("HallusionBench fAcc", ("fAcc",)),
                        ("HallusionBench qAcc", ("qAcc",))],
     "mme": [("MME perception", ("perception",)), ("MME cognition", ("cognition",))],
+    "pope": [("POPE accuracy", ("accuracy",)), ("POPE F1", ("f1",))],
+    "seed": [("SEED-Bench image", ("accuracy",))],
+    "scienceqa": [("ScienceQA-IMG", ("accuracy",))],
+    "amber": [("AMBER score", ("amber_score",)), ("AMBER CHAIR", ("generative", "CHAIR")),
+              ("AMBER F1", ("discriminative", "F1"))],
 }
 
 
@@ -320,7 +326,8 @@ def _dig(metrics: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
 def metrics_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]):
     """A ``pandas.DataFrame`` with one row per label and the headline number of each benchmark as columns
     (MathVista and MATH-V accuracy, We-Math strict/loose score, HallusionBench aAcc/fAcc/qAcc, MME
-    perception/cognition), in registry order; a benchmark a label lacks is NaN."""
+    perception/cognition, POPE accuracy/F1 averaged over its splits, SEED-Bench image accuracy,
+    ScienceQA-IMG accuracy, AMBER score/CHAIR/F1), in registry order; a benchmark a label lacks is NaN."""
     import pandas as pd
 
     from kit import benchmarks

@@ -8,10 +8,6 @@ tiny profile uses neither: its tables say "rules only".
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -52,34 +48,17 @@ def openai_chat(
 
     Server errors (5xx), rate limits (429) and timeouts are retried ``retries`` times with exponential
     back-off; a client error (other 4xx) or an answer without ``choices`` raises ``KitError`` at once."""
+    from kit.generate import post_chat
+
     url = base_url.rstrip("/") + "/chat/completions"
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
 
     def chat(prompt: str) -> str:
-        body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
-                           "max_tokens": max_tokens, "temperature": temperature}).encode()
-        last_error: Exception | None = None
-        for attempt in range(retries + 1):
-            if attempt:
-                time.sleep(backoff * 2 ** (attempt - 1))
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    answer = json.loads(response.read())
-            except urllib.error.HTTPError as err:
-                if err.code == 429 or err.code >= 500:
-                    last_error = err
-                    continue
-                raise KitError(f"{url} refused the request: HTTP {err.code} {err.reason}") from err
-            except (urllib.error.URLError, TimeoutError, OSError) as err:
-                last_error = err
-                continue
-            try:
-                return answer["choices"][0]["message"]["content"] or ""
-            except (KeyError, IndexError, TypeError) as err:
-                raise KitError(f"{url} answered without choices[0].message.content: {str(answer)[:200]}") from err
-        raise KitError(f"{url} did not answer after {retries + 1} attempts: {last_error}")
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                "temperature": temperature}
+        answer = post_chat(url, body, api_key=api_key, timeout=timeout, retries=retries, backoff=backoff)
+        try:
+            return answer["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError) as err:
+            raise KitError(f"{url} answered without choices[0].message.content: {str(answer)[:200]}") from err
 
     return chat

@@ -63,14 +63,38 @@ class PretrainSpec:
     # learning curve recorded in the manifest.
     eval_every: int = 0
     curve_items: int = 100
+    # Continue from another spec's checkpoint (built first, its tokenizer kept) instead of from scratch.
+    init_from: str | None = None
+    # "mixed": every batch samples all styles; "by_style": each batch holds one style, drawn in proportion
+    # to its examples, so that the ~850-token SEAT prompts do not pad every short batch to their length.
+    batching: str = "mixed"
+    # With "by_style": (style, weight) pairs for how often each style's batches are drawn; styles left out
+    # weigh 1, and none given draws in proportion to each style's examples.
+    style_weights: tuple[tuple[str, float], ...] = ()
 
 
 SPECS: dict[str, PretrainSpec] = {
-    "tiny-qwen2vl-teacher": PretrainSpec(
-        name="tiny-qwen2vl-teacher", family=QWEN2VL,
+    # The teacher's perception and reasoning: chain-of-thought, MathVista queries, short answers.
+    "tiny-qwen2vl-teacher-base": PretrainSpec(
+        name="tiny-qwen2vl-teacher-base", family=QWEN2VL,
         size=TinySize(hidden=128, layers=3, ffn=384),
         corpus=("cot", "query", "direct"), steps=3000, seed=1, fresh_scenes=60000,
         eval_every=500, curve_items=100,
+    ),
+    # The teacher proper: the base taught the SEAT and Cas-SEAT output formats, which a real teacher
+    # (Qwen2-VL-7B) follows from the prompt's instructions alone. Earlier styles are replayed so that it
+    # keeps its skill; batches are by style because the SEAT prompt alone is ~690 tokens.
+    "tiny-qwen2vl-teacher": PretrainSpec(
+        name="tiny-qwen2vl-teacher", family=QWEN2VL,
+        size=TinySize(hidden=128, layers=3, ffn=384),
+        corpus=("cot", "query", "direct", "seat", "cas"), steps=1200, lr=2e-3, warmup=50, seed=4,
+        fresh_scenes=20000, eval_every=300, curve_items=100,
+        init_from="tiny-qwen2vl-teacher-base", batching="by_style",
+        # 600 steps in proportion to the examples (each new style a sixth) left the SEAT and reflection
+        # formats garbled (well formed 86 % / 81 % but blocks in 8 % of SEAT answers); the new formats get
+        # most of the batches, the replayed styles enough to keep the base's accuracy.
+        style_weights=(("cot", 1.0), ("query", 1.0), ("direct", 0.5), ("seat", 2.5), ("cas_cot", 1.0),
+                       ("cas_reflection", 2.0)),
     ),
     # A quarter of the teacher's budget on a smaller model and half the pool: clearly weaker, and its
     # learning curve (recorded every 100 steps) is still rising when it stops.
@@ -95,6 +119,9 @@ class Example:
     image: Any
     turns: list[tuple[str, str]]
     source: str = ""
+    # Assistant turns that carry the loss (None: all). A reflection example shows a wrong chain of thought
+    # in its first turn; the model must learn to reflect on it, not to write it.
+    loss_turns: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -199,7 +226,45 @@ def corpus_examples(world_root: Path, styles: tuple[str, ...], pool_fraction: fl
             turns = [(conv[i]["value"].replace("<image>\n", "").replace("<image>", ""), conv[i + 1]["value"])
                      for i in range(0, len(conv) - 1, 2)]
             examples.append(Example(str(inst / row["image"]), turns, "instructions"))
+    if "seat" in styles or "cas" in styles:
+        examples += _seat_examples(pool, styles, seed)
     rng.shuffle(examples)
+    return examples
+
+
+# Share of SEAT targets whose self-evaluation catches a misread step, and of Cas-SEAT reflection examples
+# whose chain of thought is wrong (ours: the tiny teacher needs both verdicts and both reflections).
+SEAT_REFINE_RATE = 0.3
+CAS_WRONG_RATE = 0.5
+
+
+def _seat_examples(pool: list[dict], styles: tuple[str, ...], seed: int) -> list[Example]:
+    """The SEAT and Cas-SEAT formats (``kit.seat``) under the authors' prompts (``kit.prompts``). Its own
+    random stream, so adding these styles leaves the other styles' examples unchanged."""
+    from kit import seat
+    from kit.prompts import get
+
+    rng = random.Random(seed + 7919)
+    examples: list[Example] = []
+    for record in pool:
+        image, question, solution = record["image"], _question_text(record), record["solution"]
+        if "seat" in styles:
+            prompt = get("seat_synthesis").format(question=question, answer=str(record["answer"]))
+            examples.append(Example(image, [(prompt, seat.seat_target(solution, rng, SEAT_REFINE_RATE))], "seat"))
+        if "cas" in styles:
+            cot_prompt = get("cas_cot").format(question=question)
+            examples.append(Example(image, [(cot_prompt, seat.cot_target(solution))], "cas_cot"))
+            steps, _ = seat.split_solution(solution)
+            wrong_step = wrong = None
+            if rng.random() < CAS_WRONG_RATE:
+                candidates = [(i, seat.corrupt(s, rng)) for i, s in enumerate(steps)]
+                candidates = [(i, w) for i, w in candidates if w is not None]
+                if candidates:
+                    wrong_step, wrong = rng.choice(candidates)
+            first = seat.cot_target(solution, wrong_step, wrong, rng, record.get("choices"))
+            examples.append(Example(image, [(cot_prompt, first),
+                                            (get("cas_reflection").text, seat.reflection_target(solution, wrong_step))],
+                                    "cas_reflection", loss_turns=(1,)))
     return examples
 
 
@@ -240,7 +305,7 @@ def collate(processor, examples: list[Example], images_cache: dict | None = None
             _messages(example), tokenize=True, return_dict=True, return_assistant_tokens_mask=True
         )
         texts.append(processor.apply_chat_template(_messages(example), tokenize=False))
-        masks.append(rendered["assistant_masks"])
+        masks.append(_keep_turns(rendered["assistant_masks"], example.loss_turns))
         if not isinstance(example.image, str):
             from kit.world.scenes import render
 
@@ -268,6 +333,19 @@ def collate(processor, examples: list[Example], images_cache: dict | None = None
         labels[row, span][keep] = ids[span][keep]
     batch["labels"] = labels
     return batch
+
+
+def _keep_turns(mask: list[int], turns: tuple[int, ...] | None) -> list[int]:
+    """``mask`` with only the assistant turns numbered in ``turns`` (0-based) left on."""
+    if turns is None:
+        return list(mask)
+    kept, turn, previous = [], -1, 0
+    for bit in mask:
+        if bit and not previous:
+            turn += 1
+        kept.append(1 if bit and turn in turns else 0)
+        previous = bit
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,18 +379,31 @@ def train(model, processor, examples: list[Example], spec: PretrainSpec, log=pri
     from tqdm.auto import tqdm
 
     model.train()
-    order: list[int] = []
+    if spec.batching not in ("mixed", "by_style"):
+        raise KitError(f"{spec.name}: batching must be 'mixed' or 'by_style', not {spec.batching!r}")
+    by_style: dict[str, list[int]] = {}
+    for i, example in enumerate(examples):
+        by_style.setdefault(example.source if spec.batching == "by_style" else "", []).append(i)
+    styles = sorted(by_style)
+    queues: dict[str, list[int]] = {style: [] for style in styles}
+    chosen = dict(spec.style_weights)
+    unknown = sorted(set(chosen) - set(styles)) if spec.batching == "by_style" else sorted(chosen)
+    if unknown:
+        raise KitError(f"{spec.name}: style_weights name {', '.join(unknown)}, which the corpus "
+                       f"({', '.join(styles)}) has no batches of")
+    weights = [chosen.get(s, 1.0) for s in styles] if chosen else [len(by_style[s]) for s in styles]
     smoothed = float("nan")
     cache: dict = {}
     curve: list[dict[str, float]] = []
     steps_taken = 0
     bar = tqdm(range(spec.steps), desc=f"pretrain {spec.name}", leave=False)
     for step in bar:
-        if len(order) < spec.batch_size:
-            more = list(range(len(examples)))
+        style = styles[0] if len(styles) == 1 else rng.choices(styles, weights)[0]
+        if len(queues[style]) < spec.batch_size:
+            more = list(by_style[style])
             rng.shuffle(more)
-            order += more
-        idx, order = order[: spec.batch_size], order[spec.batch_size:]
+            queues[style] += more
+        idx, queues[style] = queues[style][: spec.batch_size], queues[style][spec.batch_size:]
         batch = collate(processor, [examples[i] for i in idx], cache)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step) * group["lr_scale"]
@@ -372,8 +463,17 @@ def build_one(spec: PretrainSpec, world_root: Path, out_dir: Path, log=print) ->
 
     started = time.time()
     torch.manual_seed(spec.seed)
-    tokenizer = build_tokenizer(world_root, spec.family, spec.size.vocab)
-    model, processor = build_tiny(spec.family, tokenizer, spec.size, seed=spec.seed)
+    if spec.init_from:
+        from kit.models import load
+
+        start = out_dir / spec.init_from
+        if not (start / "config.json").is_file():
+            raise KitError(f"{spec.name} continues from {start}, which is not built; build {spec.init_from} first")
+        base = load(start)
+        model, processor = base.model, base.processor
+    else:
+        tokenizer = build_tokenizer(world_root, spec.family, spec.size.vocab)
+        model, processor = build_tiny(spec.family, tokenizer, spec.size, seed=spec.seed)
     examples = corpus_examples(world_root, spec.corpus, spec.pool_fraction, spec.seed, spec.fresh_scenes)
     log(f"{spec.name}: {count_parameters(model):,} parameters, {len(examples):,} examples, {spec.steps} steps")
     def curve_point() -> float:
@@ -408,14 +508,21 @@ def _spec_dict(spec: PretrainSpec) -> dict:
     return json.loads(json.dumps(asdict(spec)))
 
 
+# The world families pre-training reads (the pool and instruction set it trains on, the benchmarks it
+# measures), so that adding another benchmark family to the world does not orphan the shipped models.
+PRETRAIN_FAMILIES = ("mathv360k", "instructions", "mathvista", "mme", "hallusionbench")
+
+
 def world_text_hash(world_root: Path) -> str:
-    """Hash of the world's questions, answers and scenes (every JSON, JSONL and text file), leaving out
-    the PNG bytes, which depend on the Pillow/zlib build while the pixels do not."""
+    """Hash of the questions, answers and scenes of ``PRETRAIN_FAMILIES`` (every JSON, JSONL and text file
+    in their folders), leaving out the PNG bytes, which depend on the Pillow/zlib build while the pixels
+    do not."""
     from kit.artifacts import content_hash, file_hash
 
-    files = sorted(p for p in Path(world_root).rglob("*") if p.suffix in (".json", ".jsonl", ".txt")
-                   and p.name != "MANIFEST.json")
-    return content_hash({p.relative_to(world_root).as_posix(): file_hash(p) for p in files})
+    root = Path(world_root)
+    files = sorted(p for family in PRETRAIN_FAMILIES for p in (root / family).rglob("*")
+                   if p.suffix in (".json", ".jsonl", ".txt"))
+    return content_hash({p.relative_to(root).as_posix(): file_hash(p) for p in files})
 
 
 def build_models(names: list[str] | None, world_root: Path, out_dir: Path = MODELS_DIR, threads: int = 2,
@@ -434,7 +541,14 @@ def build_models(names: list[str] | None, world_root: Path, out_dir: Path = MODE
     torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest: dict = {}
-    for name in names or list(specs):
+    wanted = names or list(specs)
+    for name in wanted:
+        start = specs[name].init_from
+        if start and start not in wanted and not (out_dir / start / "config.json").is_file():
+            raise KitError(f"{name} continues from {start}, which is not in {out_dir}; build it too "
+                           f"(`kit models build --only {start} --only {name}`)")
+    # A model another one continues from is built first (SPECS lists them in that order).
+    for name in sorted(wanted, key=list(specs).index):
         build_one(specs[name], world_root, out_dir, log=log)
         manifest = record_in_manifest(out_dir / name, world_root, threads)
     return manifest

@@ -88,6 +88,16 @@ PROMPTS: dict[str, Prompt] = {
             source="authors_code",
         ),
         Prompt(
+            id="judge",
+            text="Here is a question about the image, its correct answer and a step-by-step solution.\n"
+            "Question: {question}\nCorrect answer: {answer}\nSolution:\n{response}\n"
+            "Is every step of the solution correct and consistent with the image? Answer yes or no.",
+            provenance="the optional MLLM judge of labelled-data filtering (kit.selection); the paper does not "
+            "publish its filtering criteria",
+            source="ours",
+            fields=("question", "answer", "response"),
+        ),
+        Prompt(
             id="direct",
             text="{question}",
             provenance="the benchmark's own standard prompt (e.g. MathVista's zero-shot query)",

@@ -16,15 +16,17 @@ from kit.errors import KitError
 
 
 def test_registry_names_and_aliases() -> None:
-    assert benchmarks.names() == ["mathvista", "mathv", "wemath", "hallusionbench", "mme"]
+    assert benchmarks.names() == ["mathvista", "mathv", "wemath", "hallusionbench", "mme", "pope", "seed", "scienceqa",
+                                  "amber"]
     assert benchmarks.get("MathVista").NAME == "mathvista"
+    assert benchmarks.get("SEED-Bench").NAME == "seed" and benchmarks.get("SQA-IMG").NAME == "scienceqa"
     assert benchmarks.get("MATH-Vision").NAME == "mathv"
     assert benchmarks.get("we-math").NAME == "wemath"
     with pytest.raises(KitError, match="unknown benchmark 'mmmu'"):
         benchmarks.get("mmmu")
 
 
-@pytest.mark.parametrize("name", ["mathvista", "mathv", "wemath", "hallusionbench", "mme"])
+@pytest.mark.parametrize("name", benchmarks.names())
 def test_every_module_has_the_interface(name: str) -> None:
     bench = benchmarks.get(name)
     for attribute in ("load", "build_prompt", "extract", "score", "record_id"):
@@ -114,3 +116,54 @@ def test_hub_rows_missing_a_field_name_the_row(monkeypatch: pytest.MonkeyPatch, 
     _fake_datasets(monkeypatch, {("MathLLMs/MathVision", "test"): [{"id": "12", "question": "Q", "options": []}]})
     with pytest.raises(KitError, match=r"MathLLMs/MathVision\[test\]: record 12 lacks the field\(s\) 'answer'"):
         benchmarks.get("mathv").load("MathLLMs/MathVision", "test", cache_dir=tmp_path)
+
+
+def test_eaco_benchmark_hubs_map_their_columns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_datasets(monkeypatch, {
+        ("lmms-lab/POPE", "test"): [
+            {"id": "0", "question_id": "1", "question": "Is there a snowboard in the image?", "answer": "yes",
+             "image_source": "COCO_val2014_000000310196", "image": _picture(), "category": "adversarial"},
+            {"id": "1", "question_id": "1", "question": "Is there a car in the image?", "answer": "no",
+             "image_source": "COCO_val2014_000000310196", "image": _picture(), "category": "random"}],
+        ("lmms-lab/SEED-Bench", "test"): [
+            {"answer": "A", "choice_a": "One", "choice_b": "Two", "choice_c": "Three", "choice_d": "Four",
+             "data_id": "1454426_2591111986", "data_type": "image", "question": "How many towels?",
+             "question_id": "101669", "question_type_id": 5, "image": [_picture()]},
+            {"answer": "B", "choice_a": "a", "choice_b": "b", "choice_c": "c", "choice_d": "d", "data_id": "v.webm",
+             "data_type": "video", "question": "What happens?", "question_id": "v1738", "question_type_id": 10,
+             "image": []}],
+        ("derek-thomas/ScienceQA", "test"): [
+            {"image": _picture(), "question": "Which is a mammal?", "choices": ["cat", "trout"], "answer": 0,
+             "hint": "", "task": "closed choice", "grade": "grade3", "subject": "natural science", "topic": "biology",
+             "category": "Classify", "skill": "s", "lecture": "", "solution": ""},
+            {"image": None, "question": "Which word comes first?", "choices": ["b", "a"], "answer": 1, "hint": "",
+             "task": "closed choice", "grade": "grade2", "subject": "language science", "topic": "t",
+             "category": "c", "skill": "s", "lecture": "", "solution": ""}],
+    })
+    records = benchmarks.get("pope").load("lmms-lab/POPE", cache_dir=tmp_path)
+    assert [r["category"] for r in records] == ["adversarial", "random"]
+    assert records[0]["text"] == "Is there a snowboard in the image?" and Path(records[0]["image_path"]).is_file()
+    assert [r["label"] for r in benchmarks.get("pope").load("lmms-lab/POPE", "random", cache_dir=tmp_path)] == ["no"]
+    (seed_record,) = benchmarks.get("seed").load("lmms-lab/SEED-Bench", cache_dir=tmp_path)
+    assert seed_record["dimension"] == "Instances Counting" and Path(seed_record["image_path"]).is_file()
+    (sqa_record,) = benchmarks.get("scienceqa").load("derek-thomas/ScienceQA", cache_dir=tmp_path)
+    assert sqa_record["pid"] == "test-0" and Path(sqa_record["image_path"]).is_file()
+    with pytest.raises(KitError, match="no Hugging Face copy"):
+        benchmarks.get("amber").load(benchmarks.get("amber").HUB_ID)
+
+
+def test_every_benchmark_has_headline_numbers_a_table_can_pick() -> None:
+    from kit.evaluate import HEADLINES, metrics_table
+
+    assert list(HEADLINES) == benchmarks.names()
+    pope = benchmarks.get("pope").score([{"question_id": i, "category": c, "label": label, "prediction": "yes"}
+                                         for c in ("random", "popular") for i, label in enumerate(["yes", "no"])])
+    seed = benchmarks.get("seed").score([{"question_id": "1", "question_type_id": 1, "answer": "A", "prediction": "A"},
+                                         {"question_id": "2", "question_type_id": 2, "answer": "B", "prediction": "C"}])
+    sqa = benchmarks.get("scienceqa").score([{"pid": "1", "choices": ["a", "b"], "answer": 1, "image": "image.png",
+                                              "prediction": "B"}])
+    amber = {"benchmark": "amber", "amber_score": 80.5, "generative": {"CHAIR": 9.0}, "discriminative": {"F1": 70.0}}
+    table = metrics_table({"model": {"pope": pope, "seed": seed, "scienceqa": sqa, "amber": amber}})
+    assert list(table.columns) == ["POPE accuracy", "POPE F1", "SEED-Bench image", "ScienceQA-IMG", "AMBER score",
+                                   "AMBER CHAIR", "AMBER F1"]
+    assert table.loc["model"].tolist() == pytest.approx([50.0, 200 / 3, 50.0, 100.0, 80.5, 9.0, 70.0])

@@ -133,3 +133,78 @@ def test_logits_are_reproducible_from_seed():
     second, _ = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=32, ffn=64), seed=3)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_seat_and_cas_styles_use_the_authors_prompts_and_parse_well_formed(world):
+    from kit import seat
+    from kit.prompts import get
+
+    examples = pretrain.corpus_examples(world, ("seat", "cas"), 1.0, seed=0)
+    by_style: dict[str, list] = {}
+    for e in examples:
+        by_style.setdefault(e.source, []).append(e)
+    assert {k: len(v) for k, v in by_style.items()} == {"seat": 40, "cas_cot": 40, "cas_reflection": 40}
+    for e in by_style["seat"]:
+        prompt, answer = e.turns[0]
+        assert prompt.startswith("This is a mathematical question") and "Answer: " in prompt
+        parsed = seat.parse(answer)
+        assert parsed.well_formed and len(parsed.evaluations) == 1
+    refined = sum(seat.parse(e.turns[0][1]).verdicts == ["Refine"] for e in by_style["seat"])
+    assert 0 < refined < 40
+    for e in by_style["cas_reflection"]:
+        assert e.turns[1][0] == get("cas_reflection").text and e.loss_turns == (1,)
+        assert seat.parse(e.turns[1][1], expect_blocks=False).well_formed
+    # Adding the new styles leaves the other styles' examples as they were.
+    base = pretrain.corpus_examples(world, ("cot",), 1.0, seed=0)
+    mixed = pretrain.corpus_examples(world, ("cot", "seat"), 1.0, seed=0)
+    assert sorted(e.turns[0][1] for e in base) == sorted(e.turns[0][1] for e in mixed if e.source == "cot")
+
+
+def test_loss_turns_leave_only_the_chosen_assistant_turn_labelled(world):
+    examples = pretrain.corpus_examples(world, ("cas",), 1.0, seed=0)
+    tokenizer = models.train_tokenizer(pretrain.corpus_texts(world), models.QWEN2VL, 400)
+    _, processor = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=32, ffn=64))
+    reflection = next(e for e in examples if e.source == "cas_reflection")
+    batch = pretrain.collate(processor, [reflection])
+    kept = batch["input_ids"][0][batch["labels"][0] != -100]
+    assert tokenizer.decode(kept) == reflection.turns[1][1] + "<|im_end|>"
+    assert pretrain._keep_turns([0, 1, 1, 0, 0, 1, 0, 1], (1,)) == [0, 0, 0, 0, 0, 1, 0, 0]
+    assert pretrain._keep_turns([0, 1, 1, 0, 1], None) == [0, 1, 1, 0, 1]
+
+
+def test_by_style_batches_hold_one_style_and_weights_are_checked(world, monkeypatch):
+    seen: list[set] = []
+    real_collate = pretrain.collate
+
+    def spy(processor, examples, cache=None):
+        seen.append({e.source for e in examples})
+        return real_collate(processor, examples, cache)
+
+    monkeypatch.setattr(pretrain, "collate", spy)
+    examples = pretrain.corpus_examples(world, ("cot", "direct"), 1.0, seed=0)
+    tokenizer = models.train_tokenizer(pretrain.corpus_texts(world), models.QWEN2VL, 400)
+    model, processor = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=32, ffn=64))
+    spec = tiny_spec(corpus=("cot", "direct"), steps=6, eval_every=0, batching="by_style",
+                     style_weights=(("cot", 1.0), ("direct", 1.0)))
+    pretrain.train(model, processor, examples, spec, log=lambda m: None)
+    assert len(seen) == 6 and all(len(styles) == 1 for styles in seen)
+    with pytest.raises(KitError, match="style_weights name seat"):
+        pretrain.train(model, processor, examples, dataclasses.replace(spec, style_weights=(("seat", 1.0),)),
+                       log=lambda m: None)
+    with pytest.raises(KitError, match="batching must be"):
+        pretrain.train(model, processor, examples, dataclasses.replace(spec, batching="random"), log=lambda m: None)
+
+
+def test_a_model_continued_from_another_needs_it_built(world, tmp_path):
+    base = tiny_spec(name="test-base", eval_every=0)
+    continued = tiny_spec(name="test-continued", init_from="test-base", eval_every=0, corpus=("cot", "cas"),
+                          batching="by_style")
+    specs = {"test-base": base, "test-continued": continued}
+    with pytest.raises(KitError, match="continues from test-base"):
+        pretrain.build_models(["test-continued"], world, tmp_path, threads=1, log=lambda m: None, specs=specs)
+    manifest = pretrain.build_models(["test-continued", "test-base"], world, tmp_path, threads=1,
+                                     log=lambda m: None, specs=specs)
+    assert list(manifest["models"]) == ["test-base", "test-continued"]
+    # The continued model keeps its base's tokenizer.
+    assert (tmp_path / "test-base" / "tokenizer.json").read_bytes() == \
+        (tmp_path / "test-continued" / "tokenizer.json").read_bytes()

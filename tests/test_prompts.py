@@ -34,3 +34,21 @@ def test_missing_field_and_unknown_id_are_named():
         prompts.get("seat_synthesis").format(question="Q?")
     with pytest.raises(KitError, match="unknown prompt id 'seat_long'"):
         prompts.get("seat_long")
+
+
+def test_the_authors_code_defects_are_recorded_as_deviations():
+    from kit.deviations import DEVIATIONS, get
+
+    ids = {d.id for d in DEVIATIONS}
+    assert {"seat-teacher-128-tokens", "cas-seat-reflection-label-leak", "cas-seat-first-43-skipped"} <= ids
+    assert "max_new_tokens=128" in get("seat-teacher-128-tokens").source
+    for deviation in DEVIATIONS:
+        assert deviation.paper in ("SEAT", "EACO") and deviation.authors and deviation.kit and deviation.affects
+
+
+def test_judge_prompt_is_ours_and_shows_all_it_judges():
+    judge = prompts.get("judge")
+    assert judge.source == "ours"
+    text = judge.format(question="How many?", answer="3", response="Step 1: count.")
+    assert "How many?" in text and "Correct answer: 3" in text and "Step 1: count." in text
+    assert text.endswith("Answer yes or no.")

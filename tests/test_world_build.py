@@ -4,11 +4,13 @@ and with no picture both trained on and evaluated."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import time
 from pathlib import Path
 
+import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 import pytest
@@ -32,7 +34,25 @@ SMALL = WorldConfig(
     eaco_images=10,
     vlfeedback_prompts=10,
     instructions=10,
+    pope_images=6,
+    seed_questions=14,
+    scienceqa_problems=12,
+    amber_images=5,
 )
+# The sizes of the tiny profile's world when the shipped tiny models were trained (before the EACO
+# benchmark families existed), and hashes of what those families wrote then, computed from a fresh
+# `kit world build` before pope/seed/scienceqa/amber were added: the text files' sha256 (with the
+# SCENES.jsonl lines of those families) and the decoded pixels of their PNGs (PNG bytes depend on the
+# zlib build, pixels do not).
+SHIPPED_SIZES = WorldConfig(
+    seed=20250110, image_size=112, train_pool=6000, mathvista_testmini=300, mathvision_test=300,
+    mathvision_testmini=60, wemath_problems=60, hallusionbench_sets=40, mme_images_per_subtask=20,
+    eaco_images=300, vlfeedback_prompts=300, instructions=300,
+)
+EARLIER_FAMILIES = ("mathvista", "mathvision", "wemath", "hallusionbench", "mme", "mathv360k", "eaco_images",
+                    "vlfeedback", "instructions")
+EARLIER_TEXT_HASH = "df2ecaf0367fb721ba571bff13d9b46b0908fcd8e6ec9a6e75751c777e58f8a2"
+EARLIER_PIXEL_HASH = "a97f284e0b80434f6053c5aba919442ab513ad0f4bbf8ae5c48ec150851bfc4b"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +80,10 @@ def test_the_manifest_records_config_counts_and_a_hash_of_every_file(world: Path
         "records": 2 * 6 * SMALL.mme_images_per_subtask,
         "images": 6 * SMALL.mme_images_per_subtask,
     }
+    assert counts["pope"] == {"records": 3 * 6 * SMALL.pope_images, "images": SMALL.pope_images}
+    assert counts["seed"] == {"records": SMALL.seed_questions, "images": SMALL.seed_questions}
+    assert counts["scienceqa"]["records"] == SMALL.scienceqa_problems
+    assert counts["amber"]["images"] == SMALL.amber_images
 
 
 def test_the_same_config_builds_byte_identical_worlds(world: Path, tmp_path: Path) -> None:
@@ -110,6 +134,58 @@ def test_changing_one_family_size_leaves_every_other_family_unchanged(world: Pat
     for family in fam.FAMILIES:
         if family != "mathvista":
             assert family_files(changed, family) == family_files(ours, family), family
+
+
+def test_the_eaco_benchmark_families_change_no_other_family(world: Path, tmp_path: Path) -> None:
+    without = build_world(
+        tmp_path / "without",
+        dataclasses.replace(SMALL, pope_images=0, seed_questions=0, scienceqa_problems=0, amber_images=0),
+        progress=False,
+    )
+    ours = read_manifest(world)
+    for family in fam.FAMILIES:
+        if family not in fam.EACO_FAMILIES:
+            assert family_files(without, family) == family_files(ours, family), family
+        else:
+            assert family_files(without, family) != family_files(ours, family), family
+
+
+def _pixels(path: Path) -> bytes:
+    with PIL.Image.open(path) as image:
+        return image.convert("RGB").tobytes()
+
+
+def test_the_shipped_models_world_is_byte_identical_to_before_the_eaco_families(tmp_path: Path) -> None:
+    root = tmp_path / "tiny"
+    build_world(root, SHIPPED_SIZES, progress=False)
+    text = {
+        p.relative_to(root).as_posix(): file_hash(p)
+        for p in sorted(root.rglob("*"))
+        if p.suffix in (".json", ".jsonl", ".txt") and p.relative_to(root).parts[0] in EARLIER_FAMILIES
+    }
+    lines = [line for line in (root / "SCENES.jsonl").read_text(encoding="utf-8").splitlines()
+             if json.loads(line)["file"].split("/", 1)[0] in EARLIER_FAMILIES]
+    text["SCENES.jsonl[existing]"] = hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()
+    assert len(text) == 130
+    assert hashlib.sha256(json.dumps(text, sort_keys=True).encode()).hexdigest() == EARLIER_TEXT_HASH
+    pixels = hashlib.sha256()
+    for path in sorted(root.rglob("*.png")):
+        if path.relative_to(root).parts[0] in EARLIER_FAMILIES:
+            pixels.update(path.relative_to(root).as_posix().encode())
+            pixels.update(_pixels(path))
+    assert pixels.hexdigest() == EARLIER_PIXEL_HASH
+
+
+def test_a_world_built_before_the_eaco_families_is_rebuilt(world: Path, tmp_path: Path) -> None:
+    root = tmp_path / "tiny"
+    shutil.copytree(world, root)
+    manifest = read_manifest(root)
+    for family in fam.EACO_FAMILIES:
+        del manifest["counts"][family]
+        shutil.rmtree(root / family)
+    (root / "MANIFEST.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert build_world(root, SMALL, progress=False) == read_manifest(world)
+    assert (root / "amber/data/annotations.json").is_file()
 
 
 def test_an_up_to_date_world_is_not_rebuilt(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:

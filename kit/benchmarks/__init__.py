@@ -4,7 +4,8 @@ benchmark, behind a small registry.
 Registry::
 
     from kit import benchmarks
-    bench = benchmarks.get("mathvista")      # or "mathv", "wemath", "hallusionbench", "mme"
+    bench = benchmarks.get("mathvista")      # or "mathv", "wemath", "hallusionbench", "mme", "pope", "seed",
+                                              # "scienceqa", "amber"
     benchmarks.names()                        # the canonical names, in REGISTRY order
 
 Every benchmark module exposes the same interface, so that an evaluator can run any of them on the
@@ -25,14 +26,16 @@ real dataset or on the tiny world's copy (written in the real on-disk layout) un
   ``KitError`` naming the file and the record (``bench.record_id(record)``).
 - ``build_prompt(record) -> str``.
 - ``extract(response, record)`` returns the benchmark's answer: a string, ``None`` when the rules find
-  no answer (MathVista without an LLM, We-Math, HallusionBench), ``""`` for an empty MathVista
-  response; MATH-V always returns a string and MME one of ``yes``/``no``/``other``. It never raises
-  on arbitrary text. MathVista's ``extract`` also takes ``llm=callable(prompt) -> str`` for the
-  official LLM extractor.
+  no answer (MathVista without an LLM, We-Math, HallusionBench, SEED-Bench), ``""`` for an empty
+  MathVista response; MATH-V always returns a string, MME one of ``yes``/``no``/``other``, POPE
+  ``yes``/``no``, ScienceQA a letter or ``FAILED``, AMBER the description (generative) or
+  ``Yes``/``No``. It never raises on arbitrary text. MathVista's ``extract`` also takes
+  ``llm=callable(prompt) -> str`` for the official LLM extractor.
 - ``score(records) -> dict``: records carry the problem fields plus ``prediction`` (the return of
   ``extract``); a record with only ``response`` is extracted by rules. Extra options: MathVista
   ``int_rule="legacy"|"current"``; MATH-V ``gt=`` (id -> problem) for output files that hold only
-  ``id``/``response``; HallusionBench ``chat=`` (the official GPT-style judge; rule-based without).
+  ``id``/``response``; HallusionBench ``chat=`` (the official GPT-style judge; rule-based without);
+  AMBER ``nouns=``/``similarity=`` (the official nltk/spaCy resources or the documented fallback).
 - Constants: ``NAME``, ``HUB_ID``, ``SPLITS``, ``DEFAULT_SPLIT``.
 
 ``kit score`` (kit/benchmarks/cli.py) rescoring the official output files of each benchmark.
@@ -52,6 +55,10 @@ REGISTRY: dict[str, str] = {
     "wemath": "kit.benchmarks.wemath",
     "hallusionbench": "kit.benchmarks.hallusionbench",
     "mme": "kit.benchmarks.mme",
+    "pope": "kit.benchmarks.pope",
+    "seed": "kit.benchmarks.seed",
+    "scienceqa": "kit.benchmarks.scienceqa",
+    "amber": "kit.benchmarks.amber",
 }
 ALIASES: dict[str, str] = {
     "math-v": "mathv",
@@ -60,6 +67,12 @@ ALIASES: dict[str, str] = {
     "we-math": "wemath",
     "hallusion_bench": "hallusionbench",
     "hallusion-bench": "hallusionbench",
+    "seed-bench": "seed",
+    "seedbench": "seed",
+    "seed_bench": "seed",
+    "sqa": "scienceqa",
+    "scienceqa-img": "scienceqa",
+    "sqa-img": "scienceqa",
 }
 
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from kit.artifacts import atomic_dir, file_hash
 from kit.errors import KitError
+from kit.world import eaco_families as eaco
 from kit.world import families as fam
 from kit.world.families import EVAL_FAMILIES, FAMILIES, TRAIN_FAMILIES, load_records
 from kit.world.scenes import Scene, describe, edit_scene, render, sample_scene, scene_hash, scene_split
@@ -76,6 +77,11 @@ class WorldConfig:
     eaco_images: int = 300
     vlfeedback_prompts: int = 300
     instructions: int = 300
+    # EACO's other benchmarks.
+    pope_images: int = 50
+    seed_questions: int = 280
+    scienceqa_problems: int = 300
+    amber_images: int = 60
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -122,7 +128,7 @@ def build_world(
     root: str | Path, config: WorldConfig, force: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """Write the tiny world into ``root`` and return its manifest; a world already built with the same
-    config and generator version is returned as it is unless ``force``."""
+    config, generator version and families is returned as it is unless ``force``."""
     root = Path(root)
     existing = read_manifest(root)
     if (
@@ -130,6 +136,8 @@ def build_world(
         and existing is not None
         and existing.get("version") == WORLD_VERSION
         and existing.get("config") == config.to_dict()
+        # a world built before a family was added (the EACO benchmarks) lacks it: rebuild
+        and set(existing.get("counts", {})) == set(FAMILIES)
     ):
         return existing
     with atomic_dir(root) as tmp:
@@ -163,6 +171,12 @@ def _build_into(folder: Path, config: WorldConfig, progress: bool) -> dict[str, 
             ),
         ),
         ("mme", lambda: fam.write_mme(ctx, family_rng(seed, "mme"), config.mme_images_per_subtask)),
+        # EACO's other benchmarks: own generators, evaluation-side scenes only, so that no earlier family
+        # and no training family changes (training families reject evaluation-side scenes anyway).
+        ("pope", lambda: eaco.write_pope(ctx, family_rng(seed, "pope"), config.pope_images)),
+        ("seed", lambda: eaco.write_seed(ctx, family_rng(seed, "seed"), config.seed_questions)),
+        ("scienceqa", lambda: eaco.write_scienceqa(ctx, family_rng(seed, "scienceqa"), config.scienceqa_problems)),
+        ("amber", lambda: eaco.write_amber(ctx, family_rng(seed, "amber"), config.amber_images)),
     ]
     # Evaluation families first: the training families then refuse every scene they used.
     eval_hashes: set[str] = set()

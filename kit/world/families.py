@@ -21,6 +21,8 @@ Layouts (relative to the world root; extras beyond the real schema are listed pe
   flat layout of these six subtasks.
 * ``eaco_images/images/`` + ``instructions.json``; ``vlfeedback/data.jsonl`` + ``images/``;
   ``instructions/llava_instruct.json`` + ``images/``.
+* ``pope/``, ``seed/``, ``scienceqa/``, ``amber/``: the rest of EACO's benchmarks, written by
+  ``kit.world.eaco_families`` (layouts there).
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ from kit.world.scenes import (
     shape_phrases,
 )
 
-EVAL_FAMILIES = ("mathvista", "mathvision", "wemath", "hallusionbench", "mme")
+# The EACO benchmark families (pope ... amber) come last and have their own generators, so that adding
+# them left every earlier family's files byte-identical (the shipped tiny models were trained on those).
+EVAL_FAMILIES = ("mathvista", "mathvision", "wemath", "hallusionbench", "mme", "pope", "seed", "scienceqa", "amber")
+EACO_FAMILIES = ("pope", "seed", "scienceqa", "amber")
 TRAIN_FAMILIES = ("mathv360k", "eaco_images", "vlfeedback", "instructions")
 FAMILIES = EVAL_FAMILIES + TRAIN_FAMILIES
 
@@ -832,7 +837,12 @@ def write_instructions(ctx: Context, rng: random.Random, n: int, reject: set[str
 # -- reading a built world back -------------------------------------------------------------------
 def load_records(root: Path, family: str) -> list[dict[str, Any]]:
     """The records of ``family`` as written, one dict per question (MME lines become dicts with
-    subtask, image, question, answer; EACO images become dicts with the image path)."""
+    subtask, image, question, answer; EACO images become dicts with the image path; the EACO benchmark
+    families are read by ``kit.world.eaco_families.load_records``)."""
+    if family in EACO_FAMILIES:
+        from kit.world import eaco_families
+
+        return eaco_families.load_records(root, family)
     base = Path(root) / family
     if family == "mathv360k":
         return json.loads((base / "train_samples_all_tuning.json").read_text(encoding="utf-8"))
@@ -873,7 +883,11 @@ def load_records(root: Path, family: str) -> list[dict[str, Any]]:
 
 def image_questions(root: Path, family: str) -> list[tuple[str, str]]:
     """(image path relative to the world root, question text) for every question of ``family``;
-    a question without an image (HallusionBench's visual_input 0) has image ''."""
+    a question without an image (HallusionBench's visual_input 0, ScienceQA's text problems) has image ''."""
+    if family in EACO_FAMILIES:
+        from kit.world import eaco_families
+
+        return eaco_families.image_questions(root, family)
     pairs = []
     for r in load_records(root, family):
         if family in ("mathv360k", "instructions"):

@@ -1,0 +1,407 @@
+"""Teacher synthesis: the teacher answers MathV360K questions under the SEAT and Cas-SEAT prompts, and every
+answer is written, parsed, to a resumable JSONL file.
+
+::
+
+    from kit.synthesis import load_source, synthesize
+    from kit.generate import Sampling, make_engine
+    items = load_source("data/tiny/mathv360k", limit=600)
+    engine = make_engine("transformers", "data/models/tiny-qwen2vl-teacher", batch_size=32)
+    summary = synthesize(engine, items, ["seat_synthesis", "cas_cot", "cas_reflection"], "run/synthesis.jsonl",
+                         sampling=Sampling(max_new_tokens=256))
+
+The source is MathV360K (``Zhiqiang007/MathV360K``: ``train_samples_all_tuning.json``, rows with ``id``,
+``image`` and ``conversations`` [human question with ``<image>``, gpt answer]; arXiv 2501.05662 and the
+authors' ``train/generate_data.py``, which read the same fields). The authors used a subset of about 30k.
+
+Prompts (``kit.prompts``): ``seat_synthesis`` gives the teacher the question and the gold answer (SEAT's
+integrated prompt); ``cas_cot`` asks for a chain of thought; ``cas_reflection`` is the follow-up turn
+on that chain of thought, so it runs after ``cas_cot`` for the same item and sample, on every item (the
+authors' code ran it on wrong items only: ``kit.deviations``).
+
+One line per (item id, prompt id, sample index) holds the teacher, backend, prompt id, sampling settings,
+the conversation sent, the raw text and its parse (``kit.seat.parse``: steps, self-evaluation blocks with
+verdicts, final answer, problems). Lines are appended and fsynced one by one; a killed run started again
+skips the keys already written, so nothing is lost or written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kit.errors import KitError
+
+SOURCE_FILE = "train_samples_all_tuning.json"  # MathV360K's file name on the hub
+IMAGE_FOLDERS = ("", "data_images")  # image paths are relative to the folder, or to its unzipped data_images/
+SYNTHESIS_PROMPTS = ("seat_synthesis", "cas_cot", "cas_reflection")
+KEY_FIELDS = ("item_id", "prompt_id", "sample")
+
+_CHOICES = re.compile(r"\n?Choices:\s*\n?(.*)$", re.DOTALL)
+_OPTION = re.compile(r"\(([A-H])\)\s*(.*?)(?=\s*\([A-H]\)|\n|$)", re.DOTALL)
+_INTEGER = re.compile(r"^-?\d+$")
+_FLOAT = re.compile(r"^-?\d+\.(\d+)$")
+
+
+@dataclass
+class SourceItem:
+    """One MathV360K question, with what answer checking needs inferred from its text: the choices
+    (MathV360K writes them into the question as "Choices:\\n(A) ..."), the answer type and precision."""
+
+    id: str
+    row: int  # 1-based position in the source file, for messages
+    image: str
+    question: str
+    answer: str
+    choices: list[str] | None
+    answer_type: str  # integer | float | text
+    precision: int | None
+
+    @property
+    def answer_kind(self) -> str:
+        """multi_choice | integer | float | short_text (at most 3 words) | long_text."""
+        if self.choices:
+            return "multi_choice"
+        if self.answer_type != "text":
+            return self.answer_type
+        return "short_text" if len(self.answer.split()) <= 3 else "long_text"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_choices(question: str) -> list[str] | None:
+    """The options of a question that lists them after "Choices:" as "(A) ...", else ``None``."""
+    match = _CHOICES.search(question)
+    if not match:
+        return None
+    options = [text.strip() for _, text in _OPTION.findall(match.group(1))]
+    return options or None
+
+
+def _answer_type(answer: str) -> tuple[str, int | None]:
+    if _INTEGER.match(answer):
+        return "integer", None
+    match = _FLOAT.match(answer)
+    if match:
+        return "float", len(match.group(1))
+    return "text", None
+
+
+def source_file(source: str | Path) -> Path:
+    """The MathV360K JSON file for a folder, a file, or a hub id (downloaded once to the hub cache)."""
+    text = str(source)
+    path = Path(text)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if not (path / SOURCE_FILE).is_file():
+            raise KitError(f"{path} has no {SOURCE_FILE} (MathV360K's question file)")
+        return path / SOURCE_FILE
+    if text.count("/") == 1 and not text.startswith((".", "/")):
+        return _download(text)
+    raise KitError(f"MathV360K source {text} is neither a folder, a file nor a hub id")
+
+
+def _download(repo_id: str) -> Path:
+    """The hub dataset's question file, with its image archive unzipped beside it (paper profile only)."""
+    import zipfile
+
+    from huggingface_hub import snapshot_download
+
+    folder = Path(snapshot_download(repo_id, repo_type="dataset"))
+    archive = folder / "data_images.zip"
+    if archive.is_file() and not (folder / "data_images").is_dir():
+        from kit.artifacts import atomic_dir
+
+        with atomic_dir(folder / "data_images") as tmp, zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(tmp)
+    return folder / SOURCE_FILE
+
+
+def load_source(source: str | Path, limit: int | None = None) -> list[SourceItem]:
+    """MathV360K rows as ``SourceItem``s, in file order, the first ``limit`` when given.
+
+    A row without an id, an image field, or a human question and a gpt answer is an error naming the file
+    and row: the file is damaged, not the data noisy. Missing or unreadable image files, duplicates and
+    answer types are the source filters' business (``kit.selection``)."""
+    path = source_file(source)
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise KitError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(rows, list):
+        raise KitError(f"{path}: expected a list of rows, found {type(rows).__name__}")
+    items: list[SourceItem] = []
+    for number, row in enumerate(rows[: limit if limit is not None else len(rows)], start=1):
+        where = f"{path} row {number}"
+        if not isinstance(row, dict) or "id" not in row:
+            raise KitError(f"{where}: no 'id'")
+        where += f" (id {row['id']})"
+        if not row.get("image"):
+            raise KitError(f"{where}: no 'image'")
+        turns = row.get("conversations")
+        if not isinstance(turns, list) or len(turns) < 2:
+            raise KitError(f"{where}: 'conversations' needs a human question and a gpt answer")
+        question = str(turns[0].get("value", "")).replace("<image>", "").strip()
+        answer = str(turns[1].get("value", "")).strip()
+        if not question:
+            raise KitError(f"{where}: the question (conversations[0].value) is empty")
+        if not answer:
+            raise KitError(f"{where}: no answer (conversations[1].value is empty)")
+        answer_type, precision = _answer_type(answer)
+        items.append(SourceItem(str(row["id"]), number, _image_path(path.parent, row["image"]), question, answer,
+                                parse_choices(question), answer_type, precision))
+    return items
+
+
+def _image_path(folder: Path, image: str) -> str:
+    for sub in IMAGE_FOLDERS:
+        candidate = folder / sub / image
+        if candidate.is_file():
+            return str(candidate)
+    return str(folder / image)
+
+
+# ------------------------------------------------------------------------------------------ answer checking
+def answers_match(item: SourceItem, predicted: str | None) -> bool:
+    """Whether ``predicted`` (a final answer) equals the item's gold answer through MathVista's normaliser
+    (``kit.benchmarks.mathvista.normalize_extracted_answer``). For a multiple-choice question the prediction
+    must name an option (its letter, "(B)", or its text); MathVista's nearest-choice fallback is not used,
+    because it would accept any text."""
+    from kit.benchmarks import mathvista
+
+    if predicted is None or not str(predicted).strip():
+        return False
+    predicted = str(predicted).strip()
+    if item.choices:
+        chosen = _choice_named(predicted, item.choices)
+        gold = _choice_named(item.answer, item.choices)
+        return chosen is not None and chosen == gold
+    if item.answer_type == "text":
+        return _plain(predicted) == _plain(item.answer)
+    normal = mathvista.normalize_extracted_answer(predicted, None, "free_form", item.answer_type, item.precision)
+    gold = mathvista.normalize_extracted_answer(item.answer, None, "free_form", item.answer_type, item.precision)
+    return normal is not None and normal == gold
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().strip(".").lower())
+
+
+def _choice_named(text: str, choices: list[str]) -> str | None:
+    letters = [chr(ord("A") + i) for i in range(len(choices))]
+    text = text.strip()
+    match = re.fullmatch(r"\(?([A-Ha-h])\)?(?:[.:]?\s+(.*))?", text)
+    if match and match.group(1).upper() in letters:
+        named = choices[letters.index(match.group(1).upper())]
+        if match.group(2) is None or _plain(match.group(2)) == _plain(named):
+            return named
+    for choice in choices:
+        if _plain(choice) == _plain(text):
+            return choice
+    return None
+
+
+# ------------------------------------------------------------------------------------------ synthesis
+def chat_for(item: SourceItem, prompt_id: str, sample: int, cot_response: str | None = None):
+    """The conversation a prompt sends for an item (``cas_reflection`` continues the CoT turn)."""
+    from kit.generate import Chat
+    from kit.prompts import get
+
+    chat_id = f"{item.id}|{prompt_id}|{sample}"
+    if prompt_id == "seat_synthesis":
+        return Chat(chat_id, [get(prompt_id).format(question=item.question, answer=item.answer)], item.image)
+    if prompt_id == "cas_cot":
+        return Chat(chat_id, [get(prompt_id).format(question=item.question)], item.image)
+    if prompt_id == "cas_reflection":
+        if cot_response is None:
+            raise KitError(f"item {item.id}: cas_reflection continues a cas_cot answer, and there is none")
+        return Chat(chat_id, [get("cas_cot").format(question=item.question), cot_response, get(prompt_id).text],
+                    item.image)
+    raise KitError(f"synthesis: prompt {prompt_id!r} is not a synthesis prompt; choose from {', '.join(SYNTHESIS_PROMPTS)}")
+
+
+def synthesize(
+    engine: Any,
+    items: list[SourceItem],
+    prompt_ids: Iterable[str] = SYNTHESIS_PROMPTS,
+    out_path: str | Path = "synthesis.jsonl",
+    *,
+    samples: int = 1,
+    sampling: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate every (item, prompt, sample) not yet in ``out_path`` and append it there. Returns counts:
+    ``written`` by this call, ``total`` lines, and per prompt the share well formed and answer-correct."""
+    from kit.artifacts import JsonlAppender
+    from kit.generate import Sampling
+    from kit.seat import parse
+
+    sampling = sampling or Sampling()
+    prompt_ids = list(prompt_ids)
+    unknown = [p for p in prompt_ids if p not in SYNTHESIS_PROMPTS]
+    if unknown:
+        raise KitError(f"synthesis: unknown prompt(s) {', '.join(unknown)}; choose from {', '.join(SYNTHESIS_PROMPTS)}")
+    if "cas_reflection" in prompt_ids and "cas_cot" not in prompt_ids:
+        raise KitError("synthesis: cas_reflection continues cas_cot; ask for both")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise KitError(f"synthesis: samples must be a whole number >= 1, not {samples!r}")
+    if samples > 1 and sampling.temperature == 0:
+        raise KitError("synthesis: samples > 1 with temperature 0 would repeat one greedy answer; raise the temperature")
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise KitError(f"synthesis: item id {duplicate} appears twice in the source; run the duplicate filter first")
+
+    settings = {"teacher": engine.model_label, "backend": engine.backend, "sampling": sampling.to_dict()}
+    by_id = {item.id: item for item in items}
+    written = 0
+    with JsonlAppender(out_path, KEY_FIELDS) as appender:
+        stored = {(r["item_id"], r["prompt_id"], r["sample"]): r for r in appender.records()}
+        for record in stored.values():
+            for field, value in settings.items():
+                if record.get(field) != value:
+                    raise KitError(f"{appender.path}: item {record['item_id']} was written with {field}="
+                                   f"{record.get(field)!r}, this run has {value!r}; use another file rather "
+                                   "than mixing two syntheses")
+        for prompt_id in [p for p in SYNTHESIS_PROMPTS if p in prompt_ids]:  # cas_cot before cas_reflection
+            for sample in range(samples):
+                chats = []
+                for item in items:
+                    if (item.id, prompt_id, sample) in stored:
+                        continue
+                    cot = stored.get((item.id, "cas_cot", sample), {}).get("response") \
+                        if prompt_id == "cas_reflection" else None
+                    chats.append(chat_for(item, prompt_id, sample, cot))
+                if not chats:
+                    continue
+                # Each sample index has its own seed, so that seeded servers do not repeat one answer.
+                settings_k = replace(sampling, seed=sampling.seed + sample)
+                for chat, text in engine.generate(chats, settings_k, progress=progress):
+                    item = by_id[chat.id.rsplit("|", 2)[0]]
+                    parsed = parse(text, expect_blocks=prompt_id == "seat_synthesis")
+                    record = {
+                        "item_id": item.id, "prompt_id": prompt_id, "sample": sample, **settings,
+                        "image": item.image, "question": item.question, "turns": chat.turns, "response": text, "parsed": parsed.to_dict(),
+                        "gold": item.answer, "answer_correct": answers_match(item, parsed.answer),
+                    }
+                    appender.append(record)
+                    stored[(item.id, prompt_id, sample)] = record
+                    written += 1
+    return {"written": written, **summarize(list(stored.values()))}
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The synthesis lines of ``path`` (a partial last line from a kill is skipped, as on resume)."""
+    from kit.artifacts import JsonlAppender
+
+    if not Path(path).is_file():
+        raise KitError(f"{path} does not exist; run synthesis first")
+    with JsonlAppender(path, KEY_FIELDS) as appender:
+        return list(appender.records())
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per prompt: lines, the share well formed, the share whose final answer matches the gold answer, and
+    the mean number of self-evaluation blocks and of Refine verdicts."""
+    per_prompt: dict[str, dict[str, Any]] = {}
+    for prompt_id in SYNTHESIS_PROMPTS:
+        rows = [r for r in records if r["prompt_id"] == prompt_id]
+        if not rows:
+            continue
+        n = len(rows)
+        blocks = [len(r["parsed"]["evaluations"]) for r in rows]
+        refines = [sum(e["verdict"] == "Refine" for e in r["parsed"]["evaluations"]) for r in rows]
+        per_prompt[prompt_id] = {
+            "n": n,
+            "well_formed": round(100 * sum(r["parsed"]["well_formed"] for r in rows) / n, 2),
+            "answer_correct": round(100 * sum(bool(r["answer_correct"]) for r in rows) / n, 2),
+            "mean_blocks": round(sum(blocks) / n, 3),
+            "mean_refine": round(sum(refines) / n, 3),
+        }
+    return {"total": len(records), "prompts": per_prompt}
+
+
+# ------------------------------------------------------------------------------------------ the notebook stage
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """What notebook 01 synthesises (the profile's ``models.teacher``, ``datasets.mathv360k`` and
+    ``synthesis:`` section). ``items``: the first N source rows, before the source filters."""
+
+    teacher: str
+    source: str
+    items: int | None = None
+    backend: str = "transformers"
+    base_url: str | None = None
+    batch_size: int = 16
+    samples: int = 1
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    prompts: tuple[str, ...] = SYNTHESIS_PROMPTS
+    tensor_parallel_size: int = 1  # vllm backend: GPUs per model
+
+    def sampling(self):
+        from kit.generate import Sampling
+
+        return Sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                        seed=self.seed)
+
+    def engine(self):
+        from kit.generate import make_engine
+
+        if self.backend == "transformers":
+            return make_engine("transformers", self.teacher, batch_size=self.batch_size)
+        if self.backend == "openai":
+            return make_engine("openai", self.teacher, base_url=self.base_url)
+        return make_engine(self.backend, self.teacher, tensor_parallel_size=self.tensor_parallel_size)
+
+    def key(self) -> dict[str, Any]:
+        """What the synthesis depends on: every setting, and the teacher's and source's content when local."""
+        from kit.artifacts import file_hash, tree_hash
+
+        teacher = Path(self.teacher)
+        return {**asdict(self),
+                "teacher_hash": tree_hash(teacher) if teacher.is_dir() else self.teacher,
+                "source_hash": file_hash(source_file(self.source)) if Path(self.source).exists() else self.source}
+
+
+def run_synthesis(config: SynthesisConfig, run_dir: str | Path, answer_kinds: Iterable[str] | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """Notebook 01's stage: load the source, apply the source filters, synthesise into
+    ``run_dir/synthesis-<hash>/records.jsonl`` (resumable), and mark the folder done. A finished folder is
+    reused as it is. Returns the folder, the source filter counts and the synthesis summary."""
+    from kit.artifacts import DONE_FILE, atomic_write_json, stage_dir
+    from kit.selection import DEFAULT_ANSWER_KINDS, filter_source
+
+    kinds = tuple(answer_kinds) if answer_kinds is not None else DEFAULT_ANSWER_KINDS
+    params = {**config.key(), "answer_kinds": list(kinds)}
+    folder = stage_dir(run_dir, "synthesis", params)
+    if (folder / DONE_FILE).is_file():
+        return json.loads((folder / DONE_FILE).read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "PARAMS.json", params)
+    items, counts, removed_by = filter_source(load_source(config.source, config.items), kinds, progress=progress)
+    atomic_write_json(folder / "source_filters.json", {"counts": [c.to_dict() for c in counts],
+                                                       "removed": removed_by})
+    atomic_write_json(folder / "items.json", [item.to_dict() for item in items])
+    summary = synthesize(config.engine(), items, config.prompts, folder / "records.jsonl", samples=config.samples,
+                         sampling=config.sampling(), progress=progress)
+    done = {"folder": str(folder), "params": params, "source_filters": [c.to_dict() for c in counts],
+            "summary": {k: v for k, v in summary.items() if k != "written"}}
+    atomic_write_json(folder / DONE_FILE, done)
+    return json.loads((folder / DONE_FILE).read_text())  # as a later call reads it back
+
+
+def load_items(folder: str | Path) -> list[SourceItem]:
+    """The filtered source items a synthesis folder was run on."""
+    path = Path(folder) / "items.json"
+    if not path.is_file():
+        raise KitError(f"{path} is missing; run the synthesis stage (notebook 01) first")
+    return [SourceItem(**row) for row in json.loads(path.read_text())]

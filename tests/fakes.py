@@ -1,0 +1,60 @@
+"""A generation engine that needs no model, for tests of what happens around generation."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from PIL import Image
+
+
+class ScriptedEngine:
+    """Answers each chat from ``script(chat) -> str`` (by default: a well-formed answer that copies the gold
+    answer out of a SEAT prompt, else "Step 1: look.\\nThe answer is 1"). ``fail_after`` raises after that
+    many answers, as a crash mid-run would; ``delay`` sleeps before each answer."""
+
+    backend = "scripted"
+    model_label = "scripted-teacher"
+
+    def __init__(self, script=None, fail_after: int | None = None, delay: float = 0.0) -> None:
+        self.script = script or default_script
+        self.fail_after = fail_after
+        self.delay = delay
+        self.calls: list[str] = []
+
+    def generate(self, chats, sampling, progress=False):
+        for chat in chats:
+            if self.fail_after is not None and len(self.calls) >= self.fail_after:
+                raise RuntimeError("engine crashed")
+            time.sleep(self.delay)
+            self.calls.append(chat.id)
+            yield chat, self.script(chat)
+
+
+def default_script(chat) -> str:
+    gold = re.search(r"Answer: (.*?) \n", chat.turns[0])
+    answer = gold.group(1) if gold else "1"
+    if len(chat.turns) == 3:
+        return f"Step 1 is correct.\nThere is no mistake.\nThe answer is {answer}"
+    if gold:
+        return ("Step 1: look at the image.\n[self-evaluation-start:\nLet's verify step by step.\n"
+                f"Evaluation: Accept\nself-evaluation-end]\nThe answer is {answer}")
+    return f"Step 1: look at the image.\nThe answer is {answer}"
+
+
+def write_source(folder: Path, rows: list[dict], images: dict[str, tuple[int, int, int]] | None = None) -> Path:
+    """A MathV360K-layout folder: ``train_samples_all_tuning.json`` and solid-colour PNG images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, colour in (images or {}).items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (28, 28), colour).save(path)
+    (folder / "train_samples_all_tuning.json").write_text(json.dumps(rows))
+    return folder
+
+
+def row(item_id: str, image: str, question: str, answer: str) -> dict:
+    return {"id": item_id, "image": image,
+            "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]}
