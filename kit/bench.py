@@ -170,8 +170,8 @@ def bench_generation(
     *,
     source: str | Path,
     prompt_id: str = "cas_cot",
-    n: int = 64,
-    batch_size: int = 32,
+    n: int = 256,
+    batch_size: int = 64,
     max_new_tokens: int = 128,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -213,10 +213,11 @@ def _add_generation(sub: argparse._SubParsersAction) -> None:
                         help="MathV360K folder (default: the tiny world's)")
     parser.add_argument("--prompt", default="cas_cot", choices=["seat_synthesis", "cas_cot", "cas_reflection"],
                         help="synthesis prompt (default: cas_cot)")
-    parser.add_argument("--n", type=int, default=64, help="number of prompts (default: 64)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size of the batched run (default: 32)")
+    # Defaults are the tiny profile's synthesis settings (batch 64, 2 threads on a 2-core machine).
+    parser.add_argument("--n", type=int, default=256, help="number of prompts (default: 256)")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size of the batched run (default: 64)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="generation budget (default: 128)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     parser.set_defaults(func=_cmd_generation)
 
 
