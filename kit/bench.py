@@ -240,3 +240,67 @@ def _cmd_generation(args: argparse.Namespace) -> int:
         print(f"error: more than {MAX_DIFFERING_SHARE:.0%} of the outputs differ; batched generation is broken")
         return 1
     return 0
+
+
+# ------------------------------------------------------------------------------------------ train
+def bench_examples(source: str | Path, n: int) -> list[dict]:
+    """``n`` Cas-SEAT CoT-style training examples from a MathV360K folder's gold answers (no synthesis
+    needed): the chain-of-thought prompt and a one-step answer, with the image."""
+    from kit.prompts import get
+    from kit.synthesis import load_source
+    from kit.trainsets import conversation
+
+    return [{"id": item.id, "kind": "cot", "images": [item.image], "train_turns": [0],
+             "messages": conversation([get("cas_cot").format(question=item.question),
+                                       f"Step 1: Look at the image.\nThe answer is {item.answer}"], item.image)}
+            for item in load_source(source, limit=n)]
+
+
+def bench_train(model: Any, *, source: str | Path, n: int = 256, steps: int = 30, batch_size: int = 8,
+                backends: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Train ``steps`` LoRA steps with each available backend on the same model and examples; returns
+    samples/s and peak memory per backend."""
+    from kit.train import SFTSettings, choose_backend, sft
+
+    examples = bench_examples(source, n)
+    if backends is None:
+        backends = ["peft"] + (["unsloth"] if choose_backend("auto")[0] == "unsloth" else [])
+    results = {}
+    for backend in backends:
+        with tempfile.TemporaryDirectory(prefix="kit-bench-train-") as tmp:
+            result = sft(model, examples, Path(tmp) / "adapter", SFTSettings(
+                backend=backend, max_steps=steps, batch_size=batch_size, learning_rate=1e-4, logging_steps=steps),
+                log=lambda message: None)
+        results[backend] = {"samples_per_s": result.samples_per_second, "peak_memory_mb": result.peak_memory_mb,
+                            "seconds": result.seconds, "reason": result.backend_reason}
+        log(f"{backend:>8s}: {result.samples_per_second:8.2f} samples/s, peak memory {result.peak_memory_mb:8.1f} MB "
+            f"({steps} steps of {batch_size}; {result.backend_reason})")
+    return results
+
+
+@command
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("train", help="LoRA fine-tuning samples/s and peak memory per available backend")
+    parser.add_argument("--model", default=str(REPO_DIR / "data" / "models" / "tiny-qwen2vl-student"),
+                        help="model folder or hub id (default: the tiny student)")
+    parser.add_argument("--source", type=Path, default=DEFAULT_WORLD / "mathv360k",
+                        help="MathV360K folder the examples come from (default: the tiny world's)")
+    parser.add_argument("--n", type=int, default=256, help="examples (default: 256)")
+    parser.add_argument("--steps", type=int, default=30, help="training steps per backend (default: 30)")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size (default: 8)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    parser.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"model {args.model}, {args.n} examples of {args.source}, {args.steps} steps of {args.batch_size}, "
+          f"{'CUDA' if torch.cuda.is_available() else f'CPU, {args.threads} thread(s)'}")
+    results = bench_train(args.model, source=args.source, n=args.n, steps=args.steps, batch_size=args.batch_size)
+    if "unsloth" in results:
+        print(f"speedup: {results['unsloth']['samples_per_s'] / results['peft']['samples_per_s']:.2f} (unsloth / peft)")
+    else:
+        print("unsloth: not available here (it needs CUDA); only the peft backend was measured")
+    return 0

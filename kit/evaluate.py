@@ -27,37 +27,28 @@ How it works:
   SEED-Bench, ScienceQA and AMBER have no LLM step in their official evaluation, so they keep their rule
   extraction.
 
-Strategies: only ``direct`` for now. The released Cas-SEAT code (github.com/HelloZicky/Cas-SEAT,
-``self-evaluate/evaluation/generate_response.py``) has the SEAT self-evaluation prompt and the plain
-benchmark query, but no separate "let's think step by step" prompt, so a ``cot`` strategy is not invented
-here (MATH-V's standard prompt already asks for step-by-step solutions). The SEAT and Cas-SEAT prompts
-join ``STRATEGIES`` with the Cas-SEAT pipeline.
+Strategies (``kit.infer``): ``direct`` (the benchmark's prompt), ``cot``, ``seat``, ``cas_seat`` (a second
+chat turn with the reflection prompt on every item) and ``cas_seat_oracle`` (the reflection only on items
+already wrong, as the authors' released code does: it reads the labels and is labelled as such). A
+two-turn item's line is written once its last turn is done and also holds ``turns``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from kit import infer
 from kit.errors import KitError
 
 logger = logging.getLogger(__name__)
 
 EXTRACTORS = ("rules", "llm")
+STRATEGIES = infer.STRATEGIES
 
-
-def _direct_prompt(bench: ModuleType, record: Mapping[str, Any]) -> str:
-    return bench.build_prompt(record)
-
-
-# strategy name -> prompt builder (benchmark module, record) -> user text
-STRATEGIES: dict[str, Callable[[ModuleType, Mapping[str, Any]], str]] = {
-    "direct": _direct_prompt,
-}
 
 # benchmark -> [(column label, path of keys into the metrics)], the numbers the papers' tables report.
 HEADLINES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
@@ -128,55 +119,18 @@ def extract_prediction(bench: ModuleType, response: str, record: Mapping[str, An
     return bench.extract(response, record)
 
 
-@contextlib.contextmanager
-def _left_padding(tokenizer) -> Iterator[None]:
-    # Rows of a batch grow at their right end during generation, so padding must sit on the left.
-    before = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        yield
-    finally:
-        tokenizer.padding_side = before
-
-
-def _open_image(rid: str, path: str):
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise KitError(f"record {rid}: image file {path} not found") from None
-    except OSError as err:
-        raise KitError(f"record {rid}: cannot read image file {path}: {err}") from None
-
-
-def _chat_text(processor, prompt: str, with_image: bool) -> str:
-    content = [{"type": "image"}] if with_image else []
-    content.append({"type": "text", "text": prompt})
-    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                         tokenize=False)
-
-
 def generate_batch(loaded: Any, prompts: list[str], image_paths: list[str | None], ids: list[str],
                    max_new_tokens: int) -> list[str]:
-    """Greedy responses for one batch; either every item has an image or none has."""
-    import torch
+    """Greedy responses for one batch, in the given order; either every item has an image or none has."""
+    from kit.generate import Chat, Sampling, TransformersEngine
 
     with_image = image_paths[0] is not None
     if any((path is not None) != with_image for path in image_paths):
         raise KitError("a batch must hold only image items or only text-only items")
-    processor = loaded.processor
-    texts = [_chat_text(processor, prompt, with_image) for prompt in prompts]
-    images = [_open_image(rid, path) for rid, path in zip(ids, image_paths, strict=True)] if with_image else None
-    with _left_padding(processor.tokenizer):
-        batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
-    device = next(loaded.model.parameters()).device
-    batch = batch.to(device)
-    with torch.inference_mode():
-        output = loaded.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True)
-    new_tokens = output[:, batch["input_ids"].shape[1]:]
-    return processor.batch_decode(new_tokens, skip_special_tokens=True)
+    chats = [Chat(rid, [prompt], path) for rid, prompt, path in zip(ids, prompts, image_paths, strict=True)]
+    engine = TransformersEngine(loaded, batch_size=len(chats))
+    answers = {chat.id: text for chat, text in engine.generate(chats, Sampling(max_new_tokens=max_new_tokens))}
+    return [answers[rid] for rid in ids]
 
 
 def _check_resumed(line: Mapping[str, Any], expected: Mapping[str, Any], path: Path) -> None:
@@ -186,10 +140,6 @@ def _check_resumed(line: Mapping[str, Any], expected: Mapping[str, Any], path: P
                 f"{path}: item {line.get('id')} was written with {field}={line.get(field)!r}, this run has "
                 f"{value!r}; use another predictions file (or delete this one) instead of mixing runs"
             )
-
-
-def _batches(order: list[int], batch_size: int) -> list[list[int]]:
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -212,7 +162,6 @@ def evaluate(
     ``kit.models.load``); ``source`` is the dataset folder or hub id. Returns ``bench.score(...)`` plus
     ``benchmark``, ``strategy``, ``n`` (items scored), ``extractor`` and ``generated`` (items generated by
     this call; the rest came from ``predictions_path``)."""
-    from tqdm.auto import tqdm
 
     from kit.artifacts import JsonlAppender
 
@@ -221,6 +170,9 @@ def evaluate(
         raise KitError(f"evaluate: source is required (the {bench.NAME} folder or hub id {bench.HUB_ID!r})")
     if strategy not in STRATEGIES:
         raise KitError(f"evaluate: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if strategy == "cas_seat_oracle":
+        logger.warning("cas_seat_oracle reads the labels to decide which items to reflect on; its numbers are "
+                       "not comparable with the other strategies'")
     if extractor not in EXTRACTORS:
         raise KitError(f"evaluate: unknown extractor {extractor!r}; expected one of {', '.join(EXTRACTORS)}")
     if extractor == "llm" and llm is None:
@@ -234,7 +186,7 @@ def evaluate(
     if not records:
         raise KitError(f"evaluate: {bench.NAME} at {source} has no records (split {split or bench.DEFAULT_SPLIT})")
     ids = item_ids(bench, records)
-    prompts = [STRATEGIES[strategy](bench, record) for record in records]
+    prompts = [infer.first_prompt(strategy, bench, record) for record in records]
     loaded = load_model(model)
     settings = {"benchmark": bench.NAME, "strategy": strategy, "model": model_label(loaded),
                 "max_new_tokens": max_new_tokens}
@@ -254,28 +206,42 @@ def evaluate(
             if path is not None and not Path(path).is_file():
                 raise KitError(f"{bench.NAME}: record {ids[i]}: image file {path} not found")
 
-        tokenizer = loaded.processor.tokenizer
-        groups = ([i for i in pending if records[i].get("image_path") is not None],
-                  [i for i in pending if records[i].get("image_path") is None])
-        bar = tqdm(total=len(pending), desc=f"{bench.NAME} {strategy}", disable=not progress, leave=False)
-        for group in groups:
-            # Longest prompts first: similar lengths share a batch, and the largest batch runs first so an
-            # out-of-memory error shows at once instead of near the end.
-            lengths = {i: len(tokenizer(prompts[i])["input_ids"]) for i in group}
-            order = sorted(group, key=lambda i: (-lengths[i], i))
-            for chunk in _batches(order, batch_size):
-                responses = generate_batch(loaded, [prompts[i] for i in chunk],
-                                           [records[i].get("image_path") for i in chunk],
-                                           [ids[i] for i in chunk], max_new_tokens)
-                for i, response in zip(chunk, responses, strict=True):
-                    line = {"id": ids[i], **settings, "prompt": prompts[i], "response": response,
-                            "extractor": extractor,
-                            "prediction": extract_prediction(bench, response, records[i], extractor, llm)}
-                    if appender is not None:
-                        appender.append(line)
-                    done[ids[i]] = line
-                bar.update(len(chunk))
-        bar.close()
+        from kit.generate import Chat, Sampling, TransformersEngine
+
+        engine = TransformersEngine(loaded, batch_size=batch_size)
+        sampling = Sampling(max_new_tokens=max_new_tokens)
+
+        def extract(i: int, response: str) -> Any:
+            return extract_prediction(bench, response, records[i], extractor, llm)
+
+        def write(i: int, response: str, turns: list[str] | None = None) -> None:
+            line = {"id": ids[i], **settings, "prompt": prompts[i], "response": response, "extractor": extractor,
+                    "prediction": extract(i, response)}
+            if turns is not None:
+                line["turns"] = turns  # the first answer, then the reflection prompt, of a two-turn strategy
+            if appender is not None:
+                appender.append(line)
+            done[ids[i]] = line
+
+        position = {rid: i for i, rid in enumerate(ids)}
+        chats = [Chat(ids[i], [prompts[i]], records[i].get("image_path")) for i in pending]
+        first = engine.generate(chats, sampling, progress=progress)
+        if strategy in infer.SINGLE_TURN:
+            for chat, response in first:
+                write(position[chat.id], response)
+        else:
+            # Every answer of the first turn is needed before the second turn's batches can form; an item's
+            # line is written once its last turn is done, so a killed run redoes only unfinished items.
+            answers = dict((chat.id, response) for chat, response in first)
+            reflect = [i for i in pending if infer.needs_reflection(
+                strategy, bench, records[i], answers[ids[i]], lambda text, i=i: extract(i, text))]
+            for i in pending:
+                if i not in reflect:
+                    write(i, answers[ids[i]], [answers[ids[i]]])
+            second = [Chat(ids[i], [prompts[i], answers[ids[i]], infer.reflection_prompt()], records[i].get("image_path"))
+                      for i in reflect]
+            for chat, response in engine.generate(second, sampling, progress=progress):
+                write(position[chat.id], response, [answers[chat.id], infer.reflection_prompt()])
     finally:
         if appender is not None:
             appender.close()

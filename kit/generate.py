@@ -26,6 +26,7 @@ continues the CoT turn, ``self-evaluate/evaluation/reflection.py``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -120,6 +121,17 @@ def _check_images(chats: list[Chat]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ transformers
+@contextlib.contextmanager
+def _left_padding(tokenizer) -> Iterator[None]:
+    # Rows of a batch grow at their right end during generation, so padding must sit on the left.
+    before = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = before
+
+
 class TransformersEngine:
     """Batched generation with a ``kit.models.load``-ed model (or a name/path to load)."""
 
@@ -166,8 +178,6 @@ class TransformersEngine:
 
     def _generate_batch(self, chats: list[Chat], texts: list[str], sampling: Sampling) -> list[str]:
         import torch
-
-        from kit.evaluate import _left_padding
 
         processor = self.loaded.processor
         images = [open_image(c.id, c.image) for c in chats] if chats[0].image is not None else None

@@ -286,3 +286,47 @@ def test_bench_evaluate_cli_prints_the_speedup(model_dir, world, capsys):
     assert re.fullmatch(r"speedup: \d+\.\d\d", out[-1])
     assert "responses differing: 0/8" in out[-2]
     assert sum("items/s" in line for line in out) == 2
+
+
+# ------------------------------------------------------------------------------------------ strategies
+def test_single_pass_strategies_use_the_authors_prompts(loaded, world, tmp_path):
+    from kit.prompts import get
+
+    record = mathvista.load(world / "mathvista", limit=1)[0]
+    query = mathvista.build_prompt(record)
+    for strategy, expected in (("cot", get("cas_cot").format(question=query)),
+                               ("seat", get("seat_inference").format(question=query))):
+        path = tmp_path / f"{strategy}.jsonl"
+        metrics = _run(loaded, world, path, strategy=strategy, limit=2)
+        assert metrics["strategy"] == strategy
+        line = next(line for line in _lines(path) if line["id"] == record["pid"])
+        assert line["prompt"] == expected and "turns" not in line
+
+
+def test_cas_seat_reflects_on_every_item_as_a_second_turn(loaded, world, tmp_path, rows_generated):
+    path = tmp_path / "cas.jsonl"
+    metrics = _run(loaded, world, path, strategy="cas_seat")
+    lines = _lines(path)
+    assert len(lines) == 8 and metrics["generated"] == 8
+    assert all(len(line["turns"]) == 2 and line["turns"][1].startswith("Please provide a detailed reflection")
+               for line in lines)
+    assert sum(rows for rows, _ in rows_generated) == 16  # two turns for each of the 8 items
+    rows_generated.clear()
+    assert _run(loaded, world, path, strategy="cas_seat")["generated"] == 0 and rows_generated == []
+
+
+def test_oracle_reflects_only_on_items_already_wrong(loaded, world, tmp_path, monkeypatch, rows_generated):
+    from kit import infer
+
+    records = mathvista.load(world / "mathvista", limit=8)
+    right = {r["pid"] for r in records[:3]}
+    monkeypatch.setattr(infer, "item_is_correct", lambda bench, record, prediction: record["pid"] in right)
+    path = tmp_path / "oracle.jsonl"
+    _run(loaded, world, path, strategy="cas_seat_oracle")
+    lines = {line["id"]: line for line in _lines(path)}
+    for pid, line in lines.items():
+        if pid in right:
+            assert line["turns"] == [line["response"]]  # kept its first answer, no second turn
+        else:
+            assert len(line["turns"]) == 2
+    assert sum(rows for rows, _ in rows_generated) == 8 + 5

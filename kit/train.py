@@ -1,0 +1,380 @@
+"""Supervised fine-tuning of a vision-language model with LoRA: one API, two backends.
+
+::
+
+    from kit.train import SFTSettings, sft
+    result = sft("data/models/tiny-qwen2vl-student", "run/trainsets-.../cas_seat.jsonl", "run/adapters/cas-seat",
+                 SFTSettings(lora_r=16, learning_rate=1e-3, epochs=1))
+    # result.adapter_dir opens with kit.models.load(...) or peft.PeftModel.from_pretrained(...)
+
+- **unsloth** on CUDA when it is installed: ``FastVisionModel.from_pretrained``, ``get_peft_model`` with
+  its vision/language layer switches, ``UnslothVisionDataCollator`` and TRL's ``SFTTrainer`` with the
+  settings vision fine-tuning needs (``remove_unused_columns=False``, ``dataset_text_field=""``,
+  ``dataset_kwargs={"skip_prepare_dataset": True}``). Unsloth is imported first (it patches transformers)
+  and only then, never on a CPU.
+- **peft** everywhere else: transformers + peft + TRL's ``SFTTrainer`` with the processor as
+  ``processing_class``, the loss on the assistant's tokens (``assistant_only_loss``), ``bf16`` only on
+  CUDA, no gradient checkpointing on CPU.
+
+``backend="auto"`` picks unsloth when CUDA and the package are there, peft otherwise; the run records
+which backend ran and why. The same ``SFTSettings`` give the same recipe on both (``recipe``): LoRA rank,
+alpha, dropout, the modules it wraps (the language model's attention and MLP projections; the vision
+tower's too with ``finetune_vision_layers``), learning rate, epochs or steps, batch size, accumulation,
+maximum length and seed. Bad settings (a negative rank, a target module the model does not have) are
+rejected before any training starts.
+
+Training examples are ``kit.trainsets`` rows: ``messages`` with image parts, ``images``, and
+``train_turns`` (the assistant turns that carry the loss; a Cas-SEAT reflection example's wrong CoT turn
+does not). The peft backend honours ``train_turns``; Unsloth's collator trains on every assistant turn
+(``train_on_responses_only`` aside), which the run records.
+
+Several GPUs (or CPU processes): ``accelerate launch -m kit.train MODEL DATA OUT [options]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kit.errors import KitError
+
+BACKENDS = ("auto", "unsloth", "peft")
+LANGUAGE_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+LANGUAGE_MLP = ("gate_proj", "up_proj", "down_proj")
+# Submodule paths of the vision towers of the supported families (Qwen2-VL's ``visual``, LLaVA's
+# ``vision_tower`` and ``multi_modal_projector``): LoRA stays out of them unless finetune_vision_layers.
+VISION_PARTS = ("visual", "vision_tower", "multi_modal_projector")
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    """One fine-tuning recipe. Defaults: LoRA r 16 / alpha 32 / dropout 0.05 on the language model's
+    attention and MLP projections, Unsloth's vision notebook defaults (ours where the papers are silent)."""
+
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = LANGUAGE_ATTENTION + LANGUAGE_MLP
+    finetune_vision_layers: bool = False
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    max_length: int | None = None
+    warmup: float = 0.0  # steps (>= 1) or a fraction of the run (< 1), as TrainingArguments.warmup_steps
+    seed: int = 0
+    backend: str = "auto"
+    logging_steps: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)  # passed to TRL's SFTConfig as they are
+
+    def __post_init__(self) -> None:
+        checks = [
+            (isinstance(self.lora_r, int) and self.lora_r > 0, "lora_r must be a whole number > 0"),
+            (self.lora_alpha > 0, "lora_alpha must be > 0"),
+            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.epochs > 0 or self.max_steps > 0, "epochs or max_steps must be > 0"),
+            (isinstance(self.batch_size, int) and self.batch_size > 0, "batch_size must be a whole number > 0"),
+            (isinstance(self.gradient_accumulation, int) and self.gradient_accumulation > 0,
+             "gradient_accumulation must be a whole number > 0"),
+            (self.max_length is None or self.max_length > 0, "max_length must be > 0 or None"),
+            (self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}"),
+            (bool(self.target_modules), "target_modules must name at least one module"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise KitError(f"fine-tuning settings: {message}")
+
+    def recipe(self) -> dict[str, Any]:
+        """What the run does, independent of the backend that does it."""
+        data = asdict(self)
+        data.pop("backend")
+        data.pop("logging_steps")
+        data["target_modules"] = list(self.target_modules)
+        return data
+
+
+@dataclass
+class SFTResult:
+    adapter_dir: str
+    backend: str
+    backend_reason: str
+    recipe: dict[str, Any]
+    steps: int
+    examples: int
+    processes: int
+    train_loss: float
+    seconds: float
+    samples_per_second: float
+    peak_memory_mb: float
+
+
+# ------------------------------------------------------------------------------------------ backends
+def choose_backend(requested: str = "auto") -> tuple[str, str]:
+    """The backend to use and why. Looks for unsloth with ``find_spec`` and never imports it here."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if requested == "peft":
+        return "peft", "asked for"
+    if requested == "unsloth":
+        if not cuda:
+            raise KitError("backend 'unsloth' needs a CUDA GPU; this machine has none (use backend 'peft' or 'auto')")
+        if not has_unsloth:
+            raise KitError("backend 'unsloth' is not installed: pip install -e '.[gpu]'")
+        return "unsloth", "asked for"
+    if requested != "auto":
+        raise KitError(f"unknown backend {requested!r}; choose from {', '.join(BACKENDS)}")
+    if cuda and has_unsloth:
+        return "unsloth", "auto: CUDA and unsloth available"
+    if cuda:
+        return "peft", "auto: CUDA but unsloth not installed"
+    return "peft", "auto: no CUDA GPU"
+
+
+def lora_targets(model: Any, settings: SFTSettings) -> list[str]:
+    """The full names of the linear modules LoRA wraps; a target name the model lacks is an error."""
+    import torch
+
+    linear = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    chosen, found = [], set()
+    for name in linear:
+        leaf = name.rsplit(".", 1)[-1]
+        in_vision = any(f".{part}." in f".{name}." for part in VISION_PARTS)
+        if leaf in settings.target_modules and (settings.finetune_vision_layers or not in_vision):
+            chosen.append(name)
+            found.add(leaf)
+    missing = [t for t in settings.target_modules if t not in found]
+    if missing:
+        available = sorted({n.rsplit(".", 1)[-1] for n in linear})
+        raise KitError(f"fine-tuning settings: target module(s) {', '.join(missing)} not found in the model "
+                       f"(its linear layers: {', '.join(available)})")
+    return chosen
+
+
+def _read_examples(data: Any) -> list[dict]:
+    from kit.trainsets import read_set
+
+    if isinstance(data, str | Path):
+        return read_set(data)
+    return list(data)
+
+
+class TurnMaskingCollator:
+    """TRL's vision collator with the loss kept only on each example's ``train_turns`` (0-based assistant
+    turns); the template's ``{% generation %}`` spans mark the turns."""
+
+    def __init__(self, processor: Any, max_length: int | None) -> None:
+        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+        self.inner = DataCollatorForVisionLanguageModeling(processor=processor, max_length=max_length,
+                                                           assistant_only_loss=True)
+
+    def __call__(self, examples: list[dict]) -> dict:
+        turns = [example.get("train_turns") for example in examples]
+        batch = self.inner([{k: v for k, v in e.items() if k in ("messages", "images")} for e in examples])
+        labels = batch["labels"]
+        for row, keep in enumerate(turns):
+            if keep is None:
+                continue
+            turn, inside = -1, False
+            for position in range(labels.shape[1]):
+                labelled = bool(labels[row, position] != -100)
+                if labelled and not inside:
+                    turn += 1
+                inside = labelled
+                if labelled and turn not in keep:
+                    labels[row, position] = -100
+        return batch
+
+
+def _trl_config(settings: SFTSettings, output_dir: Path, cuda: bool, unsloth: bool):
+    from trl import SFTConfig
+
+    options: dict[str, Any] = dict(
+        output_dir=str(output_dir), per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation, learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs, max_steps=settings.max_steps, warmup_steps=settings.warmup,
+        seed=settings.seed, data_seed=settings.seed, logging_steps=settings.logging_steps, save_strategy="no",
+        report_to=[], use_cpu=not cuda, bf16=cuda, fp16=False, activation_checkpointing=False, max_length=settings.max_length,
+        remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=True,
+    )
+    if unsloth:
+        # What Unsloth's vision fine-tuning needs: its collator prepares the batches itself.
+        options.update(dataset_text_field="", dataset_kwargs={"skip_prepare_dataset": True})
+    else:
+        options.update(assistant_only_loss=True)
+    options.update(settings.extra)
+    return SFTConfig(**options)
+
+
+def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path) -> tuple[Any, Any, Any]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from trl import SFTTrainer
+
+    from kit.models import load
+    from kit.trainsets import to_hf_dataset
+
+    cuda = torch.cuda.is_available()
+    loaded = load(model_source, dtype="bfloat16" if cuda else None)
+    model = loaded.model
+    targets = lora_targets(model, settings)
+    torch.manual_seed(settings.seed)
+    model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                                             lora_dropout=settings.lora_dropout, target_modules=targets,
+                                             bias="none", task_type="CAUSAL_LM"))
+    trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda, unsloth=False),
+                         train_dataset=to_hf_dataset(examples), processing_class=loaded.processor,
+                         data_collator=TurnMaskingCollator(loaded.processor, settings.max_length))
+    return trainer, model, loaded.processor
+
+
+def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path):
+    import unsloth  # noqa: F401 - first, so that it patches transformers and TRL before they load
+    from trl import SFTTrainer
+    from unsloth import FastVisionModel
+    from unsloth.trainer import UnslothVisionDataCollator
+
+    from kit.trainsets import to_hf_dataset
+
+    model, processor = FastVisionModel.from_pretrained(str(model_source), load_in_4bit=False,
+                                                       max_seq_length=settings.max_length or 2048)
+    language = [t for t in settings.target_modules if t in LANGUAGE_ATTENTION + LANGUAGE_MLP]
+    model = FastVisionModel.get_peft_model(
+        model, finetune_vision_layers=settings.finetune_vision_layers, finetune_language_layers=True,
+        finetune_attention_modules=any(t in LANGUAGE_ATTENTION for t in language),
+        finetune_mlp_modules=any(t in LANGUAGE_MLP for t in language),
+        r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout, bias="none",
+        random_state=settings.seed,
+    )
+    FastVisionModel.for_training(model)
+    rows = [{"messages": e["messages"], "images": e["images"]} for e in examples]
+    trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda=True, unsloth=True),
+                         train_dataset=to_hf_dataset([{**e, **r} for e, r in zip(examples, rows, strict=True)]),
+                         processing_class=processor, data_collator=UnslothVisionDataCollator(model, processor))
+    return trainer, model, processor
+
+
+def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | None = None,
+        log=print) -> SFTResult:
+    """Fine-tune ``model`` (a folder or hub id) with LoRA on ``data`` (a ``kit.trainsets`` JSONL file or its
+    rows) and save the adapter with the processor in ``output_dir`` (PEFT format), atomically, with
+    ``kit_train.json`` naming the backend, why it was chosen, the recipe and the measured speed."""
+    import torch
+
+    from kit.artifacts import atomic_dir, atomic_write_json
+
+    settings = settings or SFTSettings()
+    backend, reason = choose_backend(settings.backend)
+    examples = _read_examples(data)
+    if not examples:
+        raise KitError(f"fine-tuning: no training examples in {data}")
+    output_dir = Path(output_dir)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory(prefix="kit-train-") as scratch:  # the trainer's own files, per process
+        build = _train_unsloth if backend == "unsloth" else _train_peft
+        trainer, peft_model, processor = build(model, examples, settings, Path(scratch))
+        accelerator = trainer.accelerator
+        if accelerator.is_main_process:
+            log(f"fine-tuning {model} with {backend} ({reason}) on {len(examples)} examples, "
+                f"{accelerator.num_processes} process(es)")
+        started = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - started
+    steps = int(output.global_step)
+    result = SFTResult(
+        adapter_dir=str(output_dir), backend=backend, backend_reason=reason, recipe=settings.recipe(),
+        steps=steps, examples=len(examples), processes=accelerator.num_processes,
+        train_loss=round(float(output.training_loss), 5), seconds=round(seconds, 2),
+        samples_per_second=round(steps * settings.batch_size * settings.gradient_accumulation
+                                 * accelerator.num_processes / max(seconds, 1e-9), 2),
+        peak_memory_mb=round(_peak_memory_mb(), 1),
+    )
+    # Only the main process writes, so that several processes never race for the folder.
+    if accelerator.is_main_process:
+        with atomic_dir(output_dir) as tmp:
+            accelerator.unwrap_model(peft_model).save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            atomic_write_json(tmp / "kit_train.json", {
+                **asdict(result), "model": str(model),
+                "data": str(data) if isinstance(data, str | Path) else "(in memory)"})
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _peak_memory_mb() -> float:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def merge(adapter_dir: str | Path, output_dir: str | Path) -> Path:
+    """The base model with the adapter merged in, saved (safetensors) with its processor to ``output_dir``."""
+    from kit.artifacts import atomic_dir
+    from kit.models import load
+
+    loaded = load(adapter_dir)
+    merged = loaded.model.merge_and_unload()
+    with atomic_dir(output_dir) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        loaded.processor.save_pretrained(tmp)
+    return Path(output_dir)
+
+
+# ------------------------------------------------------------------------------------------ command line
+def _settings_from(args: argparse.Namespace) -> SFTSettings:
+    return SFTSettings(lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                       target_modules=tuple(args.target_modules), finetune_vision_layers=args.finetune_vision,
+                       learning_rate=args.learning_rate, epochs=args.epochs, max_steps=args.max_steps,
+                       batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
+                       max_length=args.max_length, seed=args.seed, backend=args.backend)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kit.train`` (or ``accelerate launch -m kit.train``)."""
+    defaults = SFTSettings()
+    parser = argparse.ArgumentParser(prog="python -m kit.train", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="base model folder or hub id")
+    parser.add_argument("data", type=Path, help="training set (kit.trainsets JSONL)")
+    parser.add_argument("output", type=Path, help="adapter folder to write")
+    parser.add_argument("--lora-r", type=int, default=defaults.lora_r)
+    parser.add_argument("--lora-alpha", type=float, default=defaults.lora_alpha)
+    parser.add_argument("--lora-dropout", type=float, default=defaults.lora_dropout)
+    parser.add_argument("--target-modules", nargs="+", default=list(defaults.target_modules))
+    parser.add_argument("--finetune-vision", action="store_true")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--epochs", type=float, default=defaults.epochs)
+    parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--gradient-accumulation", type=int, default=defaults.gradient_accumulation)
+    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    args = parser.parse_args(argv)
+    try:
+        result = sft(args.model, args.data, args.output, _settings_from(args))
+    except KitError as err:
+        print(f"python -m kit.train: error: {err}")
+        return 2
+    if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
+        print(json.dumps(asdict(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""Fine-tuning: backend choice (unsloth never imported on a CPU), one recipe for both backends, the label
+mask on a real batch, settings rejected before training, the adapter round trip, and accelerate with two
+CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from fakes import row, write_source
+
+from kit import REPO_DIR, models
+from kit.errors import KitError
+from kit.train import SFTSettings, TurnMaskingCollator, _trl_config, choose_backend, lora_targets, merge, sft
+from kit.trainsets import conversation, to_hf_dataset, write_set
+
+STUDENT = REPO_DIR / "data" / "models" / "tiny-qwen2vl-student"
+pytestmark = pytest.mark.skipif(not STUDENT.is_dir(), reason="the shipped tiny student is needed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    folder = write_source(tmp_path_factory.mktemp("src"), [row("a", "a.png", "q", "1")], {"a.png": (200, 30, 30)})
+    image = str(folder / "a.png")
+    out = []
+    for i in range(8):
+        cot = f"Step 1: Count the red squares: {i}.\nThe answer is {i}"
+        out.append({"id": f"c{i}", "kind": "cot", "images": [image], "train_turns": [0],
+                    "messages": conversation([f"How many red squares? {i}", cot], image)})
+        out.append({"id": f"r{i}", "kind": "reflection", "images": [image], "train_turns": [1],
+                    "messages": conversation([f"How many red squares? {i}", "Step 1: wrong.\nThe answer is 99",
+                                              "Please reflect.", f"Step 1 is wrong.\nThe answer is {i}"], image)})
+    return out
+
+
+def test_backend_choice_on_a_cpu_never_imports_unsloth():
+    assert not torch.cuda.is_available()
+    assert choose_backend("auto") == ("peft", "auto: no CUDA GPU")
+    assert choose_backend("peft") == ("peft", "asked for")
+    with pytest.raises(KitError, match="needs a CUDA GPU"):
+        choose_backend("unsloth")
+    assert "unsloth" not in sys.modules
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"lora_r": -4}, "lora_r"), ({"lora_r": 0}, "lora_r"), ({"lora_dropout": 1.5}, "lora_dropout"),
+    ({"learning_rate": 0}, "learning_rate"), ({"batch_size": 0}, "batch_size"), ({"backend": "deepspeed"}, "backend"),
+    ({"target_modules": ()}, "target_modules"),
+])
+def test_bad_settings_are_named(bad, message):
+    with pytest.raises(KitError, match=message):
+        SFTSettings(**bad)
+
+
+def test_unknown_target_module_is_rejected_before_any_training(examples, tmp_path, monkeypatch):
+    import trl
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("a trainer was built")
+
+    monkeypatch.setattr(trl, "SFTTrainer", no_trainer)
+    with pytest.raises(KitError, match=r"target module\(s\) query_key_value not found.*q_proj"):
+        sft(STUDENT, examples, tmp_path / "adapter", SFTSettings(target_modules=("q_proj", "query_key_value")))
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_lora_stays_out_of_the_vision_tower_unless_asked():
+    model = models.load(STUDENT).model
+    language = lora_targets(model, SFTSettings())
+    assert language and not any(".visual." in f".{name}." for name in language)
+    with_vision = lora_targets(model, SFTSettings(target_modules=("q_proj", "qkv"), finetune_vision_layers=True))
+    assert any(".visual." in f".{name}." for name in with_vision)
+
+
+def test_both_backends_get_the_same_recipe(tmp_path):
+    settings = SFTSettings(lora_r=8, learning_rate=5e-4, epochs=2, batch_size=4, gradient_accumulation=2,
+                           max_length=512, seed=7)
+    peft_config = _trl_config(settings, tmp_path, cuda=False, unsloth=False)
+    unsloth_config = _trl_config(settings, tmp_path, cuda=False, unsloth=True)
+    for name in ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "max_length", "seed", "warmup_steps", "remove_unused_columns"):
+        assert getattr(peft_config, name) == getattr(unsloth_config, name), name
+    assert peft_config.learning_rate == 5e-4 and peft_config.per_device_train_batch_size == 4
+    # What each backend's collator needs, and nothing else, differs.
+    assert unsloth_config.dataset_text_field == "" and unsloth_config.dataset_kwargs == {"skip_prepare_dataset": True}
+    assert peft_config.assistant_only_loss and not peft_config.bf16 and not peft_config.activation_checkpointing
+
+
+def test_label_mask_keeps_only_the_trained_assistant_turns(examples):
+    loaded = models.load(STUDENT)
+    dataset = to_hf_dataset(examples[:2])
+    batch = TurnMaskingCollator(loaded.processor, None)([dataset[0], dataset[1]])
+    tokenizer = loaded.processor.tokenizer
+    decoded = [tokenizer.decode(batch["input_ids"][i][batch["labels"][i] != -100]) for i in range(2)]
+    assert decoded[0] == "Step 1: Count the red squares: 0.\nThe answer is 0<|im_end|>"
+    assert decoded[1] == "Step 1 is wrong.\nThe answer is 0<|im_end|>"  # the wrong CoT turn carries no loss
+    assert batch["pixel_values"].shape[0] > 0
+
+
+def test_adapter_round_trip_and_merge(examples, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    result = sft(STUDENT, examples, tmp_path / "adapter", SFTSettings(lora_r=4, learning_rate=5e-3, max_steps=4,
+                                                                       batch_size=4, logging_steps=2), log=lambda m: None)
+    assert result.backend == "peft" and result.steps == 4 and result.processes == 1
+    recorded = json.loads((tmp_path / "adapter" / "kit_train.json").read_text())
+    assert recorded["backend_reason"] == "auto: no CUDA GPU" and recorded["recipe"]["lora_r"] == 4
+
+    ours = models.load(tmp_path / "adapter")
+    plain = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(STUDENT), tmp_path / "adapter")
+    plain.eval()
+    batch = TurnMaskingCollator(ours.processor, None)([to_hf_dataset(examples[:1])[0]])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        a, b = ours.model(**inputs).logits, plain(**inputs).logits
+        base = AutoModelForImageTextToText.from_pretrained(STUDENT)(**inputs).logits
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, base, atol=1e-4)  # the adapter changed the model
+
+    merged = models.load(merge(tmp_path / "adapter", tmp_path / "merged"))
+    with torch.no_grad():
+        assert torch.allclose(merged.model(**inputs).logits, a, atol=1e-4)
+
+
+def test_accelerate_launch_with_two_cpu_processes(examples, tmp_path):
+    data = write_set(tmp_path / "train.jsonl", examples)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    command = [str(REPO_DIR / ".venv" / "bin" / "accelerate") if (REPO_DIR / ".venv" / "bin" / "accelerate").exists()
+               else "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "kit.train", str(STUDENT), str(data),
+               str(tmp_path / "adapter"), "--max-steps", "2", "--batch-size", "2", "--lora-r", "4"]
+    done = subprocess.run(command, cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    recorded = json.loads((tmp_path / "adapter" / "kit_train.json").read_text())
+    assert recorded["processes"] == 2 and recorded["steps"] == 2
+    assert len([line for line in done.stdout.splitlines() if line.startswith('{"adapter_dir"')]) == 1
+    assert models.load(tmp_path / "adapter").adapter is not None
+
+
+def test_bench_train_measures_the_peft_backend(tmp_path):
+    from kit.bench import bench_train
+
+    source = write_source(tmp_path / "src", [row(f"q{i}", "a.png", f"How many? {i}", str(i)) for i in range(8)],
+                          {"a.png": (1, 2, 3)})
+    lines: list[str] = []
+    results = bench_train(STUDENT, source=source, n=8, steps=2, batch_size=4, log=lines.append)
+    assert list(results) == ["peft"] and results["peft"]["samples_per_s"] > 0
+    assert results["peft"]["peak_memory_mb"] > 0 and lines[0].strip().startswith("peft:")
