@@ -58,3 +58,22 @@ def write_source(folder: Path, rows: list[dict], images: dict[str, tuple[int, in
 def row(item_id: str, image: str, question: str, answer: str) -> dict:
     return {"id": item_id, "image": image,
             "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]}
+
+
+def random_tiny_qwen2vl(folder: Path, texts: list[str], vocab: int = 320) -> Path:
+    """A randomly initialised tiny Qwen2-VL saved to ``folder``, with a tokenizer trained on ``texts``.
+
+    A freshly initialised model answers every prompt with the same run of tokens, which would make
+    "batched equals one-at-a-time" hold trivially; large weights make responses depend on the input."""
+    import torch
+
+    from kit import models
+
+    tokenizer = models.train_tokenizer(texts, models.QWEN2VL, vocab)
+    model, processor = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=64, layers=1, ffn=128))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim >= 2:
+                parameter.normal_(0.0, 0.5, generator=generator)
+    return models.save(model, processor, folder)

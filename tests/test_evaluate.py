@@ -9,7 +9,7 @@ import re
 import shutil
 
 import pytest
-import torch
+from fakes import random_tiny_qwen2vl
 
 from kit import benchmarks, models
 from kit.benchmarks import hallusionbench, mathvista
@@ -23,12 +23,7 @@ LINE_FIELDS = {"id", "benchmark", "strategy", "model", "max_new_tokens", "prompt
                "prediction"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +41,7 @@ def world(tmp_path_factory):
 def model_dir(world, tmp_path_factory):
     records = mathvista.load(world / "mathvista")
     texts = [mathvista.build_prompt(r) for r in records] + [f"The answer is {r['answer']}." for r in records]
-    tokenizer = models.train_tokenizer(texts, models.QWEN2VL, 320)
-    model, processor = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=64, layers=1, ffn=128))
-    # A freshly initialised model answers every prompt with the same run of newlines, which would make
-    # "batched equals one-at-a-time" hold trivially; large weights make responses depend on the input.
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim >= 2:
-                parameter.normal_(0.0, 0.5, generator=generator)
-    return models.save(model, processor, tmp_path_factory.mktemp("model") / "tiny")
+    return random_tiny_qwen2vl(tmp_path_factory.mktemp("model") / "tiny", texts)
 
 
 @pytest.fixture(scope="module")

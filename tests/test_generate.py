@@ -10,7 +10,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import torch
+from fakes import random_tiny_qwen2vl
 from PIL import Image
 
 from kit import models
@@ -29,26 +29,13 @@ from kit.serve import make_server
 TOKENS = 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     texts = ["How many red circles are there?", "Step 1: count them.", "The answer is 3.", "Is it blue? yes no"]
-    tokenizer = models.train_tokenizer(texts * 20, models.QWEN2VL, 300)
-    model, processor = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=64, layers=1, ffn=128))
-    # Large weights so that the output depends on the input (a fresh model repeats one token everywhere).
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim >= 2:
-                parameter.normal_(0.0, 0.5, generator=generator)
-    return models.save(model, processor, tmp_path_factory.mktemp("model") / "tiny-gen")
+    return random_tiny_qwen2vl(tmp_path_factory.mktemp("model") / "tiny-gen", texts * 20, vocab=300)
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,8 @@ from kit.train import SFTSettings, TurnMaskingCollator, _trl_config, choose_back
 from kit.trainsets import conversation, to_hf_dataset, write_set
 
 STUDENT = REPO_DIR / "data" / "models" / "tiny-qwen2vl-student"
-pytestmark = pytest.mark.skipif(not STUDENT.is_dir(), reason="the shipped tiny student is needed")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.skipif(not STUDENT.is_dir(), reason="the shipped tiny student is needed"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
