@@ -33,7 +33,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -366,8 +366,3 @@ def make_engine(backend: str, model: Any, **options: Any) -> Engine:
     if backend == "vllm":
         return VLLMEngine(str(model), **options)
     raise KitError(f"unknown generation backend {backend!r}; choose from {', '.join(BACKENDS)}")
-
-
-def generate_all(engine: Engine, chats: Iterable[Chat], sampling: Sampling) -> dict[str, str]:
-    """Every chat's text by id (for small jobs that need no resumable file)."""
-    return {chat.id: text for chat, text in engine.generate(list(chats), sampling)}

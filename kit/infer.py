@@ -25,8 +25,6 @@ from kit.errors import KitError
 SINGLE_TURN = ("direct", "cot", "seat")
 TWO_TURN = ("cas_seat", "cas_seat_oracle")
 STRATEGIES = SINGLE_TURN + TWO_TURN
-LABELS = {"direct": "direct", "cot": "CoT", "seat": "SEAT", "cas_seat": "Cas-SEAT",
-          "cas_seat_oracle": "Cas-SEAT (oracle: reflects only on wrong answers)"}
 
 
 def check(strategy: str) -> str:

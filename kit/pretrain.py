@@ -144,7 +144,7 @@ def _read_json(path: Path):
     return json.loads(path.read_text())
 
 
-def _question_text(record: dict) -> str:
+def question_text(record: dict) -> str:
     """The question with its choices in MathV360K's style ("Choices:\\n(A) ...")."""
     text = record["question"]
     if record.get("choices"):
@@ -206,11 +206,11 @@ def corpus_examples(world_root: Path, styles: tuple[str, ...], pool_fraction: fl
         image = record["image"]
         solution = "\n".join(record["solution"])
         if "cot" in styles:
-            examples.append(Example(image, [(_question_text(record), solution)], "cot"))
+            examples.append(Example(image, [(question_text(record), solution)], "cot"))
         if "query" in styles:
             examples.append(Example(image, [(query_prompt(record), solution)], "query"))
         if "direct" in styles:
-            examples.append(Example(image, [(_question_text(record) + DIRECT_SUFFIX, _letter_answer(record))],
+            examples.append(Example(image, [(question_text(record) + DIRECT_SUFFIX, _letter_answer(record))],
                                     "direct"))
         if "describe" in styles and not isinstance(image, str):
             from kit.world.scenes import describe
@@ -247,7 +247,7 @@ def _seat_examples(pool: list[dict], styles: tuple[str, ...], seed: int) -> list
     rng = random.Random(seed + 7919)
     examples: list[Example] = []
     for record in pool:
-        image, question, solution = record["image"], _question_text(record), record["solution"]
+        image, question, solution = record["image"], question_text(record), record["solution"]
         if "seat" in styles:
             prompt = get("seat_synthesis").format(question=question, answer=str(record["answer"]))
             examples.append(Example(image, [(prompt, seat.seat_target(solution, rng, SEAT_REFINE_RATE))], "seat"))

@@ -59,23 +59,8 @@ class Profile:
         return node
 
     def resolve_path(self, value: str | Path | None) -> Path | str | None:
-        """A local path (absolute, or relative to the repository root) or a hub id returned unchanged.
-
-        A hub id ("Qwen/Qwen2-VL-7B-Instruct") has exactly one '/' and names nothing local; a value
-        whose first component is an existing folder of the repository ("data/tiny") is local even
-        before the folder itself has been built.
-        """
-        if value is None:
-            return None
-        if isinstance(value, Path):
-            return value if value.is_absolute() else REPO_DIR / value
-        text = os.path.expanduser(str(value))
-        candidate = Path(text)
-        if candidate.is_absolute():
-            return candidate
-        if _looks_like_hub_id(text):
-            return text
-        return REPO_DIR / candidate
+        """``resolve_path(value)``: a local path or a hub id (the rule does not depend on the profile)."""
+        return resolve_path(value)
 
     def flatten(self) -> dict[str, Any]:
         """Every value under a notebook parameter name: nested keys joined by '_' (models.teacher ->
@@ -86,6 +71,26 @@ class Profile:
 
     def __repr__(self) -> str:
         return f"Profile(name={self.name!r}, path={str(self.path)!r}, hash={self.hash[:12]!r})"
+
+
+def resolve_path(value: str | Path | None) -> Path | str | None:
+    """A local path (absolute, or relative to the repository root) or a hub id returned unchanged.
+
+    A hub id ("Qwen/Qwen2-VL-7B-Instruct") has exactly one '/' and names nothing local; a value
+    whose first component is an existing folder of the repository ("data/tiny") is local even
+    before the folder itself has been built. Notebooks use it on their path parameters.
+    """
+    if value is None:
+        return None
+    if isinstance(value, Path):
+        return value if value.is_absolute() else REPO_DIR / value
+    text = os.path.expanduser(str(value))
+    candidate = Path(text)
+    if candidate.is_absolute():
+        return candidate
+    if _looks_like_hub_id(text):
+        return text
+    return REPO_DIR / candidate
 
 
 def _looks_like_hub_id(text: str) -> bool:

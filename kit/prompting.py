@@ -26,6 +26,7 @@ def compare_prompting(model: Any, records: list[dict], *, label: str, max_new_to
     from kit import seat
     from kit.benchmarks import mathvista
     from kit.generate import Chat, Sampling, TransformersEngine
+    from kit.pretrain import question_text
     from kit.prompts import get
 
     if not records:
@@ -37,7 +38,7 @@ def compare_prompting(model: Any, records: list[dict], *, label: str, max_new_to
     def tokens(text: str) -> int:
         return len(tokenizer(text)["input_ids"])
 
-    question = {r["pid"]: r["question"] + _choices(r) for r in records}
+    question = {r["pid"]: question_text(r) for r in records}
     long_chats = [Chat(r["pid"], [get("seat_inference").format(question=question[r["pid"]])], r["image_path"])
                   for r in records]
     cot_chats = [Chat(r["pid"], [get("cas_cot").format(question=question[r["pid"]])], r["image_path"]) for r in records]
@@ -78,9 +79,3 @@ def summary_table(rows):
         table[column] = table[column].round(1)
     return table.rename(columns={"malformed": "malformed %", "has_answer": "final answer %", "correct": "accuracy %"})
 
-
-def _choices(record: dict) -> str:
-    if not record.get("choices"):
-        return ""
-    letters = "ABCDEFGH"
-    return "\nChoices:\n" + "\n".join(f"({letters[i]}) {c}" for i, c in enumerate(record["choices"]))

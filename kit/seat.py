@@ -28,7 +28,6 @@ from typing import Any
 
 BLOCK_START = "[self-evaluation-start:"
 BLOCK_END = "self-evaluation-end]"
-VERDICTS = ("Accept", "Refine")
 
 _ANSWER = re.compile(r"the (?:final )?answer is\s*:?\s*(.+)", re.IGNORECASE)
 _VERDICT = re.compile(r"Evaluation\s*:\s*\[?\s*(Accept|Refine)\b", re.IGNORECASE)
@@ -136,6 +135,12 @@ def parse(text: str, expect_blocks: bool = True) -> ParsedOutput:
     if evaluations and not expect_blocks:
         problems.append("self-evaluation block in a chain of thought")
     return ParsedOutput(steps, evaluations, answer, problems)
+
+
+def problem_kind(problem: str) -> str:
+    """A problem without its particulars ("self-evaluation block 3 ..." -> "self-evaluation block N ...",
+    no character position), so that problems can be counted by kind."""
+    return re.sub(r" at character \d+", "", re.sub(r"block \d+", "block N", problem))
 
 
 def _verdict(body: str, number: int, problems: list[str]) -> str | None:

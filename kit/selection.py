@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from kit.errors import KitError
@@ -56,12 +56,16 @@ class FilterCount:
         return {**asdict(self), "kept": self.kept}
 
 
-def report_table(counts: Iterable[FilterCount]):
-    """The filter counts as a ``pandas.DataFrame`` (one row per filter and prompt)."""
+def report_table(counts: Iterable[FilterCount | dict[str, Any]]):
+    """Filter counts (``FilterCount``s or their dicts) as a ``pandas.DataFrame``, one row per filter and
+    prompt, in order; source filters show ``(source)`` as their prompt."""
     import pandas as pd
 
-    return pd.DataFrame([c.to_dict() for c in counts],
-                        columns=["stage", "filter", "prompt_id", "before", "removed", "kept"])
+    rows = [c.to_dict() if isinstance(c, FilterCount) else dict(c) for c in counts]
+    for row in rows:
+        row["prompt_id"] = row["prompt_id"] or "(source)"
+        row["kept"] = row["before"] - row["removed"]
+    return pd.DataFrame(rows, columns=["prompt_id", "filter", "before", "removed", "kept"])
 
 
 # ------------------------------------------------------------------------------------------ source
@@ -171,8 +175,7 @@ def filter_labelled(records: list[dict], filters: LabelledFilters = LabelledFilt
     prompts = list(dict.fromkeys(r["prompt_id"] for r in records))
     judged = None
     if filters.judge and judge is not None:
-        survivors = [r for r in records if all(check(r) for _, check in _checks(LabelledFilters(
-            filters.min_blocks, filters.min_chars, filters.max_chars, False), None))]
+        survivors = [r for r in records if all(check(r) for _, check in _checks(replace(filters, judge=False), None))]
         judged = judge(survivors)
     for prompt_id in prompts:
         current = [r for r in records if r["prompt_id"] == prompt_id]

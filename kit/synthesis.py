@@ -372,6 +372,17 @@ class SynthesisConfig:
                 "source_hash": file_hash(source_file(self.source)) if Path(self.source).exists() else self.source}
 
 
+def summary_table(summary: dict[str, Any]):
+    """``summarize``'s per-prompt numbers as a ``pandas.DataFrame`` in prompt order, with readable columns."""
+    import pandas as pd
+
+    rows = [{"prompt": p, **summary["prompts"][p]} for p in SYNTHESIS_PROMPTS if p in summary["prompts"]]
+    table = pd.DataFrame(rows, columns=["prompt", "n", "well_formed", "answer_correct", "mean_blocks", "mean_refine"])
+    return table.rename(columns={
+        "n": "answers", "well_formed": "well formed %", "answer_correct": "answer = gold %",
+        "mean_blocks": "self-evaluation blocks per answer", "mean_refine": "Refine verdicts per answer"})
+
+
 def run_synthesis(config: SynthesisConfig, run_dir: str | Path, answer_kinds: Iterable[str] | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """Notebook 01's stage: load the source, apply the source filters, synthesise into
