@@ -73,6 +73,17 @@ def tree_hash(directory: str | Path, pattern: str = "**/*") -> str:
     return content_hash(entries)
 
 
+def fingerprint(source: str | Path) -> str:
+    """What a stage that reads ``source`` depends on: the content hash of a local file or folder, or the
+    text itself for a hub id (whose content the hub versions)."""
+    path = Path(source)
+    if path.is_dir():
+        return tree_hash(path)
+    if path.is_file():
+        return file_hash(path)
+    return str(source)
+
+
 def _fsync_dir(directory: Path) -> None:
     # Makes the rename itself durable; not every platform lets a folder be opened, hence best effort.
     try:

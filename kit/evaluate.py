@@ -26,6 +26,12 @@ How it works:
   extractor and HallusionBench's GPT-style judge (``score(chat=llm)``). MATH-V, We-Math, MME, POPE,
   SEED-Bench, ScienceQA and AMBER have no LLM step in their official evaluation, so they keep their rule
   extraction.
+- The Cas-SEAT strategies (``cot``, ``seat``, ``cas_seat``, ``cas_seat_oracle``) ask for a final "The answer
+  is X". When the benchmark's rules find nothing in the whole response, they are given that X
+  (``kit.seat.final_answer``, the pattern of the authors' ``quick_extract`` in
+  ``self-evaluate/evaluation/extract_answer.py``): We-Math's official extractor looks only after the word
+  "Answer", so "... The answer is B" would otherwise count as no answer. Rule extraction is cheap and is
+  redone at scoring, so a resumed predictions file is always scored by the current rules.
 
 Strategies (``kit.infer``): ``direct`` (the benchmark's prompt), ``cot``, ``seat``, ``cas_seat`` (a second
 chat turn with the reflection prompt on every item) and ``cas_seat_oracle`` (the reflection only on items
@@ -35,6 +41,7 @@ two-turn item's line is written once its last turn is done and also holds ``turn
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -110,13 +117,19 @@ def item_ids(bench: ModuleType, records: list[Mapping[str, Any]]) -> list[str]:
 
 
 def extract_prediction(bench: ModuleType, response: str, record: Mapping[str, Any], extractor: str,
-                       llm: Callable[[str], str] | None = None) -> Any:
+                       llm: Callable[[str], str] | None = None, strategy: str = "direct") -> Any:
     """The answer in ``response`` by the chosen extractor (see the module docstring)."""
-    if bench.NAME == "mathvista":
-        if extractor == "llm":
-            return bench.extract(response, record, llm=llm)
-        return bench.extract_rules(response, record)
-    return bench.extract(response, record)
+    if bench.NAME == "mathvista" and extractor == "llm":
+        return bench.extract(response, record, llm=llm)
+    rules = bench.extract_rules if bench.NAME == "mathvista" else bench.extract
+    prediction = rules(response, record)
+    if prediction in (None, "") and extractor == "rules" and strategy != "direct":
+        from kit.seat import final_answer
+
+        final = final_answer(response)
+        if final is not None:
+            prediction = rules(final, record)
+    return prediction
 
 
 def generate_batch(loaded: Any, prompts: list[str], image_paths: list[str | None], ids: list[str],
@@ -212,7 +225,7 @@ def evaluate(
         sampling = Sampling(max_new_tokens=max_new_tokens)
 
         def extract(i: int, response: str) -> Any:
-            return extract_prediction(bench, response, records[i], extractor, llm)
+            return extract_prediction(bench, response, records[i], extractor, llm, strategy)
 
         def write(i: int, response: str, turns: list[str] | None = None) -> None:
             line = {"id": ids[i], **settings, "prompt": prompts[i], "response": response, "extractor": extractor,
@@ -250,8 +263,8 @@ def evaluate(
     for record, rid in zip(records, ids, strict=True):
         line = done[rid]
         prediction = line["prediction"]
-        if line.get("extractor") != extractor:
-            prediction = extract_prediction(bench, line["response"], record, extractor, llm)
+        if line.get("extractor") != extractor or extractor == "rules":
+            prediction = extract_prediction(bench, line["response"], record, extractor, llm, strategy)
         scored.append({**record, "response": line["response"], "prediction": prediction})
     score_options = {"chat": llm} if extractor == "llm" and bench.NAME == "hallusionbench" else {}
     metrics = dict(bench.score(scored, **score_options))
@@ -278,6 +291,36 @@ def evaluate_many(
         path = Path(predictions_dir) / f"{name}.jsonl" if predictions_dir is not None else None
         results[name] = evaluate(loaded, name, strategy, source=source, predictions_path=path, **options)
     return results
+
+
+def evaluate_stage(
+    model: str | Path,
+    benchmarks: Mapping[str, str | Path],
+    strategy: str,
+    run_dir: str | Path,
+    **options: Any,
+) -> dict[str, dict]:
+    """``evaluate_many`` as a pipeline stage: predictions and metrics in ``run_dir/eval-<hash>/``, the hash
+    taken over the model's content (an adapter folder's, or the hub id), each benchmark's data, the strategy
+    and the generation options. Predictions are appended line by line, so a killed run resumes where it
+    stopped; ``metrics.json`` is written last and a folder that has it is reused as it is.
+    Returns ``benchmark name -> metrics``."""
+    from kit.artifacts import atomic_write_json, fingerprint, stage_dir
+
+    if strategy not in STRATEGIES:
+        raise KitError(f"evaluate: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    keyed = {k: v for k, v in options.items() if k in ("limit", "max_new_tokens", "extractor", "split")}
+    params = {"model": fingerprint(model), "strategy": strategy, "options": keyed,
+              "benchmarks": {name: fingerprint(source) for name, source in benchmarks.items()}}
+    folder = stage_dir(run_dir, "eval", params)
+    done = folder / "metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())["metrics"]
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "PARAMS.json", {**params, "model_path": str(model)})
+    metrics = evaluate_many(model, benchmarks, strategy, predictions_dir=folder / "predictions", **options)
+    atomic_write_json(done, {"params": params, "model_path": str(model), "metrics": metrics})
+    return json.loads(done.read_text())["metrics"]
 
 
 def _dig(metrics: Mapping[str, Any], keys: tuple[str, ...]) -> Any:

@@ -73,6 +73,7 @@ class SFTSettings:
     seed: int = 0
     backend: str = "auto"
     logging_steps: int = 10
+    checkpoint_steps: int = 200  # with sft(checkpoint_dir=...): save every N steps, so a killed run resumes
     extra: dict[str, Any] = field(default_factory=dict)  # passed to TRL's SFTConfig as they are
 
     def __post_init__(self) -> None:
@@ -88,6 +89,8 @@ class SFTSettings:
             (self.max_length is None or self.max_length > 0, "max_length must be > 0 or None"),
             (self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}"),
             (bool(self.target_modules), "target_modules must name at least one module"),
+            (isinstance(self.checkpoint_steps, int) and self.checkpoint_steps > 0,
+             "checkpoint_steps must be a whole number > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -98,6 +101,7 @@ class SFTSettings:
         data = asdict(self)
         data.pop("backend")
         data.pop("logging_steps")
+        data.pop("checkpoint_steps")
         data["target_modules"] = list(self.target_modules)
         return data
 
@@ -115,6 +119,7 @@ class SFTResult:
     seconds: float
     samples_per_second: float
     peak_memory_mb: float
+    resumed_from_step: int = 0  # > 0 when a killed run continued from its last checkpoint
 
 
 # ------------------------------------------------------------------------------------------ backends
@@ -197,16 +202,18 @@ class TurnMaskingCollator:
         return batch
 
 
-def _trl_config(settings: SFTSettings, output_dir: Path, cuda: bool, unsloth: bool):
+def _trl_config(settings: SFTSettings, output_dir: Path, cuda: bool, unsloth: bool, checkpoints: bool = False,
+                progress: bool = False):
     from trl import SFTConfig
 
     options: dict[str, Any] = dict(
         output_dir=str(output_dir), per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation, learning_rate=settings.learning_rate,
         num_train_epochs=settings.epochs, max_steps=settings.max_steps, warmup_steps=settings.warmup,
-        seed=settings.seed, data_seed=settings.seed, logging_steps=settings.logging_steps, save_strategy="no",
+        seed=settings.seed, data_seed=settings.seed, logging_steps=settings.logging_steps,
+        save_strategy="steps" if checkpoints else "no", save_steps=settings.checkpoint_steps, save_total_limit=1,
         report_to=[], use_cpu=not cuda, bf16=cuda, fp16=False, activation_checkpointing=False, max_length=settings.max_length,
-        remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=True,
+        remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=not progress,
     )
     if unsloth:
         # What Unsloth's vision fine-tuning needs: its collator prepares the batches itself.
@@ -217,7 +224,8 @@ def _trl_config(settings: SFTSettings, output_dir: Path, cuda: bool, unsloth: bo
     return SFTConfig(**options)
 
 
-def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path) -> tuple[Any, Any, Any]:
+def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path,
+                **config: bool) -> tuple[Any, Any, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
     from trl import SFTTrainer
@@ -233,13 +241,13 @@ def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, 
     model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
                                              lora_dropout=settings.lora_dropout, target_modules=targets,
                                              bias="none", task_type="CAUSAL_LM"))
-    trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda, unsloth=False),
+    trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda, unsloth=False, **config),
                          train_dataset=to_hf_dataset(examples), processing_class=loaded.processor,
                          data_collator=TurnMaskingCollator(loaded.processor, settings.max_length))
     return trainer, model, loaded.processor
 
 
-def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path):
+def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path, **config: bool):
     import unsloth  # noqa: F401 - first, so that it patches transformers and TRL before they load
     from trl import SFTTrainer
     from unsloth import FastVisionModel
@@ -259,18 +267,23 @@ def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSetting
     )
     FastVisionModel.for_training(model)
     rows = [{"messages": e["messages"], "images": e["images"]} for e in examples]
-    trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda=True, unsloth=True),
+    trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda=True, unsloth=True, **config),
                          train_dataset=to_hf_dataset([{**e, **r} for e, r in zip(examples, rows, strict=True)]),
                          processing_class=processor, data_collator=UnslothVisionDataCollator(model, processor))
     return trainer, model, processor
 
 
 def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | None = None,
-        log=print) -> SFTResult:
+        log=print, *, checkpoint_dir: str | Path | None = None, progress: bool = False,
+        metadata: dict[str, Any] | None = None) -> SFTResult:
     """Fine-tune ``model`` (a folder or hub id) with LoRA on ``data`` (a ``kit.trainsets`` JSONL file or its
     rows) and save the adapter with the processor in ``output_dir`` (PEFT format), atomically, with
-    ``kit_train.json`` naming the backend, why it was chosen, the recipe and the measured speed."""
-    import torch
+    ``kit_train.json`` naming the backend, why it was chosen, the recipe, the measured speed and ``metadata``.
+
+    With ``checkpoint_dir`` the trainer saves a checkpoint every ``settings.checkpoint_steps`` steps there and a
+    re-run after a kill continues from the last one (optimizer, scheduler and data order included); the
+    folder is removed once the adapter is written. ``progress`` shows the trainer's progress bar."""
+    import shutil
 
     from kit.artifacts import atomic_dir, atomic_write_json
 
@@ -280,26 +293,29 @@ def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | N
     if not examples:
         raise KitError(f"fine-tuning: no training examples in {data}")
     output_dir = Path(output_dir)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    with tempfile.TemporaryDirectory(prefix="kit-train-") as scratch:  # the trainer's own files, per process
+    resume = _last_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    with tempfile.TemporaryDirectory(prefix="kit-train-") as scratch, _PeakMemory() as memory:  # the trainer's own files, per process
+        trainer_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
         build = _train_unsloth if backend == "unsloth" else _train_peft
-        trainer, peft_model, processor = build(model, examples, settings, Path(scratch))
+        trainer, peft_model, processor = build(model, examples, settings, trainer_dir,
+                                               checkpoints=checkpoint_dir is not None, progress=progress)
         accelerator = trainer.accelerator
         if accelerator.is_main_process:
             log(f"fine-tuning {model} with {backend} ({reason}) on {len(examples)} examples, "
-                f"{accelerator.num_processes} process(es)")
+                f"{accelerator.num_processes} process(es)"
+                + (f", resuming from {resume.name}" if resume is not None else ""))
         started = time.perf_counter()
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         seconds = time.perf_counter() - started
     steps = int(output.global_step)
+    resumed_from = int(resume.name.rsplit("-", 1)[1]) if resume is not None else 0
     result = SFTResult(
         adapter_dir=str(output_dir), backend=backend, backend_reason=reason, recipe=settings.recipe(),
         steps=steps, examples=len(examples), processes=accelerator.num_processes,
         train_loss=round(float(output.training_loss), 5), seconds=round(seconds, 2),
-        samples_per_second=round(steps * settings.batch_size * settings.gradient_accumulation
+        samples_per_second=round((steps - resumed_from) * settings.batch_size * settings.gradient_accumulation
                                  * accelerator.num_processes / max(seconds, 1e-9), 2),
-        peak_memory_mb=round(_peak_memory_mb(), 1),
+        peak_memory_mb=round(memory.peak_mb, 1), resumed_from_step=resumed_from,
     )
     # Only the main process writes, so that several processes never race for the folder.
     if accelerator.is_main_process:
@@ -308,19 +324,78 @@ def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | N
             processor.save_pretrained(tmp)
             atomic_write_json(tmp / "kit_train.json", {
                 **asdict(result), "model": str(model),
-                "data": str(data) if isinstance(data, str | Path) else "(in memory)"})
+                "data": str(data) if isinstance(data, str | Path) else "(in memory)", **(metadata or {})})
+        if checkpoint_dir is not None:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
     return result
 
 
-def _peak_memory_mb() -> float:
-    import resource
+def _last_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` folder the trainer left (one it was killed while writing lacks
+    ``trainer_state.json``, which the trainer writes last)."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return None
+    complete = [c for c in folder.glob("checkpoint-*")
+                if c.name.rsplit("-", 1)[1].isdigit() and (c / "trainer_state.json").is_file()]
+    return max(complete, key=lambda c: int(c.name.rsplit("-", 1)[1]), default=None)
 
-    import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+def train_stage(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings | None = None,
+                *, progress: bool = True, log=print) -> dict[str, Any]:
+    """A fine-tuning run as a pipeline stage: ``sft`` into ``run_dir/adapter-<hash>/``, the hash taken over
+    the base model's and the training set's content, the recipe and the backend. A finished adapter is
+    reused as it is; a killed run resumes from its last checkpoint (``adapter-<hash>.checkpoints/``).
+    Returns the adapter's ``kit_train.json`` (``adapter_dir``, ``backend``, ``steps``, ``train_loss``, ...)."""
+    from kit.artifacts import fingerprint, stage_dir
+
+    settings = settings or SFTSettings()
+    backend, _ = choose_backend(settings.backend)
+    params = {"model": fingerprint(model), "data": fingerprint(data), "recipe": settings.recipe(), "backend": backend}
+    folder = stage_dir(run_dir, "adapter", params)
+    done = folder / "kit_train.json"
+    if not done.is_file():
+        sft(model, data, folder, settings, log, checkpoint_dir=folder.with_name(folder.name + ".checkpoints"),
+            progress=progress, metadata={"params": params})
+    return json.loads(done.read_text())
+
+
+class _PeakMemory:
+    """The peak memory of this run: CUDA's peak allocation on a GPU; on a CPU the peak resident size of the
+    process, sampled every 50 ms (``ru_maxrss`` would report the peak of every earlier run in the process)."""
+
+    def __enter__(self) -> _PeakMemory:
+        import threading
+
+        import psutil
+        import torch
+
+        self.cuda = torch.cuda.is_available()
+        self.peak_mb = 0.0
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        process, self._stop = psutil.Process(), threading.Event()
+
+        def sample() -> None:
+            while True:
+                self.peak_mb = max(self.peak_mb, process.memory_info().rss / 2**20)
+                if self._stop.wait(0.05):
+                    return
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        import torch
+
+        if self.cuda:
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
 
 
 def merge(adapter_dir: str | Path, output_dir: str | Path) -> Path:
@@ -342,7 +417,8 @@ def _settings_from(args: argparse.Namespace) -> SFTSettings:
                        target_modules=tuple(args.target_modules), finetune_vision_layers=args.finetune_vision,
                        learning_rate=args.learning_rate, epochs=args.epochs, max_steps=args.max_steps,
                        batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
-                       max_length=args.max_length, seed=args.seed, backend=args.backend)
+                       max_length=args.max_length, warmup=args.warmup, seed=args.seed, backend=args.backend,
+                       checkpoint_steps=args.checkpoint_steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,11 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--gradient-accumulation", type=int, default=defaults.gradient_accumulation)
     parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--warmup", type=float, default=defaults.warmup)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="save checkpoints here and resume from the last one after a kill")
+    parser.add_argument("--checkpoint-steps", type=int, default=defaults.checkpoint_steps)
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     args = parser.parse_args(argv)
     try:
-        result = sft(args.model, args.data, args.output, _settings_from(args))
+        result = sft(args.model, args.data, args.output, _settings_from(args), checkpoint_dir=args.checkpoint_dir)
     except KitError as err:
         print(f"python -m kit.train: error: {err}")
         return 2

@@ -158,3 +158,10 @@ def test_load_local_folder_and_errors(tmp_path: Path) -> None:
 def test_extract_never_raises(text: str) -> None:
     value = wemath.extract(text)
     assert value is None or value in "ABCDEFGH"
+
+
+def test_is_correct_is_the_rows_joker():
+    from kit.benchmarks import wemath
+
+    record = {"answer": "B"}
+    assert wemath.is_correct("B", record) and not wemath.is_correct("C", record) and not wemath.is_correct(None, record)

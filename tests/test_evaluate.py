@@ -316,3 +316,43 @@ def test_oracle_reflects_only_on_items_already_wrong(loaded, world, tmp_path, mo
         else:
             assert len(line["turns"]) == 2
     assert sum(rows for rows, _ in rows_generated) == 8 + 5
+
+
+def test_evaluate_stage_caches_resumes_and_keys_on_the_strategy(model_dir, world, tmp_path, monkeypatch):
+    from kit import evaluate as evaluate_module
+    from kit.evaluate import evaluate_stage
+
+    sources = {"mathvista": world / "mathvista"}
+    options = {"limit": 4, "max_new_tokens": 4, "batch_size": 2, "progress": False}
+    first = evaluate_stage(model_dir, sources, "direct", tmp_path, **options)
+    (folder,) = tmp_path.glob("eval-*")
+    assert first["mathvista"]["n"] == 4 and first["mathvista"]["generated"] == 4
+    assert len(_lines(folder / "predictions" / "mathvista.jsonl")) == 4
+
+    (folder / "metrics.json").unlink()  # killed after the predictions, before the metrics
+    resumed = evaluate_stage(model_dir, sources, "direct", tmp_path, **options)
+    assert resumed["mathvista"]["generated"] == 0 and resumed["mathvista"]["accuracy"] == first["mathvista"]["accuracy"]
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated again")
+
+    monkeypatch.setattr(evaluate_module, "evaluate_many", no_evaluation)
+    assert evaluate_stage(model_dir, sources, "direct", tmp_path, **options) == resumed
+    with pytest.raises(AssertionError, match="evaluated again"):
+        evaluate_stage(model_dir, sources, "cot", tmp_path, **options)
+    with pytest.raises(AssertionError, match="evaluated again"):
+        evaluate_stage(model_dir, sources, "direct", tmp_path, **{**options, "limit": 3})
+    with pytest.raises(KitError, match="unknown strategy 'long'"):
+        evaluate_stage(model_dir, sources, "long", tmp_path, **options)
+
+
+def test_cas_seat_strategies_read_the_final_answer_they_ask_for(world):
+    from kit.benchmarks import wemath
+    from kit.evaluate import extract_prediction
+
+    record = wemath.load(world / "wemath", limit=1)[0]
+    response = "Step 1: Count the green shapes: 3.\nStep 2: Compare.\nThe answer is B"
+    # We-Math's official rule reads only after "Answer": the reasoning's first letter is no answer.
+    assert extract_prediction(wemath, response, record, "rules") is None
+    assert extract_prediction(wemath, response, record, "rules", strategy="cot") == "B"
+    assert extract_prediction(wemath, "Answer: C", record, "rules", strategy="cas_seat") == "C"  # no final line

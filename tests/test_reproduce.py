@@ -1,21 +1,35 @@
-"""End to end: `kit run --profile tiny` executes the real notebooks with papermill and records real
-measurements; a second run skips what is up to date."""
+"""End to end: `kit run` executes the real notebooks with papermill and records real measurements; a
+second run skips what is up to date.
+
+The run uses the tiny profile with fewer training steps and evaluation items (``SMALL``), as
+papermill-tested notebooks do: notebooks 00-03 run exactly as `make reproduce` runs them, 04-05 run
+every cell on a smaller budget, and the tests check the tables against the files the run wrote."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
+import yaml
 
 from kit import REPO_DIR
 from kit.cli import main
+from kit.profile import PROFILES_DIR
 
 pytestmark = pytest.mark.slow
+SMALL = {"finetune": {"max_steps": 3, "checkpoint_steps": 2}, "casseat_eval": {"limit": 12}}
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    code = main(["run", "--profile", "tiny", "--results-dir", str(results), "--run-id", "e2e"])
+    profile = yaml.safe_load((PROFILES_DIR / "tiny.yaml").read_text())
+    for section, values in SMALL.items():
+        profile[section].update(values)
+    profile["name"] = "tiny-small"
+    path = results / "tiny-small.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    code = main(["run", "--profile", str(path), "--results-dir", str(results), "--run-id", "e2e"])
     return code, results
 
 
@@ -40,7 +54,8 @@ def test_second_run_skips_the_finished_notebook(tiny_run, capsys):
     code, results = tiny_run
     assert code == 0
     before = (results / "runs" / "e2e" / "00_tiny_world.ipynb").read_bytes()
-    assert main(["run", "--profile", "tiny", "--results-dir", str(results), "--run-id", "e2e"]) == 0
+    assert main(["run", "--profile", str(results / "tiny-small.yaml"), "--results-dir", str(results),
+                 "--run-id", "e2e"]) == 0
     assert "up to date" in capsys.readouterr().out
     assert (results / "runs" / "e2e" / "00_tiny_world.ipynb").read_bytes() == before
 
@@ -93,3 +108,58 @@ def test_notebook_03_measures_the_long_prompt_longer(tiny_run):
         assert by_way.loc["SEAT (one long prompt)", "prompt_tokens"] > by_way.loc["Cas-SEAT (cascaded prompts)",
                                                                                  "prompt_tokens"]
     assert set(table["items"]) == {100}
+
+
+def test_notebook_04_trains_every_student_once(tiny_run):
+    code, results = tiny_run
+    assert code == 0
+    training = pd.read_csv(results / "tables" / "casseat_training.csv")
+    expected = ["seat", "cas_seat", "cas_seat_n100", "cas_seat_n200", "cas_seat_n400", "cas_seat_mix0",
+                "cas_seat_mix50", "cas_seat_mix100"]
+    assert training["student"].tolist() == expected
+    assert set(training["steps"]) == {3} and set(training["backend"]) == {"peft"}
+    adapters = sorted((results / "runs" / "e2e" / "casseat").glob("adapter-*"))
+    assert len(adapters) == len(expected) and not list((results / "runs" / "e2e" / "casseat").glob("*.checkpoints"))
+    recorded = {json.loads((a / "kit_train.json").read_text())["train_loss"] for a in adapters}
+    assert recorded == set(training["train loss"])
+
+
+def _eval_folders(results):
+    folders = {}
+    for folder in (results / "runs" / "e2e" / "casseat").glob("eval-*"):
+        done = json.loads((folder / "metrics.json").read_text())
+        folders[(done["model_path"], done["params"]["strategy"])] = done["metrics"]
+    return folders
+
+
+def test_notebook_05_tables_hold_what_the_evaluations_measured(tiny_run):
+    code, results = tiny_run
+    assert code == 0
+    main_table = pd.read_csv(results / "tables" / "casseat_main.csv").set_index("model")
+    assert main_table.index.tolist() == ["teacher", "base", "SEAT", "Cas-SEAT"]
+    assert main_table.columns[:4].tolist() == ["MathVista", "MATH-V", "We-Math strict", "We-Math loose"]
+    assert main_table.loc["Cas-SEAT", "MathVista gain % (paper)"] == 19.68
+    evaluations = _eval_folders(results)
+    by_strategy = {}
+    for (model, strategy), metrics in evaluations.items():
+        assert {m["n"] for name, m in metrics.items() if name != "wemath"} == {12}
+        by_strategy.setdefault(strategy, []).append((model, metrics))
+    (teacher,) = [m for model, m in by_strategy["cas_seat"] if model.endswith("tiny-qwen2vl-teacher")]
+    assert main_table.loc["teacher", "MathVista"] == teacher["mathvista"]["accuracy"]
+    (base,) = [m for model, m in by_strategy["cot"] if model.endswith("tiny-qwen2vl-student")]
+    assert main_table.loc["base", "MATH-V"] == base["mathv"]["accuracy"]
+    assert main_table.loc["base", "We-Math strict"] == base["wemath"]["strict"]["score"]
+    gain = main_table.loc["SEAT", "MathVista gain %"]
+    expected = 100 * (main_table.loc["SEAT", "MathVista"] - base["mathvista"]["accuracy"]) / base["mathvista"]["accuracy"]
+    assert (math.isnan(gain) and base["mathvista"]["accuracy"] == 0) or gain == pytest.approx(expected, abs=0.01)
+    assert "cas_seat_oracle" in by_strategy  # in the strategies table, never in the main one
+
+    strategies = pd.read_csv(results / "tables" / "casseat_strategies.csv")
+    assert len(strategies) == 10 and strategies["strategy"].str.startswith("cas_seat_oracle").sum() == 1
+    quantity = pd.read_csv(results / "tables" / "casseat_quantity.csv")
+    assert quantity["examples"].tolist()[:3] == [100, 200, 400]
+    assert quantity["MathVista"].iloc[-1] == main_table.loc["Cas-SEAT", "MathVista"]
+    mixing = pd.read_csv(results / "tables" / "casseat_mixing.csv")
+    assert mixing["CoT : self-evaluation"].tolist()[::2] == ["0:1", "1:1", "1:0"]
+    for name in ("casseat_main", "casseat_strategies", "casseat_quantity", "casseat_mixing", "casseat_training"):
+        assert (results / "figures" / f"{name}.png").stat().st_size > 5_000, name

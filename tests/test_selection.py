@@ -9,7 +9,16 @@ from kit.errors import KitError
 from kit.prompts import get
 from kit.selection import LabelledFilters, filter_labelled, filter_source, mllm_judge, report_table
 from kit.synthesis import load_source, read_records, synthesize
-from kit.trainsets import cas_seat_set, quantity_subsets, read_set, seat_set, to_hf_dataset, write_set
+from kit.trainsets import (
+    cas_seat_set,
+    mixing_name,
+    mixing_set,
+    quantity_subsets,
+    read_set,
+    seat_set,
+    to_hf_dataset,
+    write_set,
+)
 
 
 @pytest.fixture
@@ -148,6 +157,19 @@ def test_cas_seat_set_mixes_at_the_ratio_and_masks_wrong_cot_turns(synthesised):
     assert {e["kind"] for e in only_reflection} == {"reflection"}
     with pytest.raises(KitError):
         cas_seat_set(kept, records, cot_per_reflection=-1)
+
+
+def test_mixing_sets_hold_the_size_and_vary_the_share(synthesised):
+    records, kept = synthesised  # 3 CoT lines kept, 6 reflections
+    for fraction, size, cot in [(0.0, 4, 0), (0.25, 4, 1), (0.5, 4, 2), (1.0, 3, 3)]:
+        examples = mixing_set(kept, records, fraction, size)
+        kinds = [e["kind"] for e in examples]
+        assert len(examples) == size and kinds.count("cot") == cot, fraction
+    with pytest.raises(KitError, match=r"trainsets.mixing_size: 4 examples at CoT fraction 1.0 need 4 CoT"):
+        mixing_set(kept, records, 1.0, 4)
+    with pytest.raises(KitError, match="mixing_cot_fractions: 1.5"):
+        mixing_set(kept, records, 1.5, 2)
+    assert [mixing_name(f) for f in (0.0, 0.25, 1.0)] == ["cas_seat_mix0", "cas_seat_mix25", "cas_seat_mix100"]
 
 
 def test_quantity_subsets_are_nested_and_bounded(synthesised):

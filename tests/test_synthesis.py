@@ -241,3 +241,10 @@ def test_the_notebook_stages_reuse_finished_work_and_name_bad_quantities(source,
     assert built["sizes"]["seat"] == 3 and built["sizes"]["seat_n1"] == 1
     with pytest.raises(KitError, match=r"trainsets.quantities: \[50\] exceed the 3 seat examples"):
         build_trainsets(first["folder"], tmp_path / "run", LabelledFilters(min_chars=5), quantities=[50])
+    mixed = build_trainsets(first["folder"], tmp_path / "run", LabelledFilters(min_chars=5), quantities=[1],
+                            mixing_cot_fractions=[0.0, 1.0], mixing_size=2)
+    assert mixed["folder"] != built["folder"]
+    assert mixed["sizes"]["cas_seat_mix0"] == mixed["sizes"]["cas_seat_mix100"] == 2
+    with pytest.raises(KitError, match=r"trainsets.mixing_size: 9 examples"):
+        build_trainsets(first["folder"], tmp_path / "run", LabelledFilters(min_chars=5), mixing_cot_fractions=[0.5],
+                        mixing_size=9)

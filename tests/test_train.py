@@ -152,3 +152,70 @@ def test_bench_train_measures_the_peft_backend(tmp_path):
     results = bench_train(STUDENT, source=source, n=8, steps=2, batch_size=4, log=lines.append)
     assert list(results) == ["peft"] and results["peft"]["samples_per_s"] > 0
     assert results["peft"]["peak_memory_mb"] > 0 and lines[0].strip().startswith("peft:")
+
+
+def _lora_weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(examples, tmp_path, monkeypatch):
+    settings = SFTSettings(lora_r=4, lora_dropout=0.0, learning_rate=5e-3, max_steps=4, batch_size=4,
+                           checkpoint_steps=2, logging_steps=1)
+    data = write_set(tmp_path / "train.jsonl", examples)
+    straight = sft(STUDENT, data, tmp_path / "straight", settings, log=lambda m: None)
+
+    calls = {"n": 0}
+    original = TurnMaskingCollator.__call__
+
+    def dies_in_the_third_step(self, batch):  # the loader fetches one batch ahead
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt("killed")
+        return original(self, batch)
+
+    monkeypatch.setattr(TurnMaskingCollator, "__call__", dies_in_the_third_step)
+    checkpoints = tmp_path / "adapter.checkpoints"
+    with pytest.raises(KeyboardInterrupt):
+        sft(STUDENT, data, tmp_path / "adapter", settings, log=lambda m: None, checkpoint_dir=checkpoints)
+    assert not (tmp_path / "adapter").exists()  # nothing that looks finished
+    assert (checkpoints / "checkpoint-2" / "trainer_state.json").is_file()
+
+    monkeypatch.setattr(TurnMaskingCollator, "__call__", original)
+    lines: list[str] = []
+    resumed = sft(STUDENT, data, tmp_path / "adapter", settings, log=lines.append, checkpoint_dir=checkpoints)
+    assert resumed.resumed_from_step == 2 and resumed.steps == 4 and "resuming from checkpoint-2" in lines[0]
+    assert not checkpoints.exists()
+    # The same data order and optimizer state: the resumed adapter is the uninterrupted one.
+    a, b = _lora_weights(tmp_path / "adapter"), _lora_weights(tmp_path / "straight")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert straight.resumed_from_step == 0
+
+
+def test_train_stage_reuses_a_finished_adapter_and_keys_on_the_data(examples, tmp_path, monkeypatch):
+    from kit import train
+
+    settings = SFTSettings(lora_r=4, learning_rate=5e-3, max_steps=2, batch_size=4)
+    data = write_set(tmp_path / "train.jsonl", examples)
+    first = train.train_stage(STUDENT, data, tmp_path / "run", settings, progress=False, log=lambda m: None)
+    folder = tmp_path / "run" / first["adapter_dir"].rsplit("/", 1)[1]
+    assert folder.name.startswith("adapter-") and first["params"]["recipe"]["lora_r"] == 4
+    assert models.load(folder).adapter is not None
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(train, "sft", no_training)
+    assert train.train_stage(STUDENT, data, tmp_path / "run", settings, log=lambda m: None) == first
+    write_set(data, examples[:4])  # other content, same file name: another stage
+    with pytest.raises(AssertionError, match="trained again"):
+        train.train_stage(STUDENT, data, tmp_path / "run", settings, log=lambda m: None)
+    with pytest.raises(AssertionError, match="trained again"):
+        train.train_stage(STUDENT, data, tmp_path / "run", SFTSettings(lora_r=8, max_steps=2), log=lambda m: None)
+
+
+def test_checkpoint_steps_must_be_positive():
+    with pytest.raises(KitError, match="checkpoint_steps"):
+        SFTSettings(checkpoint_steps=0)
+    assert "checkpoint_steps" not in SFTSettings().recipe()  # how often to save is not part of the recipe

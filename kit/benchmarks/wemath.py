@@ -133,6 +133,11 @@ def extract(response: str, record: Mapping[str, Any] | None = None) -> str | Non
     return text[0] if text and text[0] in "ABCDEFGH" else None
 
 
+def is_correct(prediction: str | None, record: Mapping[str, Any]) -> bool:
+    """One row's ``joker`` of four_dimensional_metrics.py: the extracted letter equals the gold one."""
+    return prediction == record["answer"]
+
+
 # ------------------------------------------------------------------------------------------------ scoring
 def _merged(rows: list[dict], steps: int) -> list[dict[str, bool | None]]:
     """process_steps_data: rows of ``<steps>steps_1`` left-joined on ``ID`` with those of each further

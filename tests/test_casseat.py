@@ -1,0 +1,88 @@
+"""The Cas-SEAT tables: the main table's rows, columns and relative gains beside the paper's, the ablation
+tables, and the sentences computed from them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from kit.casseat import (
+    PAPER_GAINS,
+    describe_main,
+    grid_table,
+    main_table,
+    mix_label,
+    relative_gain,
+    student_sets,
+    sweep_table,
+)
+from kit.errors import KitError
+
+
+def _metrics(mathvista: float, mathv: float, strict: float, loose: float) -> dict:
+    return {"mathvista": {"benchmark": "mathvista", "accuracy": mathvista},
+            "mathv": {"benchmark": "mathv", "accuracy": mathv},
+            "wemath": {"benchmark": "wemath", "strict": {"score": strict}, "loose": {"score": loose}}}
+
+
+MAIN = {"Cas-SEAT": _metrics(36.0, 15.0, 10.0, 30.0), "base": _metrics(30.0, 10.0, 0.0, 20.0),
+        "SEAT": _metrics(27.0, 12.0, 5.0, 20.0), "teacher": _metrics(50.0, 20.0, 25.0, 40.0)}
+
+
+def test_main_table_rows_columns_and_gains():
+    table = main_table(MAIN)
+    assert list(table.index) == ["teacher", "base", "SEAT", "Cas-SEAT"]
+    headline = ["MathVista", "MATH-V", "We-Math strict", "We-Math loose"]
+    assert list(table.columns) == headline + [f"{c} gain %" for c in headline] + [f"{c} gain % (paper)" for c in headline]
+    assert table.loc["Cas-SEAT", "MathVista gain %"] == 20.0 and table.loc["Cas-SEAT", "MATH-V gain %"] == 50.0
+    assert table.loc["SEAT", "MathVista gain %"] == -10.0 and table.loc["teacher", "We-Math loose gain %"] == 100.0
+    assert math.isnan(table.loc["Cas-SEAT", "We-Math strict gain %"])  # a base of 0 has no relative gain
+    assert all(math.isnan(table.loc["base", f"{c} gain %"]) for c in headline)
+    paper = table.loc["Cas-SEAT", [f"{c} gain % (paper)" for c in headline]].tolist()
+    assert paper == [PAPER_GAINS["MathVista"], PAPER_GAINS["MATH-V"], PAPER_GAINS["We-Math"], PAPER_GAINS["We-Math"]]
+    assert paper[:3] == [19.68, 55.57, 46.79]
+    assert table[[f"{c} gain % (paper)" for c in headline]].drop(index="Cas-SEAT").isna().all().all()
+
+
+def test_main_table_names_what_is_wrong():
+    with pytest.raises(KitError, match="unknown row"):
+        main_table({**MAIN, "student": MAIN["base"]})
+    with pytest.raises(KitError, match="need the `base` row"):
+        main_table({"SEAT": MAIN["SEAT"]})
+
+
+def test_relative_gain_and_mix_labels():
+    assert relative_gain(36.0, 30.0) == 20.0 and relative_gain(24.0, 30.0) == -20.0
+    assert math.isnan(relative_gain(5.0, 0.0)) and math.isnan(relative_gain(float("nan"), 3.0))
+    assert [mix_label(f) for f in (0.0, 0.25, 0.5, 0.75, 1.0)] == ["0:1", "1:3", "1:1", "3:1", "1:0"]
+
+
+def test_sweep_and_grid_tables_keep_the_order_given():
+    sweep = sweep_table({400: MAIN["Cas-SEAT"], 100: MAIN["base"]}, "examples")
+    assert sweep["examples"].tolist() == [400, 100] and sweep["MathVista"].tolist() == [36.0, 30.0]
+    grid = grid_table({("base", "cot"): MAIN["base"], ("SEAT", "seat"): MAIN["SEAT"]})
+    assert grid[["trained on", "strategy"]].values.tolist() == [["base", "cot"], ["SEAT", "seat"]]
+    assert grid["MATH-V"].tolist() == [10.0, 12.0]
+
+
+def test_describe_main_says_what_the_table_holds():
+    text = describe_main(main_table(MAIN), "tiny")
+    assert "**Cas-SEAT** against the base: MathVista 30.00 → 36.00, +20.00 % (paper: +19.68 %)" in text
+    assert "**SEAT** against the base: MathVista 30.00 → 27.00, -10.00 %" in text
+    assert "stays below the teacher on every benchmark" in text
+
+
+def test_student_sets_name_a_missing_set(tmp_path):
+    for name in ("seat", "cas_seat", "cas_seat_n10", "cas_seat_mix0"):
+        (tmp_path / f"{name}.jsonl").write_text("")
+    assert list(student_sets(tmp_path, [10], [0.0])) == ["seat", "cas_seat", "cas_seat_n10", "cas_seat_mix0"]
+    with pytest.raises(KitError, match=r"cas_seat_mix50.jsonl; run notebook 02"):
+        student_sets(tmp_path, [10], [0.0, 0.5])
+
+
+def test_describe_main_names_benchmarks_without_a_gain():
+    text = describe_main(main_table({"base": _metrics(30.0, 10.0, 0.0, 0.0), "Cas-SEAT": _metrics(36.0, 15.0, 0.0, 0.0)}),
+                         "tiny")
+    assert "The base scores 0 on We-Math strict, We-Math loose: no relative gain can be computed there " \
+           "(every row scores 0)." in text
