@@ -74,3 +74,99 @@ def get(deviation_id: str) -> Deviation:
         if deviation.id == deviation_id:
             return deviation
     raise KitError(f"unknown deviation {deviation_id!r}; known: {', '.join(d.id for d in DEVIATIONS)}")
+
+
+# -- EACO (arXiv 2412.04903) -------------------------------------------------------------------------
+EACO_CODE = "github.com/yongxinwang-ai/EACO_draft @ dfac188"
+STIC_CODE = "github.com/yihedeng9/STIC @ 626484428be2"
+
+DEVIATIONS = DEVIATIONS + (
+    Deviation(
+        id="eaco-generator-judges-itself",
+        paper="EACO",
+        source=f"{EACO_CODE}, EACO/generate_pref_by_critic.py, __main__: one load_pretrained_model(args.model_path) "
+        "(lines 167-170) serves both `output = eval_model(args)` (line 253) and `judgement = eval_model(args)` "
+        "(line 258); scripts/generate_pref_by_critic.sh @ a310d68 passes --critic-path, which the parser "
+        "(lines 150-163) does not define",
+        authors="The policy scores its own responses: no Critic is ever loaded (the shell script's --critic-path "
+        "would stop argparse with 'unrecognized arguments'; as released the loop cannot start either, since "
+        "`for i in tqdm(len(coco))` at line 243 iterates over an int).",
+        kit="kit.critic.score_responses runs whichever engine it is given; the EACO stage passes the trained "
+        "Critic's engine, separate from the policy's (kit.preference.sample_responses).",
+        affects=("eaco_critic", "eaco_main"),
+    ),
+    Deviation(
+        id="eaco-score-first-integer",
+        paper="EACO",
+        source=f"{EACO_CODE}, EACO/generate_pref_by_critic.py, get_score() (lines 36-42): "
+        "`re.search(r'(\\d+)', response)`, else `return 0`",
+        authors="The score is the first integer anywhere in the judgement (a judgement opening 'Add 1 point "
+        "for relevance ...' scores 1 whatever its total), and a judgement without digits scores 0, which "
+        "makes an unreadable judgement the likeliest rejected response.",
+        kit="kit.critic.parse_score reads the last 'score: <int>' (case-insensitive), the format the rubric "
+        "asks for; a judgement without one, or with a total outside 0-5, is flagged unparseable, counted, "
+        "and its response takes no part in choosing a pair.",
+        affects=("eaco_critic", "eaco_main"),
+    ),
+    Deviation(
+        id="eaco-preference-record-overwritten",
+        paper="EACO",
+        source=f"{EACO_CODE}, EACO/generate_pref_by_critic.py, __main__: `d = {{... 'chosen' ..., 'rejected' "
+        "...}` (lines 270-274) is replaced by `d = {'image', 'prompt', 'output_list'}` (lines 276-278) "
+        "before `f.write(json.dumps(d))` (lines 281-283)",
+        authors="The chosen/rejected pair and the score list are computed and then discarded: the file written "
+        "holds only the five responses of each image.",
+        kit="kit.preference.build_pairs writes the pair together with every score and the chosen and "
+        "rejected indices, atomically, after kit.preference.validate_pairs.",
+        affects=("eaco_main",),
+    ),
+    Deviation(
+        id="eaco-critic-sees-no-question",
+        paper="EACO",
+        source=f"{EACO_CODE}, EACO/generate_pref_by_critic.py, __main__ line 256: "
+        "`args.query = Judge_prompt + f\"{output}\" + Rating_prompt`",
+        authors="The Critic is asked to review 'the user\u2019s question and the corresponding response' but "
+        "is shown only the image and the response.",
+        kit="The default critic prompt (kit.prompts eaco_critic_additive) keeps the rubric word for word and "
+        "adds the question and the response on their own lines; the draft's exact text stays available "
+        "as eaco_critic_draft.",
+        affects=("eaco_critic", "eaco_main"),
+    ),
+    Deviation(
+        id="eaco-critic-sampled",
+        paper="EACO",
+        source=f"{EACO_CODE}, EACO/generate_pref_by_critic.py, __main__: the judgement (line 257) reuses the "
+        "policy's args, --temperature 0.2 (line 159)",
+        authors="Each judgement is sampled at temperature 0.2, so scoring the same response twice can give "
+        "two scores.",
+        kit="kit.critic.score_responses decodes greedily unless given other Sampling settings, so that a "
+        "score is a function of the response; pass Sampling(temperature=0.2) to match the draft.",
+        affects=("eaco_main",),
+    ),
+    Deviation(
+        id="eaco-equal-scores-paired",
+        paper="EACO",
+        source=f"{EACO_CODE}, EACO/generate_pref_by_critic.py, __main__ lines 261-265: "
+        "`max_index = score_list.index(max(score_list))`, `min_index = score_list.index(min(score_list))`, "
+        "`if max_index == min_index: max_index = (max_index + 1) % 5`",
+        authors="The two first indices coincide only when all five scores are equal; the draft then still "
+        "makes a pair, response 1 chosen over response 0, although the Critic preferred neither.",
+        kit="kit.preference.choose_pair keeps the draft's rule (first highest score chosen, first lowest "
+        "rejected) over the parseable scores and makes no pair when they are all equal or fewer than two "
+        "parse; kit.preference.draft_choose_pair is the draft's rule verbatim, for comparison.",
+        affects=("eaco_main",),
+    ),
+    Deviation(
+        id="stic-corruption-not-applied",
+        paper="EACO",
+        source=f"{STIC_CODE}, stic/generate_pref.py, __main__ lines 219-222 (EACO/generate_pref.py lines "
+        "220-223): `image_corruption = True; corrupted_output = eval_model(args)`",
+        authors="The corrupted-image branch sets the flag but does not pass it, so eval_model loads the "
+        "clean image (load_image's Resize(20) / ColorJitter, lines 48-53, never runs) and the rejected "
+        "answer is an ordinary description.",
+        kit="kit.preference.stic_pairs corrupts the image as load_image intends (torchvision's "
+        "T.Resize(size=20) or ColorJitter(brightness=.5, hue=.3), one of the two at even odds) and records "
+        "which.",
+        affects=("eaco_main",),
+    ),
+)

@@ -113,3 +113,103 @@ def get(prompt_id: str) -> Prompt:
         return PROMPTS[prompt_id]
     except KeyError:
         raise KitError(f"unknown prompt id {prompt_id!r}; known: {', '.join(PROMPTS)}") from None
+
+
+# -- EACO (arXiv 2412.04903) -------------------------------------------------------------------------
+# The Critic's rubric, word for word from the authors' draft (github.com/yongxinwang-ai/EACO_draft @ dfac188,
+# EACO/generate_pref_by_critic.py, __main__: ``Judge_prompt`` lines 199-205 and ``Rating_prompt`` lines
+# 215-216), with the indentation and the stray closing quote that Python's triple-quoted strings kept.
+# The draft sends ``Judge_prompt + output + Rating_prompt`` (line 256): the response, but not the question.
+EACO_JUDGE = (
+    "Review the user\u2019s question and the corresponding response using the additive 5-point "
+    "scoring system described below. Points are added based on the satisfaction of each "
+    "criterion:\n\n\n"
+    "        - Add 1 point if the response is relevant and provides some information related "
+    "to the user\u2019s inquiry and visual information, even if it is incomplete or contains some "
+    "irrelevant content.\n\n"
+    "        - Award another point if the response addresses a substantial portion of the "
+    "user\u2019s question and visual information but does not completely resolve the query or "
+    "provide a direct answer. \n\n"
+    "        - Give a third point if the response answers the basic elements of the user\u2019s "
+    "question and visual information in a useful way, regardless of whether it seems to have "
+    "been written by an AI Assistant or if it has elements typically found in blogs or search "
+    "results. \n\n"
+    "        - Award a fourth point if the response is clearly written from an AI Assistant\u2019s "
+    "perspective, addressing the user\u2019s question directly and summarize the visual information "
+    "comprehensively, and is well-organized and helpful, even if there is slight room for "
+    "improvement in clarity, conciseness or focus. \n\n"
+    "        - Add a fifth point for a response that is impeccably tailored to the user\u2019s "
+    "question by an AI Assistant, without extraneous information, reflecting expert knowledge, "
+    "and demonstrating a high-quality, engaging, and insightful answer.\n\n"
+    " After examining the user\u2019s instruction and the response:\n"
+    "    "
+)
+EACO_RATING = (
+    "\n"
+    " Provide a concise assessment with a score from 1 to 5 for each criterion, and the scores "
+    "of these criteria should be additive for a total score. Conclude with the score using the "
+    "format: \u201cscore: <total points>\u201d\"\n"
+    "    "
+)
+# STIC's prompt for the preferred description (yihedeng9/STIC @ 626484428be2, stic/generate_pref.py,
+# __main__: ``full_prompt`` lines 173-179; EACO/generate_pref.py repeats it).
+STIC_FULL_DESCRIPTION = (
+    "Please provide a detailed description of the image, focusing on the following. \n"
+    "    Identify the main subjects (people, animals, objects) in the image and describe what "
+    "they are doing.\n"
+    "    Describe the setting of the image. Is it indoors or outdoors? What kind of "
+    "environment or location does it depict? \n"
+    "    What mood does the image convey? Are there any specific elements (such as lighting, "
+    "weather, expressions) that contribute to this atmosphere? \n"
+    "    Describe the dominant colors and the overall composition. How do these elements "
+    "affect the image's impact?\n"
+    "    Point out any details or symbols that might be relevant to understanding the image's "
+    "meaning or context.\n"
+    "    If applicable, provide interpretations of what the image might represent or "
+    "communicate."
+)
+
+PROMPTS.update({
+    p.id: p
+    for p in (
+        Prompt(
+            id="eaco_critic_draft",
+            text=EACO_JUDGE + "{response}" + EACO_RATING,
+            provenance="github.com/yongxinwang-ai/EACO_draft @ dfac188, EACO/generate_pref_by_critic.py, "
+            "__main__ line 256: Judge_prompt + response + Rating_prompt, word for word; the critic is not "
+            "shown the question (kit.deviations: eaco-critic-sees-no-question)",
+            source="authors_code",
+            fields=("response",),
+        ),
+        Prompt(
+            id="eaco_critic_additive",
+            text=EACO_JUDGE + "User\u2019s question: {instruction}\nResponse: {response}" + EACO_RATING,
+            provenance="the authors' additive 5-point rubric and rating instruction word for word "
+            "(EACO/generate_pref_by_critic.py lines 199-205, 215-216); the 'User\u2019s question:' and "
+            "'Response:' lines are ours, so that the critic sees the question its rubric refers to, as the "
+            "Self-Rewarding LLM-as-a-judge prompt it follows does (arXiv 2401.10020, Figure 2)",
+            source="ours",
+            fields=("instruction", "response"),
+        ),
+        Prompt(
+            id="eaco_critic_dimension",
+            text="Review the user\u2019s question and the corresponding response for one aspect only, "
+            "{dimension}: {definition} Rate this aspect from 1 (very poor) to 5 (excellent).\n"
+            "User\u2019s question: {instruction}\nResponse: {response}\n"
+            "Briefly justify your rating, then conclude with the score using the format: "
+            "\u201cscore: <points>\u201d",
+            provenance="ours: one question per VLFeedback aspect (helpfulness, visual faithfulness, ethical "
+            "considerations; arXiv 2312.10665), for the per-dimension critic variant, which the draft "
+            "code does not have",
+            source="ours",
+            fields=("dimension", "definition", "instruction", "response"),
+        ),
+        Prompt(
+            id="stic_full_description",
+            text=STIC_FULL_DESCRIPTION,
+            provenance="yihedeng9/STIC @ 626484428be2, stic/generate_pref.py, __main__: full_prompt (lines "
+            "173-179), which elicits the preferred description of a STIC pair",
+            source="authors_code",
+        ),
+    )
+})
