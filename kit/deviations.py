@@ -169,4 +169,16 @@ DEVIATIONS = DEVIATIONS + (
         "which.",
         affects=("eaco_main",),
     ),
+    Deviation(
+        id="eaco-dpo-projector-lr",
+        paper="EACO",
+        source=f"{EACO_CODE}, scripts/dpo_finetune.sh: `--lora_enable True --lora_r 128 --lora_alpha 256 "
+        "--mm_projector_lr 2e-5` with DeepSpeed ZeRO-2 on 4 GPUs",
+        authors="LLaVA's LoRA training also trains the multimodal projector in full, at its own learning "
+        "rate 2e-5, beside the LoRA adapter at 1e-7; the global batch of 8 is 4 GPUs x 1 x 2 accumulation.",
+        kit="kit.dpo trains the LoRA adapter only (the projector and vision tower stay frozen unless "
+        "finetune_vision_layers) with TRL's DPOTrainer, and reaches the global batch of 8 as 1 x 8 "
+        "accumulation on one device, so the adapter alone carries the preference update.",
+        affects=("eaco_main",),
+    ),
 )

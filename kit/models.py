@@ -334,11 +334,13 @@ def load(
     dtype: str | None = None,
     device: str | None = None,
     trust_remote_code: bool = False,
+    trainable: bool = False,
 ) -> LoadedModel:
     """Open a vision-language model and its processor from a hub id or a local folder.
 
     A folder holding a PEFT adapter (``adapter_config.json``) is opened on top of its base model;
-    ``adapter=`` does the same for an explicit adapter folder. Weights load from safetensors only.
+    ``adapter=`` does the same for an explicit adapter folder, with its weights trainable when
+    ``trainable`` (to continue training it). Weights load from safetensors only.
     """
     import torch
     from transformers import AutoModelForImageTextToText
@@ -360,8 +362,10 @@ def load(
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
-    model.to(device).eval()
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    model.to(device)
+    if not trainable:
+        model.eval()
     return LoadedModel(model=model, processor=processor, source=source, family=family,
                        adapter=str(adapter) if adapter else None)
 

@@ -225,7 +225,7 @@ def _trl_config(settings: SFTSettings, output_dir: Path, cuda: bool, unsloth: bo
 
 
 def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path,
-                **config: bool) -> tuple[Any, Any, Any]:
+                adapter: str | Path | None = None, **config: bool) -> tuple[Any, Any, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
     from trl import SFTTrainer
@@ -234,20 +234,22 @@ def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, 
     from kit.trainsets import to_hf_dataset
 
     cuda = torch.cuda.is_available()
-    loaded = load(model_source, dtype="bfloat16" if cuda else None)
+    loaded = load(model_source, adapter=adapter, dtype="bfloat16" if cuda else None, trainable=True)
     model = loaded.model
-    targets = lora_targets(model, settings)
-    torch.manual_seed(settings.seed)
-    model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
-                                             lora_dropout=settings.lora_dropout, target_modules=targets,
-                                             bias="none", task_type="CAUSAL_LM"))
+    if adapter is None:
+        targets = lora_targets(model, settings)
+        torch.manual_seed(settings.seed)
+        model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                                                 lora_dropout=settings.lora_dropout, target_modules=targets,
+                                                 bias="none", task_type="CAUSAL_LM"))
     trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda, unsloth=False, **config),
                          train_dataset=to_hf_dataset(examples), processing_class=loaded.processor,
                          data_collator=TurnMaskingCollator(loaded.processor, settings.max_length))
     return trainer, model, loaded.processor
 
 
-def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path, **config: bool):
+def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path,
+                   adapter: str | Path | None = None, **config: bool):
     import unsloth  # noqa: F401 - first, so that it patches transformers and TRL before they load
     from trl import SFTTrainer
     from unsloth import FastVisionModel
@@ -255,16 +257,18 @@ def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSetting
 
     from kit.trainsets import to_hf_dataset
 
-    model, processor = FastVisionModel.from_pretrained(str(model_source), load_in_4bit=False,
+    # An adapter folder opens on its base with the adapter trainable (Unsloth reads adapter_config.json).
+    model, processor = FastVisionModel.from_pretrained(str(adapter or model_source), load_in_4bit=False,
                                                        max_seq_length=settings.max_length or 2048)
-    language = [t for t in settings.target_modules if t in LANGUAGE_ATTENTION + LANGUAGE_MLP]
-    model = FastVisionModel.get_peft_model(
-        model, finetune_vision_layers=settings.finetune_vision_layers, finetune_language_layers=True,
-        finetune_attention_modules=any(t in LANGUAGE_ATTENTION for t in language),
-        finetune_mlp_modules=any(t in LANGUAGE_MLP for t in language),
-        r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout, bias="none",
-        random_state=settings.seed,
-    )
+    if adapter is None:
+        language = [t for t in settings.target_modules if t in LANGUAGE_ATTENTION + LANGUAGE_MLP]
+        model = FastVisionModel.get_peft_model(
+            model, finetune_vision_layers=settings.finetune_vision_layers, finetune_language_layers=True,
+            finetune_attention_modules=any(t in LANGUAGE_ATTENTION for t in language),
+            finetune_mlp_modules=any(t in LANGUAGE_MLP for t in language),
+            r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout, bias="none",
+            random_state=settings.seed,
+        )
     FastVisionModel.for_training(model)
     rows = [{"messages": e["messages"], "images": e["images"]} for e in examples]
     trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda=True, unsloth=True, **config),
@@ -274,15 +278,19 @@ def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSetting
 
 
 def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | None = None,
-        log=print, *, checkpoint_dir: str | Path | None = None, progress: bool = False,
-        metadata: dict[str, Any] | None = None) -> SFTResult:
+        log=print, *, adapter: str | Path | None = None, checkpoint_dir: str | Path | None = None,
+        progress: bool = False, metadata: dict[str, Any] | None = None) -> SFTResult:
     """Fine-tune ``model`` (a folder or hub id) with LoRA on ``data`` (a ``kit.trainsets`` JSONL file or its
     rows) and save the adapter with the processor in ``output_dir`` (PEFT format), atomically, with
     ``kit_train.json`` naming the backend, why it was chosen, the recipe, the measured speed and ``metadata``.
 
     With ``checkpoint_dir`` the trainer saves a checkpoint every ``settings.checkpoint_steps`` steps there and a
     re-run after a kill continues from the last one (optimizer, scheduler and data order included); the
-    folder is removed once the adapter is written. ``progress`` shows the trainer's progress bar."""
+    folder is removed once the adapter is written. ``progress`` shows the trainer's progress bar.
+
+    ``adapter``: an existing LoRA adapter of ``model`` to go on training (EACO's additional SFT stage continues
+    the DPO adapter). Its LoRA shape and target modules are kept, so ``settings``' LoRA fields do not apply;
+    ``kit_train.json`` names the adapter it continued."""
     import shutil
 
     from kit.artifacts import atomic_dir, atomic_write_json
@@ -297,11 +305,12 @@ def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | N
     with tempfile.TemporaryDirectory(prefix="kit-train-") as scratch, _PeakMemory() as memory:  # the trainer's own files, per process
         trainer_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
         build = _train_unsloth if backend == "unsloth" else _train_peft
-        trainer, peft_model, processor = build(model, examples, settings, trainer_dir,
+        trainer, peft_model, processor = build(model, examples, settings, trainer_dir, adapter=adapter,
                                                checkpoints=checkpoint_dir is not None, progress=progress)
         accelerator = trainer.accelerator
         if accelerator.is_main_process:
-            log(f"fine-tuning {model} with {backend} ({reason}) on {len(examples)} examples, "
+            log(f"fine-tuning {model}{f' (continuing {adapter})' if adapter else ''} with {backend} ({reason}) "
+                f"on {len(examples)} examples, "
                 f"{accelerator.num_processes} process(es)"
                 + (f", resuming from {resume.name}" if resume is not None else ""))
         started = time.perf_counter()
@@ -323,7 +332,7 @@ def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | N
             accelerator.unwrap_model(peft_model).save_pretrained(tmp)
             processor.save_pretrained(tmp)
             atomic_write_json(tmp / "kit_train.json", {
-                **asdict(result), "model": str(model),
+                **asdict(result), "model": str(model), "continued_adapter": str(adapter) if adapter else None,
                 "data": str(data) if isinstance(data, str | Path) else "(in memory)", **(metadata or {})})
         if checkpoint_dir is not None:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
@@ -343,7 +352,7 @@ def _last_checkpoint(checkpoint_dir: str | Path) -> Path | None:
 
 
 def train_stage(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings | None = None,
-                *, progress: bool = True, log=print) -> dict[str, Any]:
+                *, adapter: str | Path | None = None, progress: bool = True, log=print) -> dict[str, Any]:
     """A fine-tuning run as a pipeline stage: ``sft`` into ``run_dir/adapter-<hash>/``, the hash taken over
     the base model's and the training set's content, the recipe and the backend. A finished adapter is
     reused as it is; a killed run resumes from its last checkpoint (``adapter-<hash>.checkpoints/``).
@@ -353,11 +362,14 @@ def train_stage(model: str | Path, data: str | Path, run_dir: str | Path, settin
     settings = settings or SFTSettings()
     backend, _ = choose_backend(settings.backend)
     params = {"model": fingerprint(model), "data": fingerprint(data), "recipe": settings.recipe(), "backend": backend}
+    if adapter is not None:
+        params["continues"] = fingerprint(adapter)
     folder = stage_dir(run_dir, "adapter", params)
     done = folder / "kit_train.json"
     if not done.is_file():
-        sft(model, data, folder, settings, log, checkpoint_dir=folder.with_name(folder.name + ".checkpoints"),
-            progress=progress, metadata={"params": params})
+        sft(model, data, folder, settings, log, adapter=adapter,
+            checkpoint_dir=folder.with_name(folder.name + ".checkpoints"), progress=progress,
+            metadata={"params": params})
     return json.loads(done.read_text())
 
 

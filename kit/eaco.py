@@ -1,0 +1,204 @@
+"""EACO's last stage and its tables (arXiv 2412.04903).
+
+- The additional SFT stage trains on an instruction set whose first question carries the model's own
+  description of the image: ``describe_images`` has the DPO-tuned policy describe each instruction row's
+  image under one of the eight description prompts, sampled at temperature 0.2 (the authors' draft code,
+  github.com/yongxinwang-ai/EACO_draft @ dfac188, ``EACO/generate_des_stage2.py``), and
+  ``description_sft_set`` inserts ``"Image description:\\n<description>\\n\\n"`` before the question
+  (``EACO/add_des_to_data.py``). ``kit.train.sft(..., adapter=<DPO adapter>)`` then continues the DPO adapter.
+- ``main_table``: the base policy, + DPO with Critic pairs, + the extra SFT (= EACO) and the STIC-style
+  baseline on HallusionBench, MME, MathVista and the radar benchmarks, with the relative improvements
+  beside the paper's; ``critic_table`` the Critic's quality; ``radar_figure`` the paper's Figure 1 kind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from kit.errors import KitError
+
+MAIN_ROWS = ("base", "DPO (critic)", "EACO", "STIC")
+# The paper's relative improvements of EACO over its base policy, in % (arXiv 2412.04903 v2, abstract:
+# "reduces the overall hallucinations by 65.6% on HallusionBench and improves the reasoning ability by 21.8% on
+# MME-Cognition. EACO achieves an 8.5% improvement over LLaVA-v1.6-Mistral-7B across multiple benchmarks").
+# Which HallusionBench accuracy the 65.6 % is for is not said there.
+PAPER_GAINS: dict[str, float] = {"HallusionBench": 65.6, "MME-C": 21.8, "average": 8.5}
+PAPER_GAINS_SOURCE = "arXiv 2412.04903 v2, abstract"
+# kit.evaluate.HEADLINES labels -> the names the EACO tables use.
+RENAME = {"MME perception": "MME-P", "MME cognition": "MME-C"}
+FIRST_COLUMNS = ("HallusionBench aAcc", "HallusionBench fAcc", "HallusionBench qAcc", "MME-C", "MME-P", "MathVista")
+# Columns where lower is better; their gain is computed with the sign flipped so that + always means better.
+LOWER_IS_BETTER = ("AMBER CHAIR",)
+DESCRIPTION_PREFIX = "Image description:\n{description}\n\n"  # EACO/add_des_to_data.py
+
+
+# ------------------------------------------------------------------------------------------ the extra SFT data
+def load_instruction_rows(source: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """LLaVA-instruct rows (``llava_instruct.json`` in a folder, or the file): ``id``, ``image`` (resolved
+    against the file's folder) and ``conversations`` alternating human/gpt, starting with the human."""
+    path = Path(source)
+    if path.is_dir():
+        found = sorted(path.glob("*.json"))
+        if len(found) != 1:
+            raise KitError(f"{path}: expected one instruction file (*.json), found {len(found)}")
+        path = found[0]
+    if not path.is_file():
+        raise KitError(f"instruction set {source} does not exist")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise KitError(f"{path} is not valid JSON: {err.msg} (line {err.lineno})") from None
+    rows = []
+    for number, row in enumerate(raw[:limit] if limit else raw, start=1):
+        where = f"{path} row {number} ({row.get('id', 'no id') if isinstance(row, dict) else 'not an object'})"
+        if not isinstance(row, dict) or not isinstance(row.get("conversations"), list) or not row["conversations"]:
+            raise KitError(f"{where}: needs an id, an image and a non-empty conversations list")
+        turns = row["conversations"]
+        roles = [turn.get("from") for turn in turns]
+        if roles != ["human", "gpt"] * (len(turns) // 2) or len(turns) % 2:
+            raise KitError(f"{where}: conversations must alternate human and gpt, starting with human")
+        image = (path.parent / row["image"]) if not Path(row.get("image", "")).is_absolute() else Path(row["image"])
+        if not image.is_file():
+            raise KitError(f"{where}: image {image} not found")
+        rows.append({"id": str(row.get("id", number)), "image": str(image),
+                     "turns": [turn["value"].replace("<image>\n", "").replace("<image>", "") for turn in turns]})
+    return rows
+
+
+def describe_images(engine: Any, rows: Sequence[Mapping[str, Any]], out_path: str | Path,
+                    instructions: Sequence[str], sampling: Any, seed: int = 0, *, progress: bool = False) -> dict:
+    """The policy's description of each row's image under one of ``instructions`` (a seeded choice per row,
+    recorded), one line per row id in ``out_path``, appended as they arrive; a re-run generates only what is
+    missing and a file written with other settings is refused. Returns ``row id -> description``."""
+    from kit.artifacts import JsonlAppender, content_hash
+    from kit.critic import check_settings
+    from kit.generate import Chat
+    from kit.preference import instruction_for
+
+    settings = {"policy": engine.model_label, "backend": engine.backend, "sampling": sampling.to_dict(),
+                "seed": seed, "instructions_hash": content_hash(list(instructions))}
+    with JsonlAppender(out_path, ("id",)) as appender:
+        check_settings(appender.path, appender.records(), settings, "id")
+        stored = {r["id"]: r for r in appender.records()}
+        plan = {row["id"]: instruction_for(row["id"], instructions, seed) for row in rows}
+        chats = [Chat(row["id"], [plan[row["id"]][1]], row["image"]) for row in rows if row["id"] not in stored]
+        if chats:
+            for chat, text in engine.generate(chats, replace(sampling, seed=seed), progress=progress):
+                record = {"id": chat.id, **settings, "image": chat.image, "prompt": plan[chat.id][1],
+                          "description": text.strip()}
+                appender.append(record)
+                stored[chat.id] = record
+    return {row["id"]: stored[row["id"]]["description"] for row in rows}
+
+
+def description_sft_set(rows: Sequence[Mapping[str, Any]], descriptions: Mapping[str, str]) -> list[dict[str, Any]]:
+    """``kit.trainsets`` rows of the extra SFT stage: each instruction row's conversation with its first
+    question prefixed by the model's own description (``DESCRIPTION_PREFIX``), the loss on every answer. A
+    row without a description, or with an empty one, is an error naming it."""
+    from kit.trainsets import conversation
+
+    examples = []
+    for row in rows:
+        description = descriptions.get(row["id"], "")
+        if not description.strip():
+            raise KitError(f"extra SFT set: row {row['id']} has no image description")
+        turns = list(row["turns"])
+        turns[0] = DESCRIPTION_PREFIX.format(description=description) + turns[0]
+        examples.append({"id": row["id"], "kind": "described_instruction", "images": [row["image"]],
+                         "messages": conversation(turns, row["image"]),
+                         "train_turns": list(range(len(turns) // 2))})
+    return examples
+
+
+# ------------------------------------------------------------------------------------------ tables
+def relative_gain(value: float, base: float, lower_is_better: bool = False) -> float:
+    """``100 * (value - base) / base`` (sign flipped where lower is better); NaN when the base is 0 or missing."""
+    if base is None or value is None or math.isnan(base) or math.isnan(value) or base == 0:
+        return float("nan")
+    gain = 100 * (value - base) / base
+    return round(-gain if lower_is_better else gain, 2)
+
+
+def main_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]]):
+    """Rows ``base``, ``DPO (critic)``, ``EACO``, ``STIC`` (those given); columns ``HallusionBench aAcc``,
+    ``HallusionBench fAcc``, ``HallusionBench qAcc``, ``MME-C``, ``MME-P``, ``MathVista``, then the other
+    benchmarks measured (the radar ones), then ``<column> gain %`` over ``base`` for each, ``average gain %``
+    (their mean), and the paper's reported EACO gains on the EACO row (``HallusionBench gain % (paper)``:
+    the paper does not say which HallusionBench accuracy; ``MME-C gain % (paper)``, ``average gain %
+    (paper)``)."""
+    from kit.evaluate import metrics_table
+
+    unknown = [label for label in metrics if label not in MAIN_ROWS]
+    if unknown:
+        raise KitError(f"EACO main table: unknown row(s) {unknown}; expected {', '.join(MAIN_ROWS)}")
+    if "base" not in metrics:
+        raise KitError("EACO main table: the relative improvements need the `base` row")
+    table = metrics_table({label: metrics[label] for label in MAIN_ROWS if label in metrics}).rename(columns=RENAME)
+    first = [c for c in FIRST_COLUMNS if c in table.columns]
+    table = table[first + [c for c in table.columns if c not in first]]
+    headline = list(table.columns)
+    for column in headline:
+        table[f"{column} gain %"] = [relative_gain(v, table.loc["base", column], column in LOWER_IS_BETTER)
+                                     for v in table[column]]
+    gains = table[[f"{c} gain %" for c in headline]]
+    table["average gain %"] = gains.mean(axis=1, skipna=True).round(2)
+    table.loc["base", [f"{c} gain %" for c in headline] + ["average gain %"]] = float("nan")
+    on_eaco = {"HallusionBench gain % (paper)": PAPER_GAINS["HallusionBench"], "MME-C gain % (paper)":
+               PAPER_GAINS["MME-C"], "average gain % (paper)": PAPER_GAINS["average"]}
+    for column, value in on_eaco.items():
+        table[column] = [value if label == "EACO" else float("nan") for label in table.index]
+    table.index.name = "model"
+    return table
+
+
+def critic_table(quality: Mapping[str, Mapping[str, Any]]):
+    """One row per judge (e.g. the untrained base and the trained Critic) with ``kit.critic.critic_quality``'s
+    numbers on the held-out ratings."""
+    import pandas as pd
+
+    columns = {"n": "responses", "exact_accuracy": "exact score accuracy %", "spearman": "Spearman",
+               "pairwise_accuracy": "pairwise preference accuracy %", "pairs": "pairs",
+               "unparseable": "unparseable judgements"}
+    rows = []
+    for judge, numbers in quality.items():
+        missing = [k for k in columns if k not in numbers]
+        if missing:
+            raise KitError(f"critic table: {judge} lacks {', '.join(missing)}")
+        rows.append({"judge": judge, **{label: numbers[key] for key, label in columns.items()}})
+    return pd.DataFrame(rows)
+
+
+def radar_figure(table, title: str = "EACO: methods over benchmarks"):
+    """A radar chart of the main table's rows over its headline columns, each axis scaled to the best row
+    (1.0) so that benchmarks on different scales share the chart, as the paper's Figure 1 does. Columns where
+    lower is better are inverted first. Returns the matplotlib figure."""
+    import numpy as np
+    from matplotlib import pyplot as plt
+
+    headline = [c for c in table.columns if "gain" not in c and not table[c].isna().all()]
+    if len(headline) < 3:
+        raise KitError(f"radar figure: needs at least 3 benchmark columns, the table has {headline}")
+    values = table[headline].astype(float).copy()
+    for column in headline:
+        if column in LOWER_IS_BETTER:
+            values[column] = values[column].max() - values[column]
+        top = values[column].max()
+        values[column] = values[column] / top if top and top > 0 else 0.0
+    angles = np.linspace(0, 2 * np.pi, len(headline), endpoint=False).tolist()
+    figure, axis = plt.subplots(figsize=(6.5, 6.5), subplot_kw={"polar": True})
+    for label, row in values.iterrows():
+        points = row.tolist()
+        axis.plot(angles + angles[:1], points + points[:1], marker="o", label=label)
+        axis.fill(angles + angles[:1], points + points[:1], alpha=0.08)
+    axis.set_xticks(angles)
+    axis.set_xticklabels(headline, fontsize=8)
+    axis.set_yticklabels([])
+    axis.set_title(title)
+    axis.legend(loc="upper right", bbox_to_anchor=(1.25, 1.1), fontsize=8)
+    figure.tight_layout()
+    return figure

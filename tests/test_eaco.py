@@ -1,0 +1,121 @@
+"""EACO's extra SFT data (the model's own descriptions before each question) and its tables: the main
+table's rows, columns and gains beside the paper's, the Critic table, and the radar figure."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from fakes import ScriptedEngine
+from PIL import Image
+
+from kit.eaco import (
+    PAPER_GAINS,
+    critic_table,
+    describe_images,
+    description_sft_set,
+    load_instruction_rows,
+    main_table,
+    radar_figure,
+)
+from kit.errors import KitError
+from kit.generate import Sampling
+
+
+@pytest.fixture
+def instruction_file(tmp_path):
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i in range(3):
+        Image.new("RGB", (28, 28), (40 * i, 10, 10)).save(tmp_path / "images" / f"{i}.png")
+        rows.append({"id": f"r{i}", "image": f"images/{i}.png", "conversations": [
+            {"from": "human", "value": "<image>\nHow many shapes?"}, {"from": "gpt", "value": f"There are {i}."},
+            {"from": "human", "value": "What colour?"}, {"from": "gpt", "value": "Red."}]})
+    path = tmp_path / "llava_instruct.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_instruction_rows_load_and_name_a_bad_row(instruction_file, tmp_path):
+    rows = load_instruction_rows(instruction_file.parent)
+    assert [r["id"] for r in rows] == ["r0", "r1", "r2"] and rows[0]["turns"][0] == "How many shapes?"
+    raw = json.loads(instruction_file.read_text())
+    raw[1]["conversations"] = raw[1]["conversations"][1:]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(KitError, match=r"bad.json row 2 \(r1\): conversations must alternate"):
+        load_instruction_rows(bad)
+    raw = json.loads(instruction_file.read_text())
+    raw[2]["image"] = "images/gone.png"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(KitError, match=r"row 3 \(r2\): image .*gone.png not found"):
+        load_instruction_rows(bad)
+
+
+def test_descriptions_resume_and_prefix_the_first_question(instruction_file, tmp_path):
+    rows = load_instruction_rows(instruction_file)
+    engine = ScriptedEngine(lambda chat: f"A picture for {chat.id}.")
+    sampling = Sampling(max_new_tokens=16, temperature=0.2)
+    out = tmp_path / "descriptions.jsonl"
+    first = describe_images(engine, rows[:2], out, ["Describe.", "Summarize."], sampling, seed=3)
+    assert first == {"r0": "A picture for r0.", "r1": "A picture for r1."} and len(engine.calls) == 2
+    again = describe_images(engine, rows, out, ["Describe.", "Summarize."], sampling, seed=3)
+    assert len(engine.calls) == 3 and set(again) == {"r0", "r1", "r2"}  # only the missing row was generated
+    with pytest.raises(KitError):
+        describe_images(engine, rows, out, ["Describe.", "Summarize."], sampling, seed=4)  # other settings
+
+    examples = description_sft_set(rows, again)
+    user = examples[0]["messages"][0]["content"]
+    assert user[0] == {"type": "image"}
+    assert user[1]["text"] == "Image description:\nA picture for r0.\n\nHow many shapes?"
+    assert examples[0]["messages"][2]["content"][0]["text"] == "What colour?"  # later questions unchanged
+    assert examples[0]["train_turns"] == [0, 1]
+    with pytest.raises(KitError, match="row r2 has no image description"):
+        description_sft_set(rows, {"r0": "x", "r1": "y", "r2": " "})
+
+
+def _metrics(a: float, f: float, q: float, perception: float, cognition: float, mathvista: float,
+             chair: float) -> dict:
+    return {"hallusionbench": {"benchmark": "hallusionbench", "aAcc": a, "fAcc": f, "qAcc": q},
+            "mme": {"benchmark": "mme", "perception": perception, "cognition": cognition},
+            "mathvista": {"benchmark": "mathvista", "accuracy": mathvista},
+            "amber": {"benchmark": "amber", "amber_score": 50.0, "generative": {"CHAIR": chair},
+                      "discriminative": {"F1": 60.0}}}
+
+
+MAIN = {"base": _metrics(40, 10, 20, 800, 200, 30, 10.0), "EACO": _metrics(50, 15, 30, 900, 250, 33, 8.0),
+        "DPO (critic)": _metrics(44, 10, 22, 820, 210, 30, 9.0), "STIC": _metrics(38, 8, 18, 790, 180, 29, 11.0)}
+
+
+def test_main_table_rows_columns_gains_and_the_papers():
+    table = main_table(MAIN)
+    assert list(table.index) == ["base", "DPO (critic)", "EACO", "STIC"]
+    assert list(table.columns[:6]) == ["HallusionBench aAcc", "HallusionBench fAcc", "HallusionBench qAcc", "MME-C",
+                                        "MME-P", "MathVista"]
+    assert {"AMBER score", "AMBER CHAIR", "AMBER F1"} <= set(table.columns)  # the radar benchmarks join
+    assert table.loc["EACO", "HallusionBench aAcc gain %"] == 25.0 and table.loc["EACO", "MME-C gain %"] == 25.0
+    assert table.loc["EACO", "AMBER CHAIR gain %"] == 20.0  # fewer hallucinated objects is a gain
+    assert table.loc["STIC", "AMBER CHAIR gain %"] == -10.0
+    assert math.isnan(table.loc["base", "average gain %"]) and table.loc["EACO", "average gain %"] > 0
+    assert table.loc["EACO", "HallusionBench gain % (paper)"] == PAPER_GAINS["HallusionBench"] == 65.6
+    assert table.loc["EACO", "MME-C gain % (paper)"] == 21.8 and table.loc["EACO", "average gain % (paper)"] == 8.5
+    assert table["MME-C gain % (paper)"].drop(index="EACO").isna().all()
+    with pytest.raises(KitError, match="unknown row"):
+        main_table({**MAIN, "SFT": MAIN["base"]})
+
+
+def test_critic_table_and_radar_figure():
+    quality = {"policy (untrained)": {"n": 10, "exact_accuracy": 10.0, "spearman": 0.1, "pairwise_accuracy": 40.0,
+                                      "pairs": 5, "unparseable": 3},
+               "Critic": {"n": 10, "exact_accuracy": 50.0, "spearman": 0.7, "pairwise_accuracy": 80.0, "pairs": 5,
+                          "unparseable": 0}}
+    table = critic_table(quality)
+    assert table["judge"].tolist() == ["policy (untrained)", "Critic"]
+    assert table.loc[1, "pairwise preference accuracy %"] == 80.0
+    with pytest.raises(KitError, match="Critic lacks spearman"):
+        critic_table({"Critic": {k: v for k, v in quality["Critic"].items() if k != "spearman"}})
+    figure = radar_figure(main_table(MAIN))
+    axis = figure.axes[0]
+    assert axis.name == "polar" and len(axis.get_lines()) == 4
+    assert "HallusionBench aAcc" in [t.get_text() for t in axis.get_xticklabels()]
