@@ -158,7 +158,7 @@ def main_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]]):
 
 def critic_table(quality: Mapping[str, Mapping[str, Any]]):
     """One row per judge (e.g. the untrained base and the trained Critic) with ``kit.critic.critic_quality``'s
-    numbers on the held-out ratings."""
+    numbers on the held-out ratings, accuracies in %."""
     import pandas as pd
 
     columns = {"n": "responses", "exact_accuracy": "exact score accuracy %", "spearman": "Spearman",
@@ -169,7 +169,10 @@ def critic_table(quality: Mapping[str, Mapping[str, Any]]):
         missing = [k for k in columns if k not in numbers]
         if missing:
             raise KitError(f"critic table: {judge} lacks {', '.join(missing)}")
-        rows.append({"judge": judge, **{label: numbers[key] for key, label in columns.items()}})
+        row = {"judge": judge, **{label: numbers[key] for key, label in columns.items()}}
+        for key in ("exact_accuracy", "pairwise_accuracy"):  # critic_quality gives fractions
+            row[columns[key]] = None if numbers[key] is None else round(100 * numbers[key], 2)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -202,3 +205,143 @@ def radar_figure(table, title: str = "EACO: methods over benchmarks"):
     axis.legend(loc="upper right", bbox_to_anchor=(1.25, 1.1), fontsize=8)
     figure.tight_layout()
     return figure
+
+
+# ------------------------------------------------------------------------------------------ pipeline stages
+def critic_stage(critic_base: str | Path, vlfeedback: str | Path, run_dir: str | Path, settings: Any, *,
+                 variant: str = "additive", aggregate: str = "mean", heldout: float = 0.2, seed: int = 0,
+                 limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Notebook 06's stage: VLFeedback split by image into training and held-out rows, the training rows as
+    scoring instructions (``kit.critic.scoring_instructions``) in ``run_dir/critic-data-<hash>/``, and the
+    Critic trained on them from ``critic_base`` with ``kit.train.train_stage``. Returns the data folder, the
+    adapter's ``kit_train.json`` and the held-out rows."""
+    from kit.artifacts import cached_stage, fingerprint
+    from kit.critic import load_vlfeedback, scoring_instructions, split_heldout
+    from kit.train import train_stage
+    from kit.trainsets import write_set
+
+    rows = load_vlfeedback(vlfeedback, limit=limit)
+    train, held = split_heldout(rows, heldout, seed)
+    params = {"vlfeedback": fingerprint(vlfeedback), "limit": limit, "variant": variant, "aggregate": aggregate,
+              "heldout": heldout, "seed": seed}
+
+    def build(tmp: Path) -> None:
+        from kit.artifacts import atomic_write_json
+
+        write_set(tmp / "train.jsonl", scoring_instructions(train, variant, aggregate))
+        atomic_write_json(tmp / "split.json", {"train": [r.id for r in train], "heldout": [r.id for r in held]})
+
+    folder = cached_stage(run_dir, "critic-data", params, build)
+    adapter = train_stage(critic_base, folder / "train.jsonl", run_dir, settings, progress=progress)
+    return {"data": str(folder), "critic": adapter, "heldout": held, "train": train, "train_rows": len(train)}
+
+
+def judge_quality(judge: str | Path, heldout: Sequence[Any], run_dir: str | Path, *, aggregate: str = "mean",
+                  batch_size: int = 16, max_new_tokens: int = 96, progress: bool = True) -> dict[str, Any]:
+    """A judge's (the Critic's, or an untrained model's) quality on held-out VLFeedback ratings: it scores every
+    held-out response greedily (``kit.critic.score_responses``, resumable, in ``run_dir/judged-<hash>/``) and
+    ``kit.critic.critic_quality`` compares its scores with the gold ones."""
+    from kit.artifacts import content_hash, fingerprint, stage_dir
+    from kit.critic import critic_items, critic_quality, gold_scores, read_scores, score_responses
+    from kit.generate import Sampling, TransformersEngine
+
+    items = critic_items(list(heldout))
+    folder = stage_dir(run_dir, "judged", {"judge": fingerprint(judge), "max_new_tokens": max_new_tokens,
+                                            "items": content_hash([(i.id, i.index, i.response) for i in items])})
+    out = folder / "scores.jsonl"
+    done = folder / "quality.json"
+    if not done.is_file():
+        from kit.artifacts import atomic_write_json
+
+        score_responses(TransformersEngine(str(judge), batch_size), items, out, Sampling(max_new_tokens=max_new_tokens),
+                        progress=progress)
+        atomic_write_json(done, critic_quality(read_scores(out), gold_scores(list(heldout), aggregate)))
+    return json.loads(done.read_text())
+
+
+def preference_stage(policy: str | Path, critic: str | Path, images_dir: str | Path, instructions: str | Path | None,
+                     run_dir: str | Path, *, images: int | None = None, samples: int = 5, temperature: float = 0.2,
+                     max_new_tokens: int = 1024, critic_max_new_tokens: int = 96, batch_size: int = 16,
+                     seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Notebook 07's data: the policy answers each image ``samples`` times (``kit.preference.sample_responses``),
+    the Critic scores every answer, ``build_pairs`` keeps the best against the worst; and the STIC-style
+    baseline pairs from the same policy. Everything lands in ``run_dir/preference-<hash>/``, each file
+    resumable. ``instructions``: an ``instructions.json`` (or its folder) with the description and
+    hallucination instructions, or None for STIC's lists (which the tiny world's file copies). Returns the
+    folder, the pair counts and the two pair files."""
+    from kit.artifacts import atomic_write_json, fingerprint, stage_dir
+    from kit.critic import score_responses
+    from kit.generate import Sampling, TransformersEngine
+    from kit.preference import (
+        build_pairs,
+        items_from_samples,
+        list_images,
+        load_instructions,
+        sample_responses,
+    )
+    from kit.preference import stic_pairs as make_stic_pairs
+
+    table = list_images(images_dir, limit=images)
+    prompts, hallucination = load_instructions(instructions)
+    params = {"policy": fingerprint(policy), "critic": fingerprint(critic), "images": fingerprint(images_dir),
+              "limit": images, "instructions": [prompts, hallucination], "samples": samples,
+              "temperature": temperature, "max_new_tokens": max_new_tokens,
+              "critic_max_new_tokens": critic_max_new_tokens, "seed": seed}
+    folder = stage_dir(run_dir, "preference", params)
+    done = folder / "counts.json"
+    if not done.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        policy_engine = TransformersEngine(str(policy), batch_size)
+        sample_responses(policy_engine, table, prompts, folder / "samples.jsonl", n=samples, temperature=temperature,
+                         seed=seed, max_new_tokens=max_new_tokens, progress=progress)
+        make_stic_pairs(policy_engine, table, folder / "stic_generations.jsonl", instructions=prompts,
+                        hallucination_instructions=hallucination, seed=seed,
+                        sampling=Sampling(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
+                        pairs_path=folder / "stic_pairs.jsonl", progress=progress)
+        del policy_engine
+        score_responses(TransformersEngine(str(critic), batch_size), items_from_samples(folder / "samples.jsonl"),
+                        folder / "scores.jsonl", Sampling(max_new_tokens=critic_max_new_tokens), progress=progress)
+        counts = build_pairs(folder / "samples.jsonl", folder / "scores.jsonl", folder / "pairs.jsonl")
+        atomic_write_json(done, counts)
+    return {"folder": str(folder), "counts": json.loads(done.read_text()), "pairs": str(folder / "pairs.jsonl"),
+            "stic_pairs": str(folder / "stic_pairs.jsonl")}
+
+
+def extra_sft_stage(policy: str | Path, dpo_adapter: str | Path, instructions: str | Path, run_dir: str | Path,
+                    settings: Any, *, rows: int | None = None, description_prompts: Sequence[str],
+                    temperature: float = 0.2, max_new_tokens: int = 1024, batch_size: int = 16, seed: int = 0,
+                    progress: bool = True) -> dict[str, Any]:
+    """EACO's additional SFT: the DPO-tuned policy describes each instruction row's image
+    (``describe_images``), the rows become ``description_sft_set`` examples in ``run_dir/described-<hash>/``,
+    and ``kit.train.train_stage`` continues the DPO adapter on them. Returns the adapter's ``kit_train.json``."""
+    from kit.artifacts import fingerprint, stage_dir
+    from kit.generate import Sampling, TransformersEngine
+    from kit.train import train_stage
+    from kit.trainsets import write_set
+
+    table = load_instruction_rows(instructions, limit=rows)
+    params = {"policy": fingerprint(dpo_adapter), "instructions": fingerprint(instructions), "rows": rows,
+              "prompts": list(description_prompts), "temperature": temperature, "max_new_tokens": max_new_tokens,
+              "seed": seed}
+    folder = stage_dir(run_dir, "described", params)
+    data = folder / "extra_sft.jsonl"
+    if not data.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptions = describe_images(TransformersEngine(str(dpo_adapter), batch_size), table,
+                                       folder / "descriptions.jsonl", description_prompts,
+                                       Sampling(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
+                                       seed, progress=progress)
+        write_set(data, description_sft_set(table, descriptions))
+    return train_stage(policy, data, run_dir, settings, adapter=dpo_adapter, progress=progress)
+
+
+def constant_judge_quality(train_rows: Sequence[Any], heldout: Sequence[Any], aggregate: str = "mean") -> dict:
+    """The reference a Critic has to beat: a judge that gives every held-out response the most common training
+    score. It never orders two responses, so its pairwise accuracy is 0 and its Spearman undefined."""
+    from collections import Counter
+
+    from kit.critic import critic_quality, gold_scores
+
+    common = Counter(gold_scores(list(train_rows), aggregate).values()).most_common(1)[0][0]
+    gold = gold_scores(list(heldout), aggregate)
+    return {**critic_quality({key: common for key in gold}, gold), "score": common}

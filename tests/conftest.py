@@ -45,3 +45,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> Path:
+    """A small tiny world built for the tests (``data/tiny`` exists only after ``kit world build``; a fresh
+    clone's tests must not depend on it)."""
+    from kit.world import WorldConfig, build_world
+
+    config = WorldConfig(train_pool=4, mathvista_testmini=4, mathvision_test=2, mathvision_testmini=2,
+                         wemath_problems=2, hallusionbench_sets=5, mme_images_per_subtask=1, eaco_images=6,
+                         vlfeedback_prompts=8, instructions=4)
+    root = tmp_path_factory.mktemp("small_world") / "tiny"
+    build_world(root, config, progress=False)
+    return root

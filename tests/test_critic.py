@@ -19,8 +19,8 @@ from kit.prompts import get
 
 
 @pytest.fixture
-def tiny_rows(repo_dir):
-    return critic.load_vlfeedback(repo_dir / "data" / "tiny" / "vlfeedback", limit=2)
+def tiny_rows(small_world):
+    return critic.load_vlfeedback(small_world / "vlfeedback", limit=2)
 
 
 # ------------------------------------------------------------------------------------------ parse_score
@@ -117,8 +117,8 @@ def test_the_aggregate_is_a_named_choice_rounding_halves_up(tiny_rows):
 
 
 # ------------------------------------------------------------------------------------------ loading
-def _copy_with(repo_dir, tmp_path, edit):
-    source = repo_dir / "data" / "tiny" / "vlfeedback"
+def _copy_with(small_world, tmp_path, edit):
+    source = small_world / "vlfeedback"
     folder = tmp_path / "vlf"
     (folder / "images").mkdir(parents=True)
     lines = (source / "data.jsonl").read_text().splitlines()[:3]
@@ -130,26 +130,26 @@ def _copy_with(repo_dir, tmp_path, edit):
     return folder
 
 
-def test_bad_rows_are_errors_naming_the_file_line_and_id(repo_dir, tmp_path):
+def test_bad_rows_are_errors_naming_the_file_line_and_id(small_world, tmp_path):
     def bad_rating(rows):
         rows[1]["completions"][2]["annotations"]["Visual Faithfulness"]["Rating"] = "6"
 
-    folder = _copy_with(repo_dir, tmp_path / "1", bad_rating)
+    folder = _copy_with(small_world, tmp_path / "1", bad_rating)
     with pytest.raises(KitError, match=r"data.jsonl line 2 \(id tiny-vlf-1\) completion 2 Visual Faithfulness: "
                                        r"rating '6' is not a whole number from 1 to 5"):
         critic.load_vlfeedback(folder)
     assert [r.id for r in critic.load_vlfeedback(folder, skip_invalid=True)] == ["tiny-vlf-0", "tiny-vlf-2"]
 
-    folder = _copy_with(repo_dir, tmp_path / "2", lambda rows: rows[2].update(img_path="images/missing.png"))
+    folder = _copy_with(small_world, tmp_path / "2", lambda rows: rows[2].update(img_path="images/missing.png"))
     with pytest.raises(KitError, match=r"line 3 \(id tiny-vlf-2\): image file .*missing.png not found"):
         critic.load_vlfeedback(folder)
     assert len(critic.load_vlfeedback(folder, limit=2)) == 2  # the limit stops before the bad row
 
-    folder = _copy_with(repo_dir, tmp_path / "3", lambda rows: rows[0]["completions"][1].update(response=" "))
+    folder = _copy_with(small_world, tmp_path / "3", lambda rows: rows[0]["completions"][1].update(response=" "))
     with pytest.raises(KitError, match=r"line 1 \(id tiny-vlf-0\) completion 1: the response is empty"):
         critic.load_vlfeedback(folder)
 
-    folder = _copy_with(repo_dir, tmp_path / "4", lambda rows: rows[2].update(id="tiny-vlf-0"))
+    folder = _copy_with(small_world, tmp_path / "4", lambda rows: rows[2].update(id="tiny-vlf-0"))
     with pytest.raises(KitError, match="id tiny-vlf-0 already appears at .*line 1"):
         critic.load_vlfeedback(folder)
     with pytest.raises(KitError, match="neither a folder, a file nor a hub id"):

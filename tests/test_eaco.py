@@ -106,9 +106,9 @@ def test_main_table_rows_columns_gains_and_the_papers():
 
 
 def test_critic_table_and_radar_figure():
-    quality = {"policy (untrained)": {"n": 10, "exact_accuracy": 10.0, "spearman": 0.1, "pairwise_accuracy": 40.0,
+    quality = {"policy (untrained)": {"n": 10, "exact_accuracy": 0.1, "spearman": None, "pairwise_accuracy": 0.4,
                                       "pairs": 5, "unparseable": 3},
-               "Critic": {"n": 10, "exact_accuracy": 50.0, "spearman": 0.7, "pairwise_accuracy": 80.0, "pairs": 5,
+               "Critic": {"n": 10, "exact_accuracy": 0.5, "spearman": 0.7, "pairwise_accuracy": 0.8, "pairs": 5,
                           "unparseable": 0}}
     table = critic_table(quality)
     assert table["judge"].tolist() == ["policy (untrained)", "Critic"]
@@ -119,3 +119,13 @@ def test_critic_table_and_radar_figure():
     axis = figure.axes[0]
     assert axis.name == "polar" and len(axis.get_lines()) == 4
     assert "HallusionBench aAcc" in [t.get_text() for t in axis.get_xticklabels()]
+
+
+def test_the_constant_judge_is_right_as_often_as_its_score_is_common(small_world):
+    from kit.critic import load_vlfeedback
+    from kit.eaco import constant_judge_quality
+
+    rows = load_vlfeedback(small_world / "vlfeedback")
+    quality = constant_judge_quality(rows[:5], rows[5:])
+    assert quality["pairwise_accuracy"] == 0 and quality["n"] == 4 * len(rows[5:]) > 0
+    assert 0 <= quality["exact_accuracy"] <= 1

@@ -39,8 +39,8 @@ def images(tmp_path):
 
 
 @pytest.fixture
-def instructions(repo_dir):
-    return preference.load_instructions(repo_dir / "data" / "tiny" / "eaco_images")
+def instructions(small_world):
+    return preference.load_instructions(small_world / "eaco_images")
 
 
 # ------------------------------------------------------------------------------------------ the pair rule

@@ -2,8 +2,8 @@
 second run skips what is up to date.
 
 The run uses the tiny profile with fewer training steps and evaluation items (``SMALL``), as
-papermill-tested notebooks do: notebooks 00-03 run exactly as `make reproduce` runs them, 04-05 run
-every cell on a smaller budget, and the tests check the tables against the files the run wrote."""
+papermill-tested notebooks do: notebooks 00-03 run exactly as `make reproduce` runs them, 04-08 run every
+cell on a smaller budget, and the tests check the tables against the files the run wrote."""
 
 import json
 import math
@@ -17,7 +17,9 @@ from kit.cli import main
 from kit.profile import PROFILES_DIR
 
 pytestmark = pytest.mark.slow
-SMALL = {"finetune": {"max_steps": 3, "checkpoint_steps": 2}, "casseat_eval": {"limit": 12}}
+SMALL = {"finetune": {"max_steps": 3, "checkpoint_steps": 2}, "casseat_eval": {"limit": 12},
+         "critic": {"rows": 12, "epochs": 1}, "preference": {"images": 8}, "extra_sft": {"rows": 8},
+         "eaco_eval": {"limit": 12}}
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +165,37 @@ def test_notebook_05_tables_hold_what_the_evaluations_measured(tiny_run):
     assert mixing["CoT : self-evaluation"].tolist()[::2] == ["0:1", "1:1", "1:0"]
     for name in ("casseat_main", "casseat_strategies", "casseat_quantity", "casseat_mixing", "casseat_training"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 5_000, name
+
+
+def test_notebook_06_measures_the_critic_on_held_out_ratings(tiny_run):
+    code, results = tiny_run
+    assert code == 0
+    table = pd.read_csv(results / "tables" / "eaco_critic.csv").set_index("judge")
+    assert table.index.tolist()[:2] == ["critic base (untrained)", "Critic"]
+    assert table.index[2].startswith("constant (always ") and table.iloc[2]["pairwise preference accuracy %"] == 0
+    measured = [json.loads((f / "quality.json").read_text()) for f in (results / "runs" / "e2e" / "eaco").glob("judged-*")]
+    assert len(measured) == 2 and {q["n"] for q in measured} == set(table["responses"]) and measured[0]["n"] > 0
+    assert sorted(q["unparseable"] for q in measured) == sorted(table["unparseable judgements"][:2])
+
+
+def test_notebooks_07_and_08_train_the_eaco_stages_and_table_them(tiny_run):
+    code, results = tiny_run
+    assert code == 0
+    eaco_dir = results / "runs" / "e2e" / "eaco"
+    (preference,) = eaco_dir.glob("preference-*")
+    samples = [json.loads(line) for line in (preference / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 * 5 and {s["sample"] for s in samples} == set(range(5))
+    assert len(list(eaco_dir.glob("dpo-*"))) == 2
+    training = pd.read_csv(results / "tables" / "eaco_training.csv").set_index("stage")
+    assert training.loc["extra SFT (continues DPO critic)", "examples"] == 8
+    table = pd.read_csv(results / "tables" / "eaco_main.csv").set_index("model")
+    assert table.index.tolist() == ["base", "DPO (critic)", "EACO", "STIC"]
+    assert table.columns[:6].tolist() == ["HallusionBench aAcc", "HallusionBench fAcc", "HallusionBench qAcc",
+                                          "MME-C", "MME-P", "MathVista"]
+    assert {"POPE accuracy", "SEED-Bench image", "ScienceQA-IMG", "AMBER score"} <= set(table.columns)
+    assert table.loc["EACO", "HallusionBench gain % (paper)"] == 65.6
+    evaluated = {json.loads((f / "metrics.json").read_text())["model_path"]: json.loads((f / "metrics.json").read_text())
+                 for f in eaco_dir.glob("eval-*")}
+    base = next(m for path, m in evaluated.items() if path.endswith("tiny-llava-policy"))
+    assert table.loc["base", "MathVista"] == base["metrics"]["mathvista"]["accuracy"]
+    assert (results / "figures" / "eaco_radar.png").stat().st_size > 10_000
