@@ -160,13 +160,16 @@ def _logged(history: list[dict[str, Any]], key: str) -> list[float]:
 
 
 def dpo(model: Any, data: Any, output_dir: str | Path, settings: DPOSettings | None = None, log=print, *,
-        checkpoint_dir: str | Path | None = None, progress: bool = False,
+        reference: str | Path | None = None, checkpoint_dir: str | Path | None = None, progress: bool = False,
         metadata: dict[str, Any] | None = None) -> DPOResult:
     """DPO-tune ``model`` (a folder or hub id) with a fresh LoRA adapter on preference ``data`` (a
     ``kit.preference`` pairs file or its rows) and save the adapter with the processor in ``output_dir``
     (PEFT format), atomically, with ``kit_dpo.json`` (the recipe, the logged rewards, the speed and
     ``metadata``). A pair with a missing image or an empty response stops the run before training, naming
-    it. ``checkpoint_dir`` makes a killed run resume from its last checkpoint, as ``kit.train.sft`` does."""
+    it. ``checkpoint_dir`` makes a killed run resume from its last checkpoint, as ``kit.train.sft`` does.
+
+    ``reference``: an explicit reference model (a folder, hub id or adapter folder, e.g. an earlier stage's
+    model) instead of the policy with its adapter disabled."""
     import torch
     from peft import LoraConfig
     from trl import DPOTrainer
@@ -186,8 +189,9 @@ def dpo(model: Any, data: Any, output_dir: str | Path, settings: DPOSettings | N
     resume = _last_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     with tempfile.TemporaryDirectory(prefix="kit-dpo-") as scratch, _PeakMemory() as memory:
         torch.manual_seed(settings.seed)
+        ref_model = load(reference, dtype="bfloat16" if cuda else None).model if reference is not None else None
         trainer = DPOTrainer(
-            model=loaded.model, ref_model=None, processing_class=loaded.processor, train_dataset=dataset,
+            model=loaded.model, ref_model=ref_model, processing_class=loaded.processor, train_dataset=dataset,
             args=_dpo_config(settings, Path(checkpoint_dir or scratch), cuda, checkpoint_dir is not None, progress),
             peft_config=LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
                                    lora_dropout=settings.lora_dropout, target_modules=targets, bias="none",
@@ -213,7 +217,7 @@ def dpo(model: Any, data: Any, output_dir: str | Path, settings: DPOSettings | N
             accelerator.unwrap_model(trainer.model).save_pretrained(tmp)
             loaded.processor.save_pretrained(tmp)
             atomic_write_json(tmp / "kit_dpo.json", {
-                **asdict(result), "model": str(model),
+                **asdict(result), "model": str(model), "reference": str(reference) if reference else "adapter disabled",
                 "data": str(data) if isinstance(data, str | Path) else "(in memory)", **(metadata or {})})
         if checkpoint_dir is not None:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)

@@ -103,3 +103,21 @@ def test_settings_carry_the_draft_recipe_and_refuse_bad_values(tmp_path):
     for bad, message in [({"beta": 0}, "beta"), ({"sft_weight": -1}, "sft_weight"), ({"lora_r": -2}, "lora_r")]:
         with pytest.raises(KitError, match=message):
             DPOSettings(**bad)
+
+
+def test_an_explicit_reference_model_is_used_instead_of_the_disabled_adapter(pairs, tmp_path, monkeypatch):
+    import trl
+
+    seen = {}
+    original = trl.DPOTrainer.__init__
+
+    def spy(self, *args, **kwargs):
+        seen["ref_model"] = kwargs.get("ref_model")
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trl.DPOTrainer, "__init__", spy)
+    settings = DPOSettings(lora_r=4, lora_alpha=8, learning_rate=5e-3, max_steps=1, batch_size=2,
+                           gradient_accumulation=1, warmup=0)
+    result = dpo(POLICY, pairs, tmp_path / "adapter", settings, reference=POLICY, log=lambda m: None)
+    assert seen["ref_model"] is not None and result.steps == 1
+    assert json.loads((tmp_path / "adapter" / "kit_dpo.json").read_text())["reference"] == str(POLICY)
