@@ -345,3 +345,15 @@ def constant_judge_quality(train_rows: Sequence[Any], heldout: Sequence[Any], ag
     common = Counter(gold_scores(list(train_rows), aggregate).values()).most_common(1)[0][0]
     gold = gold_scores(list(heldout), aggregate)
     return {**critic_quality({key: common for key in gold}, gold), "score": common}
+
+
+def require_pairs(preference: Mapping[str, Any]) -> None:
+    """Stop with a clear message when the Critic made no preference pair (DPO has nothing to learn from):
+    every image's scores were equal or unreadable, which an undertrained Critic does."""
+    counts = preference["counts"]
+    if counts.get("pairs", 0) == 0:
+        raise KitError(
+            f"the Critic made no preference pair from {counts.get('images')} images (skipped: {counts.get('skipped')}, "
+            f"unparseable scores: {counts.get('unparseable_scores')}; see {preference['folder']}/scores.jsonl). "
+            "Train the Critic longer (critic.epochs) or on more rows (critic.rows), or use more images "
+            "(preference.images)")

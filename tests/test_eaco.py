@@ -129,3 +129,12 @@ def test_the_constant_judge_is_right_as_often_as_its_score_is_common(small_world
     quality = constant_judge_quality(rows[:5], rows[5:])
     assert quality["pairwise_accuracy"] == 0 and quality["n"] == 4 * len(rows[5:]) > 0
     assert 0 <= quality["exact_accuracy"] <= 1
+
+
+def test_no_pairs_is_a_clear_error():
+    from kit.eaco import require_pairs
+
+    counts = {"pairs": 0, "images": 8, "skipped": {"all_equal": 0, "too_few_parseable": 8}, "unparseable_scores": 40}
+    with pytest.raises(KitError, match=r"no preference pair from 8 images .*unparseable scores: 40.*critic.epochs"):
+        require_pairs({"counts": counts, "folder": "run/eaco/preference-x"})
+    require_pairs({"counts": {**counts, "pairs": 1}, "folder": "x"})

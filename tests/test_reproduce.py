@@ -18,8 +18,9 @@ from kit.profile import PROFILES_DIR
 
 pytestmark = pytest.mark.slow
 SMALL = {"finetune": {"max_steps": 3, "checkpoint_steps": 2}, "casseat_eval": {"limit": 12},
-         "critic": {"rows": 12, "epochs": 1}, "preference": {"images": 8}, "extra_sft": {"rows": 8},
-         "eaco_eval": {"limit": 12}}
+         "preference": {"images": 128}, "extra_sft": {"rows": 8}, "eaco_eval": {"limit": 12}}
+# The Critic keeps the tiny profile's full training: a shorter one writes no readable "score:" at all
+# (measured: 1 epoch, 240 of 240 held-out judgements unparseable), and without scores there are no pairs.
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +185,7 @@ def test_notebooks_07_and_08_train_the_eaco_stages_and_table_them(tiny_run):
     eaco_dir = results / "runs" / "e2e" / "eaco"
     (preference,) = eaco_dir.glob("preference-*")
     samples = [json.loads(line) for line in (preference / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 8 * 5 and {s["sample"] for s in samples} == set(range(5))
+    assert len(samples) == 128 * 5 and {s["sample"] for s in samples} == set(range(5))
     assert len(list(eaco_dir.glob("dpo-*"))) == 2
     training = pd.read_csv(results / "tables" / "eaco_training.csv").set_index("stage")
     assert training.loc["extra SFT (continues DPO critic)", "examples"] == 8
