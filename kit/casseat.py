@@ -143,3 +143,13 @@ def describe_main(table, profile: str) -> str:
         lines.append("- The Cas-SEAT student " + (f"reaches the teacher on {', '.join(closer)}." if closer
                                                  else "stays below the teacher on every benchmark."))
     return "\n".join(lines)
+
+
+def training_table(students: Mapping[str, Mapping[str, Any]]):
+    """Notebook 04's record of every student's run (``kit_train.json`` contents): examples, steps, mean loss,
+    seconds, samples/s and the backend that ran."""
+    import pandas as pd
+
+    return pd.DataFrame([{"student": name, "examples": r["examples"], "steps": r["steps"], "train loss": r["train_loss"],
+                          "seconds": r["seconds"], "samples/s": r["samples_per_second"], "backend": r["backend"]}
+                         for name, r in students.items()])

@@ -37,7 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from kit.errors import KitError
-from kit.train import LANGUAGE_ATTENTION, LANGUAGE_MLP, _last_checkpoint, _PeakMemory, lora_targets
+from kit.train import (
+    LANGUAGE_ATTENTION,
+    LANGUAGE_MLP,
+    _last_checkpoint,
+    _PeakMemory,
+    check_settings,
+    lora_targets,
+)
 
 DRAFT_SFT_WEIGHT = 1 / 1024  # llava/train/train_dpo.py: the chosen response's NLL added with this weight
 
@@ -68,25 +75,8 @@ class DPOSettings:
     extra: dict[str, Any] = field(default_factory=dict)  # passed to TRL's DPOConfig as they are
 
     def __post_init__(self) -> None:
-        checks = [
-            (isinstance(self.lora_r, int) and self.lora_r > 0, "lora_r must be a whole number > 0"),
-            (self.lora_alpha > 0, "lora_alpha must be > 0"),
-            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
-            (self.learning_rate > 0, "learning_rate must be > 0"),
-            (self.epochs > 0 or self.max_steps > 0, "epochs or max_steps must be > 0"),
-            (isinstance(self.batch_size, int) and self.batch_size > 0, "batch_size must be a whole number > 0"),
-            (isinstance(self.gradient_accumulation, int) and self.gradient_accumulation > 0,
-             "gradient_accumulation must be a whole number > 0"),
-            (self.beta > 0, "beta must be > 0"),
-            (self.sft_weight >= 0, "sft_weight must be >= 0"),
-            (self.max_length is None or self.max_length > 0, "max_length must be > 0 or None"),
-            (bool(self.target_modules), "target_modules must name at least one module"),
-            (isinstance(self.checkpoint_steps, int) and self.checkpoint_steps > 0,
-             "checkpoint_steps must be a whole number > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise KitError(f"DPO settings: {message}")
+        check_settings(self, "DPO settings", [(self.beta > 0, "beta must be > 0"),
+                                              (self.sft_weight >= 0, "sft_weight must be >= 0")])
 
     def recipe(self) -> dict[str, Any]:
         data = asdict(self)

@@ -357,3 +357,38 @@ def require_pairs(preference: Mapping[str, Any]) -> None:
             f"unparseable scores: {counts.get('unparseable_scores')}; see {preference['folder']}/scores.jsonl). "
             "Train the Critic longer (critic.epochs) or on more rows (critic.rows), or use more images "
             "(preference.images)")
+
+
+def training_table(dpo_critic: Mapping[str, Any], dpo_stic: Mapping[str, Any], eaco: Mapping[str, Any]):
+    """Notebook 07's record of the three training runs: examples, steps, loss, the implicit rewards DPO logged
+    at its first and last step, and seconds (``kit_dpo.json`` and ``kit_train.json`` contents)."""
+    import pandas as pd
+
+    def dpo_row(stage: str, r: Mapping[str, Any]) -> dict[str, Any]:
+        return {"stage": stage, "examples": r["pairs"], "steps": r["steps"], "loss": r["train_loss"],
+                "reward chosen (first, last)": r["rewards_chosen"], "reward rejected (first, last)": r["rewards_rejected"],
+                "margin (first, last)": r["reward_margin"], "seconds": r["seconds"]}
+
+    return pd.DataFrame([
+        dpo_row("DPO (critic pairs)", dpo_critic), dpo_row("DPO (STIC pairs)", dpo_stic),
+        {"stage": "extra SFT (continues DPO critic)", "examples": eaco["examples"], "steps": eaco["steps"],
+         "loss": eaco["train_loss"], "seconds": eaco["seconds"]},
+    ])
+
+
+def describe_main(table, profile: str) -> str:
+    """Plain sentences about an EACO ``main_table``: each method's average gain and its largest and smallest
+    one. Every number comes from ``table``."""
+    gains = [c for c in table.columns if c.endswith(" gain %") and c != "average gain %"]
+    lines = [f"Measured on the `{profile}` profile."]
+    for label in ("DPO (critic)", "EACO", "STIC"):
+        if label not in table.index:
+            continue
+        row = table.loc[label, gains].dropna()
+        if row.empty:
+            lines.append(f"- **{label}**: no benchmark has a relative gain (every base score is 0).")
+            continue
+        lines.append(f"- **{label}**: average gain {table.loc[label, 'average gain %']:+.2f} % over the base; largest "
+                     f"on {row.idxmax().removesuffix(' gain %')} ({row.max():+.2f} %), smallest on "
+                     f"{row.idxmin().removesuffix(' gain %')} ({row.min():+.2f} %).")
+    return "\n".join(lines)

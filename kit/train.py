@@ -77,24 +77,8 @@ class SFTSettings:
     extra: dict[str, Any] = field(default_factory=dict)  # passed to TRL's SFTConfig as they are
 
     def __post_init__(self) -> None:
-        checks = [
-            (isinstance(self.lora_r, int) and self.lora_r > 0, "lora_r must be a whole number > 0"),
-            (self.lora_alpha > 0, "lora_alpha must be > 0"),
-            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
-            (self.learning_rate > 0, "learning_rate must be > 0"),
-            (self.epochs > 0 or self.max_steps > 0, "epochs or max_steps must be > 0"),
-            (isinstance(self.batch_size, int) and self.batch_size > 0, "batch_size must be a whole number > 0"),
-            (isinstance(self.gradient_accumulation, int) and self.gradient_accumulation > 0,
-             "gradient_accumulation must be a whole number > 0"),
-            (self.max_length is None or self.max_length > 0, "max_length must be > 0 or None"),
-            (self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}"),
-            (bool(self.target_modules), "target_modules must name at least one module"),
-            (isinstance(self.checkpoint_steps, int) and self.checkpoint_steps > 0,
-             "checkpoint_steps must be a whole number > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise KitError(f"fine-tuning settings: {message}")
+        check_settings(self, "fine-tuning settings", [(self.backend in BACKENDS,
+                                                       f"backend must be one of {', '.join(BACKENDS)}")])
 
     def recipe(self) -> dict[str, Any]:
         """What the run does, independent of the backend that does it."""
@@ -104,6 +88,29 @@ class SFTSettings:
         data.pop("checkpoint_steps")
         data["target_modules"] = list(self.target_modules)
         return data
+
+
+def check_settings(settings: Any, what: str, more: list[tuple[bool, str]] = ()) -> None:
+    """The checks every LoRA training recipe shares (``SFTSettings``, ``kit.dpo.DPOSettings``) plus ``more``;
+    the first that fails is a ``KitError`` naming the field, before any model is loaded."""
+    s = settings
+    checks = [
+        (isinstance(s.lora_r, int) and s.lora_r > 0, "lora_r must be a whole number > 0"),
+        (s.lora_alpha > 0, "lora_alpha must be > 0"),
+        (0 <= s.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
+        (s.learning_rate > 0, "learning_rate must be > 0"),
+        (s.epochs > 0 or s.max_steps > 0, "epochs or max_steps must be > 0"),
+        (isinstance(s.batch_size, int) and s.batch_size > 0, "batch_size must be a whole number > 0"),
+        (isinstance(s.gradient_accumulation, int) and s.gradient_accumulation > 0,
+         "gradient_accumulation must be a whole number > 0"),
+        (s.max_length is None or s.max_length > 0, "max_length must be > 0 or None"),
+        (bool(s.target_modules), "target_modules must name at least one module"),
+        (isinstance(s.checkpoint_steps, int) and s.checkpoint_steps > 0, "checkpoint_steps must be a whole number > 0"),
+        *more,
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise KitError(f"{what}: {message}")
 
 
 @dataclass

@@ -86,3 +86,12 @@ def test_describe_main_names_benchmarks_without_a_gain():
                          "tiny")
     assert "The base scores 0 on We-Math strict, We-Math loose: no relative gain can be computed there " \
            "(every row scores 0)." in text
+
+
+def test_training_table_lists_every_student_run():
+    from kit.casseat import training_table
+
+    run = {"examples": 10, "steps": 3, "train_loss": 1.5, "seconds": 2.0, "samples_per_second": 15.0, "backend": "peft"}
+    table = training_table({"seat": run, "cas_seat": {**run, "examples": 20}})
+    assert table["student"].tolist() == ["seat", "cas_seat"] and table["examples"].tolist() == [10, 20]
+    assert list(table.columns) == ["student", "examples", "steps", "train loss", "seconds", "samples/s", "backend"]

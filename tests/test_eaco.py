@@ -138,3 +138,16 @@ def test_no_pairs_is_a_clear_error():
     with pytest.raises(KitError, match=r"no preference pair from 8 images .*unparseable scores: 40.*critic.epochs"):
         require_pairs({"counts": counts, "folder": "run/eaco/preference-x"})
     require_pairs({"counts": {**counts, "pairs": 1}, "folder": "x"})
+
+
+def test_describe_main_and_training_table_come_from_their_inputs():
+    from kit.eaco import describe_main, training_table
+
+    text = describe_main(main_table(MAIN), "tiny")
+    assert "**EACO**: average gain" in text and "largest on HallusionBench fAcc (+50.00 %)" in text
+    assert "**STIC**: average gain -6.62 %" in text and "smallest on HallusionBench fAcc (-20.00 %)" in text
+    dpo = {"pairs": 14, "steps": 2, "train_loss": 0.69, "rewards_chosen": [0.0, 0.1], "rewards_rejected": [0.0, -0.1],
+           "reward_margin": [0.0, 0.2], "seconds": 1.0}
+    table = training_table(dpo, {**dpo, "pairs": 300}, {"examples": 8, "steps": 1, "train_loss": 0.4, "seconds": 2.0})
+    assert table["stage"].tolist() == ["DPO (critic pairs)", "DPO (STIC pairs)", "extra SFT (continues DPO critic)"]
+    assert table["examples"].tolist() == [14, 300, 8] and table.loc[0, "margin (first, last)"] == [0.0, 0.2]
