@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
@@ -196,6 +196,18 @@ def cached_stage(root: str | Path, name: str, params: Any, build_fn: Callable[[P
         )
     logger.info("%s: built in %.1f s %s", name, time.perf_counter() - started, folder)
     return folder
+
+
+def check_resumed_settings(path: str | Path, records: Iterable[Mapping[str, Any]], settings: Mapping[str, Any],
+                           id_field: str) -> None:
+    """Refuse to extend a resumable file written with other settings: mixing two runs in one file would make
+    its numbers describe neither. ``KitError`` names the file, the record and the setting."""
+    for record in records:
+        for name, value in settings.items():
+            if record.get(name) != value:
+                raise KitError(f"{path}: {id_field} {record.get(id_field)} was written with {name}="
+                               f"{record.get(name)!r}, this run has {value!r}; use another file rather than mixing "
+                               "two runs")
 
 
 class JsonlAppender:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.errors import KitError
+from kit.tables import relative_gain
 
 # Cas-SEAT's relative improvement over its base student, in %, as the paper reports it (arXiv 2501.05662 v1,
 # abstract: "+19.68%, +55.57%, and +46.79% on MathVista, Math-V, and We-Math"). The paper does not say
@@ -32,13 +33,6 @@ BENCHMARKS = ("mathvista", "mathv", "wemath")
 # world (notebook 05 measures all of them in the prompts table), and the teacher with the cascade it wrote
 # the Cas-SEAT data with.
 DEFAULT_STRATEGIES: dict[str, str] = {"teacher": "cas_seat", "base": "cot", "SEAT": "seat", "Cas-SEAT": "cas_seat"}
-
-
-def relative_gain(value: float, base: float) -> float:
-    """``100 * (value - base) / base``: the paper's relative improvement; NaN when the base is 0 or missing."""
-    if base is None or value is None or math.isnan(base) or math.isnan(value) or base == 0:
-        return float("nan")
-    return round(100 * (value - base) / base, 2)
 
 
 def _paper_gain(column: str) -> float:

@@ -489,7 +489,7 @@ def score_responses(engine: Any, items: Sequence[CriticItem], out_path: str | Pa
     ``sampling`` defaults to greedy decoding with 1024 new tokens (the draft samples its judgements at
     temperature 0.2: ``kit.deviations`` ``eaco-critic-sampled``). Returns counts: ``written`` by this call,
     ``total``, ``unparseable`` and the score histogram."""
-    from kit.artifacts import JsonlAppender
+    from kit.artifacts import JsonlAppender, check_resumed_settings
     from kit.generate import Sampling
 
     sampling = sampling or Sampling(max_new_tokens=1024, temperature=0.0)
@@ -504,7 +504,7 @@ def score_responses(engine: Any, items: Sequence[CriticItem], out_path: str | Pa
     written = 0
     with JsonlAppender(out_path, KEY_FIELDS) as appender:
         stored = {(r["item_id"], r["index"]): r for r in appender.records()}
-        check_settings(appender.path, stored.values(), settings, "item_id")
+        check_resumed_settings(appender.path, stored.values(), settings, "item_id")
         for key, record in stored.items():
             item = by_key.get(key)
             if item is not None and record.get("response") != item.response:
@@ -527,17 +527,6 @@ def score_responses(engine: Any, items: Sequence[CriticItem], out_path: str | Pa
         histogram[label] = histogram.get(label, 0) + 1
     return {"written": written, "total": len(stored), "unparseable": histogram.get("unparseable", 0),
             "scores": dict(sorted(histogram.items()))}
-
-
-def check_settings(path: Path, records: Iterable[Mapping[str, Any]], settings: Mapping[str, Any],
-                   id_field: str) -> None:
-    """Refuse to extend a resumable file written with other settings: mixing two runs in one file would
-    make its numbers describe neither."""
-    for record in records:
-        for name, value in settings.items():
-            if record.get(name) != value:
-                raise KitError(f"{path}: {record.get(id_field)} was written with {name}={record.get(name)!r}, this "
-                               f"run has {value!r}; use another file rather than mixing two runs")
 
 
 def read_scores(path: str | Path) -> dict[tuple[str, int], int | None]:

@@ -14,13 +14,13 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kit.errors import KitError
+from kit.tables import relative_gain
 
 MAIN_ROWS = ("base", "DPO (critic)", "EACO", "STIC")
 # The paper's relative improvements of EACO over its base policy, in % (arXiv 2412.04903 v2, abstract:
@@ -75,15 +75,14 @@ def describe_images(engine: Any, rows: Sequence[Mapping[str, Any]], out_path: st
     """The policy's description of each row's image under one of ``instructions`` (a seeded choice per row,
     recorded), one line per row id in ``out_path``, appended as they arrive; a re-run generates only what is
     missing and a file written with other settings is refused. Returns ``row id -> description``."""
-    from kit.artifacts import JsonlAppender, content_hash
-    from kit.critic import check_settings
+    from kit.artifacts import JsonlAppender, check_resumed_settings, content_hash
     from kit.generate import Chat
     from kit.preference import instruction_for
 
     settings = {"policy": engine.model_label, "backend": engine.backend, "sampling": sampling.to_dict(),
                 "seed": seed, "instructions_hash": content_hash(list(instructions))}
     with JsonlAppender(out_path, ("id",)) as appender:
-        check_settings(appender.path, appender.records(), settings, "id")
+        check_resumed_settings(appender.path, appender.records(), settings, "id")
         stored = {r["id"]: r for r in appender.records()}
         plan = {row["id"]: instruction_for(row["id"], instructions, seed) for row in rows}
         chats = [Chat(row["id"], [plan[row["id"]][1]], row["image"]) for row in rows if row["id"] not in stored]
@@ -116,14 +115,6 @@ def description_sft_set(rows: Sequence[Mapping[str, Any]], descriptions: Mapping
 
 
 # ------------------------------------------------------------------------------------------ tables
-def relative_gain(value: float, base: float, lower_is_better: bool = False) -> float:
-    """``100 * (value - base) / base`` (sign flipped where lower is better); NaN when the base is 0 or missing."""
-    if base is None or value is None or math.isnan(base) or math.isnan(value) or base == 0:
-        return float("nan")
-    gain = 100 * (value - base) / base
-    return round(-gain if lower_is_better else gain, 2)
-
-
 def main_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]]):
     """Rows ``base``, ``DPO (critic)``, ``EACO``, ``STIC`` (those given); columns ``HallusionBench aAcc``,
     ``HallusionBench fAcc``, ``HallusionBench qAcc``, ``MME-C``, ``MME-P``, ``MathVista``, then the other

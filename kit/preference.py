@@ -137,8 +137,7 @@ def sample_responses(engine: Any, images: Mapping[str, str | Path] | Sequence[st
     ``out_path``, appended and fsynced as it arrives. A re-run generates only the keys missing; a file written
     with other settings (policy, backend, decoding, seed, instruction list) is refused. ``images``:
     ``list_images``'s id -> path mapping, or paths (each its own id). Returns ``written``, ``total``, ``images``."""
-    from kit.artifacts import JsonlAppender, content_hash
-    from kit.critic import check_settings
+    from kit.artifacts import JsonlAppender, check_resumed_settings, content_hash
     from kit.generate import Chat, Sampling
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -153,7 +152,7 @@ def sample_responses(engine: Any, images: Mapping[str, str | Path] | Sequence[st
     written = 0
     with JsonlAppender(out_path, SAMPLE_KEY) as appender:
         stored = {(r["image_id"], r["sample"]) for r in appender.records()}
-        check_settings(appender.path, appender.records(), settings, "image_id")
+        check_resumed_settings(appender.path, appender.records(), settings, "image_id")
         plan = {image_id: instruction_for(image_id, instructions, seed) for image_id in table}
         for sample in range(n):
             chats = [Chat(f"{image_id}|{sample}", [plan[image_id][1]], path) for image_id, path in table.items()
@@ -384,8 +383,13 @@ def stic_pairs(engine: Any, images: Mapping[str, str | Path] | Sequence[str | Pa
     ``sample_responses``; corrupted images are written once to ``corrupted_dir`` (default: beside
     ``out_path``). Returns the pairs (images whose answers came back empty are left out, with a warning) and
     writes them to ``pairs_path`` when given."""
-    from kit.artifacts import JsonlAppender, atomic_write_bytes, atomic_write_text, content_hash
-    from kit.critic import check_settings
+    from kit.artifacts import (
+        JsonlAppender,
+        atomic_write_bytes,
+        atomic_write_text,
+        check_resumed_settings,
+        content_hash,
+    )
     from kit.generate import Chat, Sampling, open_image
     from kit.prompts import get
 
@@ -399,7 +403,7 @@ def stic_pairs(engine: Any, images: Mapping[str, str | Path] | Sequence[str | Pa
                 "seed": seed, "instructions_hash": content_hash([list(instructions), list(hallucination_instructions)])}
     plans = {image_id: stic_plan(image_id, instructions, hallucination_instructions, seed) for image_id in table}
     with JsonlAppender(out_path, STIC_KEY) as appender:
-        check_settings(appender.path, appender.records(), settings, "image_id")
+        check_resumed_settings(appender.path, appender.records(), settings, "image_id")
         stored = {(r["image_id"], r["role"]): r for r in appender.records()}
         chats, seen_by = [], {}
         for image_id, path in table.items():

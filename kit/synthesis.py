@@ -238,7 +238,7 @@ def synthesize(
 ) -> dict[str, Any]:
     """Generate every (item, prompt, sample) not yet in ``out_path`` and append it there. Returns counts:
     ``written`` by this call, ``total`` lines, and per prompt the share well formed and answer-correct."""
-    from kit.artifacts import JsonlAppender
+    from kit.artifacts import JsonlAppender, check_resumed_settings
     from kit.generate import Sampling
     from kit.seat import parse
 
@@ -263,12 +263,7 @@ def synthesize(
     written = 0
     with JsonlAppender(out_path, KEY_FIELDS) as appender:
         stored = {(r["item_id"], r["prompt_id"], r["sample"]): r for r in appender.records()}
-        for record in stored.values():
-            for field, value in settings.items():
-                if record.get(field) != value:
-                    raise KitError(f"{appender.path}: item {record['item_id']} was written with {field}="
-                                   f"{record.get(field)!r}, this run has {value!r}; use another file rather "
-                                   "than mixing two syntheses")
+        check_resumed_settings(appender.path, stored.values(), settings, "item_id")
         for prompt_id in [p for p in SYNTHESIS_PROMPTS if p in prompt_ids]:  # cas_cot before cas_reflection
             for sample in range(samples):
                 chats = []

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +31,12 @@ def save_figure(figure: Any, name: str, results_dir: str | Path = RESULTS_DIR, d
     path = Path(results_dir) / "figures" / f"{name}.png"
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def relative_gain(value: float, base: float, lower_is_better: bool = False) -> float:
+    """``100 * (value - base) / base``, the papers' relative improvement, rounded to 0.01 (sign flipped where
+    lower is better, so that + always means better); NaN when the base is 0 or either number is missing."""
+    if base is None or value is None or math.isnan(base) or math.isnan(value) or base == 0:
+        return float("nan")
+    gain = 100 * (value - base) / base
+    return round(-gain if lower_is_better else gain, 2)

@@ -13,11 +13,11 @@ from kit.casseat import (
     grid_table,
     main_table,
     mix_label,
-    relative_gain,
     student_sets,
     sweep_table,
 )
 from kit.errors import KitError
+from kit.tables import relative_gain
 
 
 def _metrics(mathvista: float, mathv: float, strict: float, loose: float) -> dict:
