@@ -9,6 +9,10 @@ STAMP := $(VENV)/.installed
 #   make TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 PROFILE ?= tiny
+# Extra `jupyter lab` arguments for `make lab`, e.g. make lab LAB_ARGS="--port 8890 --no-browser"
+LAB_ARGS ?=
+# Jupyter refuses to start as root (containers, CI) without being told.
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: install reproduce test test-fast lint lab strip clean-runs
 
@@ -38,7 +42,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check kit tests
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --notebook-dir=notebooks $(LAB_ROOT) $(LAB_ARGS)
 
 strip: $(STAMP)
 	$(VENV)/bin/nbstripout notebooks/*.ipynb

@@ -110,9 +110,10 @@ def student_sets(trainsets_folder: str | Path, quantities: list[int],
     return paths
 
 
-def describe_main(table, profile: str) -> str:
+def describe_main(table, profile: str, seeds_table=None) -> str:
     """Plain sentences about a ``main_table``: which rows beat the base where, and by how much against the
-    paper's figure. Every number comes from ``table``."""
+    paper's figure, and with ``seeds_table`` (``kit.tables.spread_table`` over seeds) how far each gain moves
+    with the seed. Every number comes from the tables."""
     headline = [c for c in table.columns if "gain" not in c]
     lines = [f"Measured on the `{profile}` profile."]
     for row in ("SEAT", "Cas-SEAT"):
@@ -136,6 +137,12 @@ def describe_main(table, profile: str) -> str:
         closer = [c for c in headline if 0 < table.loc["teacher", c] <= table.loc["Cas-SEAT", c]]
         lines.append("- The Cas-SEAT student " + (f"reaches the teacher on {', '.join(closer)}." if closer
                                                  else "stays below the teacher on every benchmark."))
+    if seeds_table is not None:
+        from kit.tables import spread_sentence
+
+        spread = [spread_sentence(seeds_table, row, f"{column} gain %") for row in ("SEAT", "Cas-SEAT")
+                  for column in headline]
+        lines.extend(f"- {sentence}." for sentence in spread if sentence)
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "check": "kit.envcheck",
     "bench": "kit.bench",
     "serve": "kit.serve",
+    "report": "kit.report",
 }
 
 

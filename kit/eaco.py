@@ -326,6 +326,31 @@ def extra_sft_stage(policy: str | Path, dpo_adapter: str | Path, instructions: s
     return train_stage(policy, data, run_dir, settings, adapter=dpo_adapter, progress=progress)
 
 
+def policy_stages(policy: str | Path, critic: str | Path, images_dir: str | Path, instructions: str | Path | None,
+                  instruction_rows: str | Path, run_dir: str | Path, *, seed: int, preference: Mapping[str, Any],
+                  dpo_settings: Any, extra_settings: Any, extra_sft: Mapping[str, Any],
+                  progress: bool = True) -> dict[str, Any]:
+    """Everything after the Critic, for one seed: sampled answers scored into pairs (``preference_stage`` with
+    the ``preference`` options), DPO on the Critic's pairs and on the STIC pairs, and the extra SFT stage
+    continuing the first (``extra_sft_stage`` with the ``extra_sft`` options). ``seed`` replaces the settings'
+    seeds, so that one call per seed measures how much the EACO rows move with sampling and training noise.
+    Returns ``preference``, ``dpo_critic``, ``dpo_stic`` and ``eaco`` (each stage's record)."""
+    from kit.dpo import dpo_stage
+    from kit.preference import load_instructions
+
+    pairs = preference_stage(policy, critic, images_dir, instructions, run_dir, seed=seed, progress=progress,
+                             **preference)
+    require_pairs(pairs)
+    dpo_settings = replace(dpo_settings, seed=seed)
+    dpo_critic = dpo_stage(policy, pairs["pairs"], run_dir, dpo_settings, progress=progress)
+    dpo_stic = dpo_stage(policy, pairs["stic_pairs"], run_dir, dpo_settings, progress=progress)
+    description_prompts, _ = load_instructions(instructions)
+    eaco = extra_sft_stage(policy, dpo_critic["adapter_dir"], instruction_rows, run_dir,
+                           replace(extra_settings, seed=seed), description_prompts=description_prompts, seed=seed,
+                           progress=progress, **extra_sft)
+    return {"preference": pairs, "dpo_critic": dpo_critic, "dpo_stic": dpo_stic, "eaco": eaco}
+
+
 def constant_judge_quality(train_rows: Sequence[Any], heldout: Sequence[Any], aggregate: str = "mean") -> dict:
     """The reference a Critic has to beat: a judge that gives every held-out response the most common training
     score. It never orders two responses, so its pairwise accuracy is 0 and its Spearman undefined."""
@@ -367,9 +392,10 @@ def training_table(dpo_critic: Mapping[str, Any], dpo_stic: Mapping[str, Any], e
     ])
 
 
-def describe_main(table, profile: str) -> str:
+def describe_main(table, profile: str, seeds_table=None) -> str:
     """Plain sentences about an EACO ``main_table``: each method's average gain and its largest and smallest
-    one. Every number comes from ``table``."""
+    one, and with ``seeds_table`` (``kit.tables.spread_table`` over seeds) how far the average gain and the
+    paper's two headline gains move with the seed. Every number comes from the tables."""
     gains = [c for c in table.columns if c.endswith(" gain %") and c != "average gain %"]
     lines = [f"Measured on the `{profile}` profile."]
     for label in ("DPO (critic)", "EACO", "STIC"):
@@ -382,4 +408,10 @@ def describe_main(table, profile: str) -> str:
         lines.append(f"- **{label}**: average gain {table.loc[label, 'average gain %']:+.2f} % over the base; largest "
                      f"on {row.idxmax().removesuffix(' gain %')} ({row.max():+.2f} %), smallest on "
                      f"{row.idxmin().removesuffix(' gain %')} ({row.min():+.2f} %).")
+    if seeds_table is not None:
+        from kit.tables import spread_sentence
+
+        spread = [spread_sentence(seeds_table, label, metric) for label in ("DPO (critic)", "EACO", "STIC")
+                  for metric in ("average gain %", "HallusionBench aAcc gain %", "MME-C gain %")]
+        lines.extend(f"- {sentence}." for sentence in spread if sentence)
     return "\n".join(lines)

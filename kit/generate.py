@@ -9,14 +9,16 @@
 
 - ``transformers`` (the default, and the tiny profile's): batched, left-padded generation with the KV
   cache, prompts sorted by length so that a batch pads little.
-- ``openai``: any OpenAI-compatible chat endpoint (a vLLM or SGLang server, ``kit serve``, a hosted API).
-  Images travel as ``data:`` URLs; requests run ``concurrency`` at a time with retries, exponential
-  back-off and a timeout per request.
+- ``openai``: any OpenAI-compatible chat endpoint (a vLLM or SGLang server, ``kit serve``, a hosted API),
+  or several servers serving the same model (``base_url`` a list, or URLs separated by commas): each
+  request goes to the least busy server, ``concurrency`` requests at a time per server. Images travel as
+  ``data:`` URLs; requests are retried with exponential back-off and have a timeout each.
 - ``vllm``: offline ``vllm.LLM.generate`` with ``multi_modal_data``, for synthesis on several GPUs
   (``tensor_parallel_size``). Imported only when chosen; it is in the ``gpu`` extra.
 
-``generate`` yields ``(chat, text)`` as results arrive (batch by batch, or request by request), so the
-caller can write each one at once and a killed run loses at most what was in flight.
+``generate`` yields ``(chat, text)`` as results arrive (batch by batch, or request by request; the
+``openai`` backend in input order), so the caller can write each one at once and a killed run loses at most
+what was in flight.
 
 A ``Chat`` is a conversation to continue: user and assistant texts alternating, starting and ending with a
 user turn, with at most one image, shown in the first user turn (the way the authors' Cas-SEAT reflection
@@ -32,9 +34,10 @@ import io
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -251,30 +254,100 @@ def post_chat(url: str, body: dict[str, Any], *, api_key: str | None = None, tim
     raise KitError(f"{url} did not answer{' ' + what if what else ''} after {retries + 1} attempts: {last_error}")
 
 
+def server_urls(base_url: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The servers of an ``openai`` engine: one URL, a list or tuple of URLs, or URLs separated by commas
+    (``"http://h1:8000/v1,http://h2:8000/v1"``), each without its trailing ``/``. A missing or empty value,
+    a URL that is not ``http(s)://host...``, and a server listed twice are a ``KitError`` naming the value."""
+    if base_url is None:
+        raise KitError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1, or a list of servers)")
+    if isinstance(base_url, str):
+        parts: list[Any] = [part.strip() for part in base_url.split(",")]
+    elif isinstance(base_url, list | tuple):
+        parts = [part.strip() if isinstance(part, str) else part for part in base_url]
+    else:
+        raise KitError(f"openai engine: base_url must be a URL, a list of URLs or URLs separated by commas, "
+                       f"not {type(base_url).__name__} {base_url!r}")
+    if not parts:
+        raise KitError(f"openai engine: base_url {base_url!r} names no server; name at least one")
+    urls: list[str] = []
+    for part in parts:
+        if not isinstance(part, str) or not part:
+            raise KitError(f"openai engine: base_url {base_url!r} holds an empty or non-text server "
+                           f"{part!r}; give http(s) URLs such as http://127.0.0.1:8000/v1")
+        split = urllib.parse.urlsplit(part)
+        if split.scheme not in ("http", "https") or not split.hostname:
+            raise KitError(f"openai engine: server URL {part!r} (in base_url {base_url!r}) is not an http(s) URL "
+                           "with a host, such as http://127.0.0.1:8000/v1")
+        url = part.rstrip("/")
+        if url in urls:
+            raise KitError(f"openai engine: server {url} is listed twice in base_url {base_url!r}")
+        urls.append(url)
+    return tuple(urls)
+
+
+# How far ahead of the oldest unanswered request new requests may start, in multiples of the total
+# concurrency: answers are yielded in input order, so this bounds the answers held back behind a slow one
+# (what a kill would lose) while letting the other servers work on.
+LOOKAHEAD = 8
+
+
 class OpenAIEngine:
-    """Chats sent to ``{base_url}/chat/completions``, ``concurrency`` at a time."""
+    """Chats sent to ``{base_url}/chat/completions`` on one server or several serving the same model.
+
+    ``base_url``: one URL, a list or tuple of URLs, or URLs separated by commas (``server_urls``).
+    ``concurrency`` counts per server: ``concurrency * len(servers)`` requests run at once, each sent to
+    the server with the fewest requests in flight (round-robin among equals), so no server has more than
+    ``concurrency``. Answers are yielded in input order and do not depend on the server count: every
+    server receives the same request body for a chat. A request that still fails after its retries stops
+    the run with a ``KitError`` naming the server and the request's index; the requests before it are
+    yielded first, none after it is.
+    """
 
     backend = "openai"
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, concurrency: int = 8,
-                 timeout: float = 120.0, retries: int = 3, backoff: float = 1.0) -> None:
-        if concurrency < 1:
-            raise KitError(f"openai engine: concurrency must be >= 1, not {concurrency!r}")
-        self.url = base_url.rstrip("/") + "/chat/completions"
+    def __init__(self, base_url: str | Sequence[str], model: str, api_key: str | None = None,
+                 concurrency: int = 8, timeout: float = 120.0, retries: int = 3, backoff: float = 1.0) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise KitError(f"openai engine: concurrency must be a whole number >= 1, not {concurrency!r}")
+        self.servers = server_urls(base_url)
+        self.urls = tuple(server + "/chat/completions" for server in self.servers)
+        self.url = self.urls[0]  # the first server's endpoint, as before there could be several
         self.model = model
-        self.model_label = f"{model}@{base_url}"
+        # The label is the model's name alone, written to every line a synthesis writes and compared when a
+        # file is resumed. The servers are where the work runs, not what it computes: a synthesis started on
+        # two servers must resume on four (or on one) serving the same model. Earlier versions wrote
+        # ``model@base_url``; ``accepts_label`` lets a file written so be resumed.
+        self.model_label = model
         self.api_key, self.concurrency, self.timeout = api_key, concurrency, timeout
         self.retries, self.backoff = retries, backoff
 
-    def _one(self, chat: Chat, sampling: Sampling) -> str:
+    def accepts_label(self, label: Any) -> bool:
+        """Whether ``label``, read from a file being resumed, names this engine's model: today's label, or a
+        ``model@http(s)://...`` one that earlier versions wrote, whichever server it named."""
+        if label == self.model_label:
+            return True
+        prefix = f"{self.model}@"
+        return isinstance(label, str) and label.startswith(prefix) \
+            and label[len(prefix):].startswith(("http://", "https://"))
+
+    @property
+    def total_concurrency(self) -> int:
+        """Requests in flight at most: ``concurrency`` per server."""
+        return self.concurrency * len(self.servers)
+
+    def _one(self, chat: Chat, sampling: Sampling, server: int, index: int, count: int) -> str:
         body = {"model": self.model, "messages": openai_messages(chat), "max_tokens": sampling.max_new_tokens,
                 "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}
-        answer = post_chat(self.url, body, api_key=self.api_key, timeout=self.timeout, retries=self.retries,
-                           backoff=self.backoff, what=f"item {chat.id}")
+        url, where = self.urls[server], f"server {self.servers[server]}, request #{index} of {count}"
+        try:
+            answer = post_chat(url, body, api_key=self.api_key, timeout=self.timeout, retries=self.retries,
+                               backoff=self.backoff, what=f"item {chat.id}")
+        except KitError as err:
+            raise KitError(f"{where}: {err}") from err
         try:
             return answer["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as err:
-            raise KitError(f"{self.url} answered item {chat.id} without choices[0].message.content: "
+            raise KitError(f"{where}: {url} answered item {chat.id} without choices[0].message.content: "
                            f"{str(answer)[:200]}") from err
 
     def generate(self, chats: list[Chat], sampling: Sampling, progress: bool = False) -> Iterator[tuple[Chat, str]]:
@@ -282,35 +355,42 @@ class OpenAIEngine:
 
         _check_images(chats)
         bar = tqdm(total=len(chats), desc=f"generate ({self.backend})", disable=not progress, leave=False)
-        pending = iter(chats)
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            running = {}
-            for chat in _take(pending, self.concurrency):
-                running[pool.submit(self._one, chat, sampling)] = chat
+        total, count = self.total_concurrency, len(chats)
+        busy = [0] * len(self.servers)
+        running: dict[Future[str], tuple[int, int]] = {}  # future -> (request index, server index)
+        answers: dict[int, str] = {}  # finished, waiting for the requests before them
+        failure: tuple[int, BaseException] | None = None  # the earliest failed request
+        started = head = turn = 0  # requests started; the next to yield; where the round-robin resumes
+        with ThreadPoolExecutor(total) as pool:
             try:
-                while running:
+                while head < count:
+                    while (failure is None and started < count and len(running) < total
+                           and started < head + LOOKAHEAD * total):
+                        server = min(range(len(busy)), key=lambda s: (busy[s], (s - turn) % len(busy)))
+                        turn = server + 1
+                        busy[server] += 1
+                        future = pool.submit(self._one, chats[started], sampling, server, started, count)
+                        running[future] = (started, server)
+                        started += 1
+                    if failure is not None and head == failure[0]:
+                        raise failure[1]
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        chat = running.pop(future)
-                        text = future.result()  # a KitError here stops the run; finished items were yielded
-                        for following in _take(pending, 1):
-                            running[pool.submit(self._one, following, sampling)] = following
+                        index, server = running.pop(future)
+                        busy[server] -= 1
+                        error = future.exception()
+                        if error is None:
+                            answers[index] = future.result()
+                        elif failure is None or index < failure[0]:
+                            failure = (index, error)
+                    while head in answers:
+                        yield chats[head], answers.pop(head)
                         bar.update(1)
-                        yield chat, text
+                        head += 1
             finally:
                 for future in running:
                     future.cancel()
         bar.close()
-
-
-def _take(iterator: Iterator[Chat], n: int) -> list[Chat]:
-    out = []
-    for _ in range(n):
-        try:
-            out.append(next(iterator))
-        except StopIteration:
-            break
-    return out
 
 
 # ------------------------------------------------------------------------------------------ vllm
@@ -353,15 +433,15 @@ class VLLMEngine:
 
 
 def make_engine(backend: str, model: Any, **options: Any) -> Engine:
-    """An engine by name: ``transformers`` (``batch_size``), ``openai`` (``base_url`` required, ``api_key``,
-    ``concurrency``, ``timeout``, ``retries``, ``backoff``) or ``vllm`` (``tensor_parallel_size``, any
-    ``vllm.LLM`` option). ``model`` is a ``LoadedModel``, a folder or a hub id (for ``openai``: the name
-    the server knows the model by)."""
+    """An engine by name: ``transformers`` (``batch_size``), ``openai`` (``base_url`` required: one server,
+    a list of servers or URLs separated by commas; ``api_key``, ``concurrency`` per server, ``timeout``,
+    ``retries``, ``backoff``) or ``vllm`` (``tensor_parallel_size``, any ``vllm.LLM`` option). ``model`` is a
+    ``LoadedModel``, a folder or a hub id (for ``openai``: the name the servers know the model by)."""
     if backend == "transformers":
         return TransformersEngine(model, **options)
     if backend == "openai":
-        if "base_url" not in options:
-            raise KitError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        if options.get("base_url") is None:
+            raise KitError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1, or a list of servers)")
         return OpenAIEngine(model=str(model), **options)
     if backend == "vllm":
         return VLLMEngine(str(model), **options)

@@ -167,6 +167,10 @@ def _has_dotted(data: dict[str, Any], dotted_key: str) -> bool:
     return True
 
 
+# A file name with an extension, e.g. train/generate_data.py or EACO/add_des_to_data.py.
+_NAMES_A_FILE = re.compile(r"[\w-]+\.(?:py|sh|json|jsonl|yaml|yml|md|txt|ipynb)\b")
+
+
 def _validate_assumptions(path: Path, data: dict[str, Any], assumptions: Any) -> dict[str, dict[str, Any]]:
     if assumptions is None:
         return {}
@@ -184,6 +188,9 @@ def _validate_assumptions(path: Path, data: dict[str, Any], assumptions: Any) ->
             )
         if not str(entry.get("reason") or "").strip():
             raise KitError(f"{where} has no reason")
+        if entry["source"] == "authors_code" and not _NAMES_A_FILE.search(str(entry["reason"])):
+            raise KitError(f"{where}: an authors_code reason must name the file of the authors' code (e.g. "
+                           "train/generate_data.py)")
     return assumptions
 
 

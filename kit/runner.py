@@ -195,6 +195,7 @@ class _RunContext:
         self.run_dir = results_dir / "runs" / self.run_id
         self.stages_path = self.run_dir / STAGES_FILE
         self.stages = _load_stages(self.stages_path)
+        self.commit: dict[str, Any] = {}
 
     def resume_command(self, number: str) -> str:
         parts = ["kit run", f"--profile {self.profile.reference}", f"--from {number}"]
@@ -216,6 +217,7 @@ class _RunContext:
 
     def record(self, notebook: Notebook, **entry: Any) -> None:
         entry["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        entry["kit_commit"] = self.commit
         self.stages[notebook.stem] = entry
         atomic_write_json(
             self.stages_path,
@@ -358,6 +360,9 @@ def run_notebooks(
         _print_plan(context, outcomes)
         return outcomes
 
+    from kit.report import kit_commit, write_provenance
+
+    context.commit = kit_commit()
     context.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         context.run_dir / "profile.json",
@@ -369,6 +374,8 @@ def run_notebooks(
             "assumptions": profile.assumptions,
         },
     )
+    # Recorded before anything runs, so that a report of a run (even a failed one) says what it ran on.
+    write_provenance(context.run_dir, profile, context.results_dir)
     apply_runtime(profile)
     outcomes = []
     total = len(plan)

@@ -263,6 +263,13 @@ def synthesize(
     written = 0
     with JsonlAppender(out_path, KEY_FIELDS) as appender:
         stored = {(r["item_id"], r["prompt_id"], r["sample"]): r for r in appender.records()}
+        # An engine may recognise an older label of its own model (the openai engine's ``model@base_url``,
+        # from before it dropped the server from its label): the file then goes on with the label it has.
+        accepts_label = getattr(engine, "accepts_label", None)
+        if stored and accepts_label is not None:
+            written_label = next(iter(stored.values())).get("teacher")
+            if written_label != settings["teacher"] and accepts_label(written_label):
+                settings["teacher"] = written_label
         check_resumed_settings(appender.path, stored.values(), settings, "item_id")
         for prompt_id in [p for p in SYNTHESIS_PROMPTS if p in prompt_ids]:  # cas_cot before cas_reflection
             for sample in range(samples):
@@ -326,13 +333,15 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class SynthesisConfig:
     """What notebook 01 synthesises (the profile's ``models.teacher``, ``datasets.mathv360k`` and
-    ``synthesis:`` section). ``items``: the first N source rows, before the source filters."""
+    ``synthesis:`` section). ``items``: the first N source rows, before the source filters. ``base_url``
+    (openai backend): one server, a list of servers serving the teacher, or URLs separated by commas
+    (``kit.generate.server_urls``); each server gets the engine's default concurrency."""
 
     teacher: str
     source: str
     items: int | None = None
     backend: str = "transformers"
-    base_url: str | None = None
+    base_url: str | list[str] | tuple[str, ...] | None = None
     batch_size: int = 16
     samples: int = 1
     max_new_tokens: int = 512
@@ -358,11 +367,15 @@ class SynthesisConfig:
         return make_engine(self.backend, self.teacher, tensor_parallel_size=self.tensor_parallel_size)
 
     def key(self) -> dict[str, Any]:
-        """What the synthesis depends on: every setting, and the teacher's and source's content when local."""
+        """What the synthesis depends on: every setting but the servers, and the teacher's and source's
+        content when local."""
         from kit.artifacts import file_hash, tree_hash
 
         teacher = Path(self.teacher)
-        return {**asdict(self),
+        # The servers are where the work runs, not what it computes (the engine's label leaves them out too):
+        # a synthesis started on two servers resumes in the same folder on four. ``base_url`` stays in the key
+        # as null, so that the folders of runs without servers (both profiles' backends) keep their hash.
+        return {**asdict(self), "base_url": None,
                 "teacher_hash": tree_hash(teacher) if teacher.is_dir() else self.teacher,
                 "source_hash": file_hash(source_file(self.source)) if Path(self.source).exists() else self.source}
 

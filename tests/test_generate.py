@@ -1,9 +1,11 @@
 """The generation engine: batched transformers generation, the openai backend against a real loopback
-server (``kit serve``) with server errors and timeouts injected, the vllm guard, ``kit bench generation``."""
+server (``kit serve``) with server errors and timeouts injected, the openai backend over several servers,
+the vllm guard, ``kit bench generation``."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -23,6 +25,7 @@ from kit.generate import (
     data_url,
     make_engine,
     openai_messages,
+    server_urls,
 )
 from kit.serve import make_server
 
@@ -230,6 +233,139 @@ def test_client_errors_are_not_retried(chats, server_url):
     assert err.value.code == 400 and b"no system message" in err.value.read()
     with urllib.request.urlopen(server_url + "/models") as response:
         assert json.loads(response.read())["data"][0]["id"] == "tiny-gen"
+
+
+# ------------------------------------------------------------------------------------------ several servers
+class ReplyServer:
+    """A stand-in OpenAI-compatible server: ``/chat/completions`` answers "<name>: <last user text>" after
+    ``delay`` seconds, or HTTP 500 every time when ``fail``. It counts requests, and the most in flight."""
+
+    def __init__(self, name: str, delay: float = 0.0, fail: bool = False) -> None:
+        self.name, self.delay, self.fail = name, delay, fail
+        self.requests = self.in_flight = self.most_in_flight = 0
+        self.lock = threading.Lock()
+        replier = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with replier.lock:
+                    replier.requests += 1
+                    replier.in_flight += 1
+                    replier.most_in_flight = max(replier.most_in_flight, replier.in_flight)
+                time.sleep(replier.delay)
+                with replier.lock:
+                    replier.in_flight -= 1
+                if replier.fail or not self.path.endswith("/v1/chat/completions"):
+                    self.send_response(500 if replier.fail else 404)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+                    return
+                question = body["messages"][-1]["content"][-1]["text"]
+                data = json.dumps({"choices": [{"message": {"content": f"{replier.name}: {question}"}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        class QuietServer(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        self.url = _serve(self.server)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def reply_servers():
+    opened: list[ReplyServer] = []
+
+    def start(name: str, **options) -> ReplyServer:
+        opened.append(ReplyServer(name, **options))
+        return opened[-1]
+
+    yield start
+    for server in opened:
+        server.close()
+
+
+def _questions(n: int) -> list[Chat]:
+    return [Chat(f"q{i}", [f"question {i}"]) for i in range(n)]
+
+
+def test_requests_are_spread_over_the_servers_and_answered_in_input_order(reply_servers):
+    slow, fast = reply_servers("slow", delay=0.2), reply_servers("fast", delay=0.01)
+    engine = OpenAIEngine([slow.url, fast.url], "m", concurrency=2, backoff=0.01)
+    assert engine.total_concurrency == 4  # concurrency counts per server
+    chats = _questions(16)
+    answers = list(engine.generate(chats, Sampling()))
+    assert [chat.id for chat, _ in answers] == [chat.id for chat in chats]  # input order, whoever answered
+    assert [text.split(": ", 1)[1] for _, text in answers] == [f"question {i}" for i in range(16)]
+    names = [text.split(":")[0] for _, text in answers]
+    assert slow.requests == names.count("slow") > 0 and fast.requests == names.count("fast") > slow.requests
+    assert slow.requests + fast.requests == 16  # nothing dropped, nothing sent twice
+    assert slow.most_in_flight <= 2 and fast.most_in_flight <= 2 and slow.most_in_flight == 2
+
+
+def test_several_servers_answer_as_one_does(chats, server_url):
+    greedy = Sampling(max_new_tokens=TOKENS)
+    one = [(c.id, t) for c, t in OpenAIEngine(server_url, "tiny-gen", concurrency=2).generate(chats, greedy)]
+    first, second = FaultyProxy(server_url), FaultyProxy(server_url)
+    try:
+        both = OpenAIEngine(f"{first.url}, {second.url}", "tiny-gen", concurrency=1)
+        assert [(c.id, t) for c, t in both.generate(chats, greedy)] == one
+        assert first.requests > 0 and second.requests > 0 and first.requests + second.requests == len(chats)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_failing_server_stops_the_run_naming_it_and_the_request(reply_servers):
+    good, bad = reply_servers("good"), reply_servers("bad", fail=True)
+    engine = OpenAIEngine([good.url, bad.url], "m", concurrency=1, retries=1, backoff=0.01)
+    yielded = []
+    with pytest.raises(KitError, match=re.escape(f"server {bad.url}, request #1 of 4: ") +
+                       r".*did not answer item q1 after 2 attempts.*500"):
+        for chat, _ in engine.generate(_questions(4), Sampling()):
+            yielded.append(chat.id)
+    assert yielded == ["q0"]  # the request before the failed one is kept, none after it is yielded
+    assert bad.requests == 2
+
+
+@pytest.mark.parametrize("bad", ["", "   ", [], ["http://127.0.0.1:8000/v1", ""], "http://127.0.0.1:8000/v1,,http://h/v1",
+                                 "ftp://127.0.0.1/v1", "127.0.0.1:8000/v1", "http://", [8000], 8000,
+                                 ["http://h:1/v1", "http://h:1/v1/"]])
+def test_bad_server_urls_are_refused_naming_the_value(bad):
+    with pytest.raises(KitError, match="base_url|server URL") as err:
+        OpenAIEngine(bad, "m")
+    assert str(bad).strip() in str(err.value)
+
+
+def test_server_urls_accept_one_a_list_a_tuple_or_commas():
+    both = ("http://h1:8000/v1", "https://h2/v1")
+    assert server_urls(" http://h1:8000/v1/ , https://h2/v1") == both
+    assert server_urls(list(both)) == server_urls(both) == both
+    assert server_urls("http://h1:8000/v1") == both[:1]
+    with pytest.raises(KitError, match="needs base_url"):
+        make_engine("openai", "m", base_url=None)
+
+
+def test_the_model_label_does_not_depend_on_the_servers():
+    servers = [f"http://h{i}:8000/v1" for i in range(4)]
+    labels = {OpenAIEngine(urls, "tiny-gen").model_label
+              for urls in (servers[0], servers[:2], servers, ",".join(servers[1:]))}
+    assert labels == {"tiny-gen"}
+    engine = OpenAIEngine(servers[:2], "tiny-gen")
+    # a file written when the label named the one server goes on, whichever servers resume it
+    assert engine.accepts_label("tiny-gen") and engine.accepts_label("tiny-gen@http://old:8000/v1")
+    assert not engine.accepts_label("other@http://h0:8000/v1") and not engine.accepts_label("tiny-gen@ftp://h")
 
 
 def test_bench_generation_reports_a_speedup(model_dir, tmp_path):

@@ -3,7 +3,8 @@ second run skips what is up to date.
 
 The run uses the tiny profile with fewer training steps and evaluation items (``SMALL``), as
 papermill-tested notebooks do: notebooks 00-03 run exactly as `make reproduce` runs them, 04-08 run every
-cell on a smaller budget, and the tests check the tables against the files the run wrote."""
+cell on a smaller budget (and two seeds for the spread tables, not three), 09 writes the report, and the
+tests check the tables and the report against the files the run wrote."""
 
 import json
 import math
@@ -18,7 +19,7 @@ from kit.profile import PROFILES_DIR
 
 pytestmark = pytest.mark.slow
 SMALL = {"finetune": {"max_steps": 3, "checkpoint_steps": 2}, "casseat_eval": {"limit": 12},
-         "preference": {"images": 128}, "extra_sft": {"rows": 8}, "eaco_eval": {"limit": 12}}
+         "preference": {"images": 128}, "extra_sft": {"rows": 8}, "eaco_eval": {"limit": 12}, "spread": {"seeds": [0, 1]}}
 # The Critic keeps the tiny profile's full training: a shorter one writes no readable "score:" at all
 # (measured: 1 epoch, 240 of 240 held-out judgements unparseable), and without scores there are no pairs.
 
@@ -118,7 +119,7 @@ def test_notebook_04_trains_every_student_once(tiny_run):
     assert code == 0
     training = pd.read_csv(results / "tables" / "casseat_training.csv")
     expected = ["seat", "cas_seat", "cas_seat_n100", "cas_seat_n200", "cas_seat_n400", "cas_seat_mix0",
-                "cas_seat_mix50", "cas_seat_mix100"]
+                "cas_seat_mix50", "cas_seat_mix100", "seat (seed 1)", "cas_seat (seed 1)"]
     assert training["student"].tolist() == expected
     assert set(training["steps"]) == {3} and set(training["backend"]) == {"peft"}
     adapters = sorted((results / "runs" / "e2e" / "casseat").glob("adapter-*"))
@@ -183,10 +184,12 @@ def test_notebooks_07_and_08_train_the_eaco_stages_and_table_them(tiny_run):
     code, results = tiny_run
     assert code == 0
     eaco_dir = results / "runs" / "e2e" / "eaco"
-    (preference,) = eaco_dir.glob("preference-*")
-    samples = [json.loads(line) for line in (preference / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 128 * 5 and {s["sample"] for s in samples} == set(range(5))
-    assert len(list(eaco_dir.glob("dpo-*"))) == 2
+    preferences = sorted(eaco_dir.glob("preference-*"))
+    assert len(preferences) == 2  # seeds 0 and 1
+    for preference in preferences:
+        samples = [json.loads(line) for line in (preference / "samples.jsonl").read_text().splitlines()]
+        assert len(samples) == 128 * 5 and {s["sample"] for s in samples} == set(range(5))
+    assert len([d for d in eaco_dir.glob("dpo-*") if not d.name.endswith(".checkpoints")]) == 4
     training = pd.read_csv(results / "tables" / "eaco_training.csv").set_index("stage")
     assert training.loc["extra SFT (continues DPO critic)", "examples"] == 8
     table = pd.read_csv(results / "tables" / "eaco_main.csv").set_index("model")
@@ -200,3 +203,36 @@ def test_notebooks_07_and_08_train_the_eaco_stages_and_table_them(tiny_run):
     base = next(m for path, m in evaluated.items() if path.endswith("tiny-llava-policy"))
     assert table.loc["base", "MathVista"] == base["metrics"]["mathvista"]["accuracy"]
     assert (results / "figures" / "eaco_radar.png").stat().st_size > 10_000
+
+
+def test_the_spread_tables_hold_each_seeds_main_table(tiny_run):
+    code, results = tiny_run
+    assert code == 0
+    for name, rows in (("casseat_main", ["SEAT", "Cas-SEAT"]), ("eaco_main", ["DPO (critic)", "EACO", "STIC"])):
+        main_table = pd.read_csv(results / "tables" / f"{name}.csv").set_index("model")
+        spread = pd.read_csv(results / "tables" / f"{name}_seeds.csv")
+        assert sorted(set(spread["model"])) == sorted(rows)
+        for _, line in spread.iterrows():
+            assert line["seed 0"] == pytest.approx(main_table.loc[line["model"], line["metric"]], nan_ok=True)
+            assert line["min"] <= line["mean"] <= line["max"]
+
+
+def test_notebook_09_writes_a_report_of_every_table_and_figure_from_the_run_files(tiny_run):
+    from kit.report import published_sources, unsourced_numbers
+
+    code, results = tiny_run
+    assert code == 0
+    report = (results / "REPORT.md").read_text()
+    tables = sorted((results / "tables").glob("*.csv"))
+    figures = sorted((results / "figures").glob("*.png"))
+    assert len(tables) == 14 and len(figures) == 11
+    for table in tables:
+        assert f"### `{table.stem}`" in report, table.name
+        assert (results / "runs" / "e2e" / "tables" / table.name).read_bytes() == table.read_bytes()
+    for figure in figures:
+        assert f"![{figure.stem}](figures/{figure.name})" in report, figure.name
+    assert unsourced_numbers(report, published_sources(results)) == []
+    record = json.loads((results / "RUN.json").read_text())
+    assert record["run"] == "e2e" and record["provenance"]["seeds"]["spread_seeds"] == [0, 1]
+    assert "| +19.68 |" in report  # the paper's Cas-SEAT MathVista gain, read from casseat_main.csv
+    assert (results / "ASSUMPTIONS.md").read_text().count("| `spread.seeds` |") >= 2

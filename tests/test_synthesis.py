@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import ScriptedEngine, row, write_source
+from fakes import ScriptedEngine, default_script, row, write_source
 
 from kit.errors import KitError
 from kit.generate import Sampling
@@ -248,3 +248,65 @@ def test_the_notebook_stages_reuse_finished_work_and_name_bad_quantities(source,
     with pytest.raises(KitError, match=r"trainsets.mixing_size: 9 examples"):
         build_trainsets(first["folder"], tmp_path / "run", LabelledFilters(min_chars=5), mixing_cot_fractions=[0.5],
                         mixing_size=9)
+
+
+# ------------------------------------------------------------------------------------------ several servers
+def _openai_engine(servers: list[str], label: str | None = None):
+    """An openai engine over ``servers`` that answers like ``ScriptedEngine``, without a network."""
+    from kit.generate import OpenAIEngine
+
+    engine = OpenAIEngine(servers, "teacher-7b", concurrency=2)
+    engine._one = lambda chat, sampling, server, index, count: default_script(chat)
+    if label is not None:
+        engine.model_label = label
+    return engine
+
+
+SERVERS = [f"http://gpu{i}:8000/v1" for i in range(4)]
+
+
+def test_a_synthesis_started_on_two_servers_resumes_on_four(source, tmp_path):
+    items = load_source(source)
+    out = tmp_path / "s.jsonl"
+    assert synthesize(_openai_engine(SERVERS[:2]), items[:2], ["cas_cot"], out, progress=False)["written"] == 2
+    assert synthesize(_openai_engine(SERVERS), items, ["cas_cot"], out, progress=False)["written"] == 2
+    records = read_records(out)
+    assert [r["item_id"] for r in records] == ["a", "b", "c", "d"]
+    assert {(r["teacher"], r["backend"]) for r in records} == {("teacher-7b", "openai")}
+    with pytest.raises(KitError, match="teacher"):
+        synthesize(ScriptedEngine(), items, ["seat_synthesis"], out, progress=False)
+
+
+def test_a_file_labelled_with_its_one_server_resumes_on_several(source, tmp_path):
+    items = load_source(source)
+    out = tmp_path / "s.jsonl"
+    legacy = "teacher-7b@http://127.0.0.1:8000/v1"  # the label before it left the server out
+    synthesize(_openai_engine(SERVERS[:1], label=legacy), items[:1], ["cas_cot"], out, progress=False)
+    assert synthesize(_openai_engine(SERVERS[1:3]), items, ["cas_cot"], out, progress=False)["written"] == 3
+    assert {r["teacher"] for r in read_records(out)} == {legacy}  # the file keeps one label
+    other = tmp_path / "other.jsonl"
+    synthesize(_openai_engine(SERVERS[:1], label="teacher-2b@http://127.0.0.1:8000/v1"), items[:1], ["cas_cot"],
+               other, progress=False)
+    with pytest.raises(KitError, match="teacher"):
+        synthesize(_openai_engine(SERVERS[:1]), items, ["cas_cot"], other, progress=False)
+
+
+def test_the_synthesis_stage_key_leaves_the_servers_out(source):
+    from dataclasses import asdict
+
+    from kit.synthesis import SynthesisConfig
+
+    def config(base_url):
+        return SynthesisConfig(teacher="teacher-7b", source=str(source), backend="openai", base_url=base_url)
+
+    key = config(SERVERS[0]).key()
+    assert config(SERVERS[:2]).key() == config(",".join(SERVERS)).key() == config(None).key() == key
+    assert key["base_url"] is None  # as before for runs without servers: their folders keep their hash
+    assert {k: v for k, v in key.items() if k not in ("teacher_hash", "source_hash")} == asdict(config(None))
+    assert SynthesisConfig(teacher="teacher-2b", source=str(source), backend="openai").key() != key
+    assert config(SERVERS[:2]).engine().servers == tuple(SERVERS[:2])
+    assert config(SERVERS[:2]).engine().model_label == config(SERVERS[0]).engine().model_label
+    with pytest.raises(KitError, match="ftp://gpu0"):
+        config(["ftp://gpu0/v1"]).engine()
+    with pytest.raises(KitError, match="needs base_url"):
+        config(None).engine()
