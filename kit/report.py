@@ -78,9 +78,10 @@ def _git(*args: str) -> str | None:
 
 
 def kit_commit() -> dict[str, Any]:
-    """The checkout's commit and whether it has uncommitted changes (None outside a git checkout)."""
+    """The checkout's commit and whether its code has uncommitted changes (None outside a git checkout).
+    ``results/`` does not count: a run rewrites it."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
