@@ -472,7 +472,7 @@ def run_sources(folder: str | Path) -> list[Path]:
 
 # Citations, not results: the papers' arXiv identifiers in the report's own text.
 CITATIONS = ("2501.05662", "2412.04903")
-_TOKEN = re.compile(r"[\w.:+\-/@]*\d[\w.:+\-/@]*")
+_TOKEN = re.compile(r"[\w.:+\-@]*\d[\w.:+\-@]*")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 

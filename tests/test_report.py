@@ -53,7 +53,7 @@ def _eaco_main(eaco_mme: float) -> pd.DataFrame:
     return table
 
 
-def _make_run(results: Path, name: str = "tiny-test", cas_seat: tuple = (26.0, 24.33, 27.67)) -> Path:
+def _make_run(results: Path, name: str = "tiny-1a2b3c4d", cas_seat: tuple = (26.0, 24.33, 27.67)) -> Path:
     """A run folder as `kit run` leaves it: tables and figures (also in results/), provenance, profile, stages."""
     run = results / "runs" / name
     main_by_seed = {seed: _casseat_main(value) for seed, value in enumerate(cas_seat)}
@@ -80,7 +80,7 @@ def _make_run(results: Path, name: str = "tiny-test", cas_seat: tuple = (26.0, 2
 def results(tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("report") / "results"
     _make_run(results)
-    write_report("tiny-test", results)
+    write_report("tiny-1a2b3c4d", results)
     return results
 
 
@@ -117,7 +117,7 @@ def test_the_report_holds_every_table_figure_claim_and_the_provenance(results):
     assert provenance["models"]["teacher"]["hash"] in report
     assert provenance["libraries"]["transformers"] in report
     assert "spread_seeds" in provenance["seeds"] and provenance["seeds"]["seed"] == 0
-    assert (results / "runs" / "tiny-test" / "REPORT.md").read_text() == report
+    assert (results / "runs" / "tiny-1a2b3c4d" / "REPORT.md").read_text() == report
 
 
 def test_every_number_in_the_report_comes_from_a_results_file(results):
@@ -148,7 +148,7 @@ def test_a_report_is_not_published_over_another_runs_tables(results):
     table.write_text(original.replace("120.0", "121.0", 1))
     try:
         with pytest.raises(KitError, match="tables/eaco_main.csv"):
-            write_report("tiny-test", results)
+            write_report("tiny-1a2b3c4d", results)
         assert (results / "REPORT.md").read_bytes() == published
     finally:
         table.write_text(original)
@@ -156,24 +156,24 @@ def test_a_report_is_not_published_over_another_runs_tables(results):
 
 def test_compare_shows_the_differing_numbers_in_bold(results, tmp_path):
     other = _make_run(tmp_path / "results", "tiny-seed1", cas_seat=(27.0, 24.33, 27.67))
-    text = compare_runs(results / "runs" / "tiny-test", other, results)
+    text = compare_runs(results / "runs" / "tiny-1a2b3c4d", other, results)
     assert "**26.0 → 27.0**" in text
     assert "**25.79 → 30.62**" in text  # the gain follows the score
     assert "2 of 24 cells differ" in text  # casseat_main: the score and its gain, of 4 rows x 6 value columns
     assert "0 of" in text and "`eaco_main`" in text
     assert compare_runs(other, other, results).split("## Tables")[1].count("→") == 0
-    tolerant = compare_runs(results / "runs" / "tiny-test", other, results, tolerance=10)
+    tolerant = compare_runs(results / "runs" / "tiny-1a2b3c4d", other, results, tolerance=10)
     assert "→" not in tolerant.split("## Tables")[1]
 
 
 def test_kit_report_command(results, tmp_path, capsys):
-    assert main(["report", "--run", "tiny-test", "--results-dir", str(results)]) == 0
+    assert main(["report", "--run", "tiny-1a2b3c4d", "--results-dir", str(results)]) == 0
     assert "REPORT.md" in capsys.readouterr().out
-    assert main(["report", "--compare", "tiny-test", "tiny-test", "--results-dir", str(results),
+    assert main(["report", "--compare", "tiny-1a2b3c4d", "tiny-1a2b3c4d", "--results-dir", str(results),
                  "--out", str(tmp_path / "c.md")]) == 0
-    assert (tmp_path / "c.md").read_text().startswith("# Run `tiny-test` (A) against run `tiny-test` (B)")
+    assert (tmp_path / "c.md").read_text().startswith("# Run `tiny-1a2b3c4d` (A) against run `tiny-1a2b3c4d` (B)")
     assert main(["report", "--run", "nope", "--results-dir", str(results)]) == 2
-    assert "tiny-test" in capsys.readouterr().err
+    assert "tiny-1a2b3c4d" in capsys.readouterr().err
 
 
 def test_a_run_without_tables_is_refused(tmp_path):
@@ -204,5 +204,5 @@ def test_an_authors_code_assumption_must_name_the_file(tmp_path):
 
 def test_copying_a_run_keeps_its_report_reproducible(results, tmp_path):
     copy = tmp_path / "copy"
-    shutil.copytree(results / "runs" / "tiny-test", copy)
-    assert compare_runs(results / "runs" / "tiny-test", copy, results).split("## Tables")[1].count("→") == 0
+    shutil.copytree(results / "runs" / "tiny-1a2b3c4d", copy)
+    assert compare_runs(results / "runs" / "tiny-1a2b3c4d", copy, results).split("## Tables")[1].count("→") == 0
