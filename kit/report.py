@@ -325,7 +325,7 @@ def provenance_section(run: Run) -> str:
     stages = run.stages.get("notebooks", {})
     text = "\n".join(lines) + "\n\n"
     if stages:
-        text += _markdown_table(["notebook", "status", "seconds", "finished"],
+        text += _markdown_table(["notebook", "status", "seconds of its last execution (cached stages reused)", "finished"],
                                 [[name, e.get("status"), _cell(e.get("seconds")), e.get("finished_at", "")]
                                  for name, e in stages.items()]) + "\n\n"
     inputs = [[section, name, f"`{entry['source']}`", f"`{entry['hash']}`"]
