@@ -109,9 +109,11 @@ def spread_sentence(seeds_table: Any, row: str, metric: str) -> str | None:
         return None
     if len(values) == 1:
         return f"{row}, {metric}: {values.iloc[0]:+.2f} (one seed, no spread)"
-    if (values > 0).all() or (values < 0).all():
+    if (values == 0).all():
+        sign = "zero under every seed"
+    elif (values > 0).all() or (values < 0).all():
         sign = "the same sign under every seed"
     else:
-        sign = "**the sign changes between seeds**"
+        sign = "**not the same sign under every seed**"
     return (f"{row}, {metric}: mean {line['mean']:+.2f} ± {line['sd']:.2f} over {len(values)} seeds "
             f"(from {line['min']:+.2f} to {line['max']:+.2f}); {sign}")
