@@ -358,20 +358,32 @@ def _last_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     return max(complete, key=lambda c: int(c.name.rsplit("-", 1)[1]), default=None)
 
 
+def _stage(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings,
+           adapter: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    from kit.artifacts import fingerprint, stage_dir
+
+    backend, _ = choose_backend(settings.backend)
+    params = {"model": fingerprint(model), "data": fingerprint(data), "recipe": settings.recipe(), "backend": backend}
+    if adapter is not None:
+        params["continues"] = fingerprint(adapter)
+    return stage_dir(run_dir, "adapter", params), params
+
+
+def stage_folder(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings | None = None,
+                 *, adapter: str | Path | None = None) -> Path:
+    """The ``adapter-<hash>`` folder ``train_stage`` uses for these arguments: train into it elsewhere (e.g.
+    ``accelerate launch -m kit.train`` on several GPUs) and ``train_stage`` reuses the finished adapter."""
+    return _stage(model, data, run_dir, settings or SFTSettings(), adapter)[0]
+
+
 def train_stage(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings | None = None,
                 *, adapter: str | Path | None = None, progress: bool = True, log=print) -> dict[str, Any]:
     """A fine-tuning run as a pipeline stage: ``sft`` into ``run_dir/adapter-<hash>/``, the hash taken over
     the base model's and the training set's content, the recipe and the backend. A finished adapter is
     reused as it is; a killed run resumes from its last checkpoint (``adapter-<hash>.checkpoints/``).
     Returns the adapter's ``kit_train.json`` (``adapter_dir``, ``backend``, ``steps``, ``train_loss``, ...)."""
-    from kit.artifacts import fingerprint, stage_dir
-
     settings = settings or SFTSettings()
-    backend, _ = choose_backend(settings.backend)
-    params = {"model": fingerprint(model), "data": fingerprint(data), "recipe": settings.recipe(), "backend": backend}
-    if adapter is not None:
-        params["continues"] = fingerprint(adapter)
-    folder = stage_dir(run_dir, "adapter", params)
+    folder, params = _stage(model, data, run_dir, settings, adapter)
     done = folder / "kit_train.json"
     if not done.is_file():
         sft(model, data, folder, settings, log, adapter=adapter,

@@ -202,6 +202,7 @@ def test_train_stage_reuses_a_finished_adapter_and_keys_on_the_data(examples, tm
     folder = tmp_path / "run" / first["adapter_dir"].rsplit("/", 1)[1]
     assert folder.name.startswith("adapter-") and first["params"]["recipe"]["lora_r"] == 4
     assert models.load(folder).adapter is not None
+    assert train.stage_folder(STUDENT, data, tmp_path / "run", settings) == folder  # where to train it elsewhere
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
