@@ -213,7 +213,8 @@ def test_the_spread_tables_hold_each_seeds_main_table(tiny_run):
         spread = pd.read_csv(results / "tables" / f"{name}_seeds.csv")
         assert sorted(set(spread["model"])) == sorted(rows)
         for _, line in spread.iterrows():
-            assert line["seed 0"] == pytest.approx(main_table.loc[line["model"], line["metric"]], nan_ok=True)
+            # the spread table is rounded to 0.01, the main table is not
+            assert line["seed 0"] == pytest.approx(main_table.loc[line["model"], line["metric"]], abs=0.005, nan_ok=True)
             assert line["min"] <= line["mean"] <= line["max"]
 
 
