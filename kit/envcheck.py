@@ -74,7 +74,8 @@ def training_backend() -> str:
     return "peft"
 
 
-def _version(distribution: str) -> str:
+def installed_version(distribution: str) -> str:
+    """The installed version of a distribution, or ``not installed``."""
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -84,7 +85,7 @@ def _version(distribution: str) -> str:
 def environment_report() -> dict[str, str]:
     """The versions and capabilities ``kit check`` prints, as label -> value."""
     report = {"python": f"{platform.python_version()} ({sys.executable})"}
-    report.update({name: _version(name) for name in REPORTED_PACKAGES})
+    report.update({name: installed_version(name) for name in REPORTED_PACKAGES})
     cuda = cuda_available()
     if cuda:
         import torch

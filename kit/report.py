@@ -26,6 +26,7 @@ from typing import Any
 
 from kit import REPO_DIR
 from kit.artifacts import atomic_write_json, atomic_write_text, content_hash, fingerprint
+from kit.envcheck import installed_version
 from kit.errors import KitError
 
 RESULTS_DIR = REPO_DIR / "results"
@@ -83,15 +84,6 @@ def kit_commit() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
-
-
-def _version(distribution: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def hardware() -> dict[str, Any]:
@@ -165,7 +157,7 @@ def collect_provenance(profile: Any, results_dir: str | Path = RESULTS_DIR) -> d
         "kit": kit_commit(),
         "profile": {"name": profile.name, "reference": profile.reference, "hash": profile.hash},
         "python": platform.python_version(),
-        "libraries": {name: _version(name) for name in LIBRARIES},
+        "libraries": {name: installed_version(name) for name in LIBRARIES},
         "hardware": hardware(),
         "seeds": _seeds(profile.data),
         "models": {name: {"source": str(value), "hash": content_fingerprint(value, "model", cache)}

@@ -129,6 +129,13 @@ def _serve(server: ThreadingHTTPServer) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/v1"
 
 
+def _reply(handler, status: int, data: bytes = b"{}") -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 @pytest.fixture(scope="module")
 def server_url(engine):
     server = make_server(TransformersEngine(engine.loaded, batch_size=1), "tiny-gen", port=0)
@@ -155,19 +162,12 @@ class FaultyProxy:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 time.sleep(proxy.delay)
                 if proxy.requests <= proxy.fail:
-                    self.send_response(500)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"{}")
+                    _reply(self, 500)
                     return
                 forwarded = urllib.request.Request(proxy.target + "/chat/completions", data=body,
                                                    headers={"Content-Type": "application/json"})
                 with urllib.request.urlopen(forwarded) as response:
-                    data = response.read()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    _reply(self, 200, response.read())
 
         class QuietServer(ThreadingHTTPServer):
             daemon_threads = True
@@ -260,17 +260,10 @@ class ReplyServer:
                 with replier.lock:
                     replier.in_flight -= 1
                 if replier.fail or not self.path.endswith("/v1/chat/completions"):
-                    self.send_response(500 if replier.fail else 404)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"{}")
+                    _reply(self, 500 if replier.fail else 404)
                     return
                 question = body["messages"][-1]["content"][-1]["text"]
-                data = json.dumps({"choices": [{"message": {"content": f"{replier.name}: {question}"}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                _reply(self, 200, json.dumps({"choices": [{"message": {"content": f"{replier.name}: {question}"}}]}).encode())
 
         class QuietServer(ThreadingHTTPServer):
             daemon_threads = True
