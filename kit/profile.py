@@ -8,6 +8,7 @@ tell a paper's setting from one we chose. Notebooks receive the values they decl
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 from kit import PACKAGE_DIR, REPO_DIR
-from kit.artifacts import content_hash
+from kit.artifacts import HUB_REVISIONS_ENV, content_hash
 from kit.errors import KitError
 
 PROFILES_DIR = PACKAGE_DIR / "profiles"
@@ -194,6 +195,39 @@ def _validate_assumptions(path: Path, data: dict[str, Any], assumptions: Any) ->
     return assumptions
 
 
+# Profile sections that hold a training recipe, and the settings class that checks them. A section's keys
+# that are fields of the class are checked by it (vision_layers is SFTSettings.finetune_vision_layers);
+# the others (rows, max_new_tokens, ...) belong to other stages.
+RECIPE_SECTIONS = {"finetune": "kit.train.SFTSettings", "critic": "kit.train.SFTSettings",
+                   "extra_sft": "kit.train.SFTSettings", "dpo": "kit.dpo.DPOSettings"}
+_RECIPE_RENAMES = {"vision_layers": "finetune_vision_layers"}
+
+
+def _validate_recipes(path: Path, data: dict[str, Any]) -> None:
+    """Each training recipe in the profile is built once, so that ``lora_r: -4`` is refused when the profile
+    loads (``kit run --dry-run`` included), not after hours of earlier stages."""
+    import dataclasses
+    import importlib
+
+    for section, dotted in RECIPE_SECTIONS.items():
+        values = data.get(section)
+        if not isinstance(values, dict):
+            continue
+        module, _, name = dotted.rpartition(".")
+        settings_class = getattr(importlib.import_module(module), name)
+        fields = {f.name for f in dataclasses.fields(settings_class)}
+        given = {_RECIPE_RENAMES.get(key, key): value for key, value in values.items()}
+        recipe = {key: value for key, value in given.items() if key in fields and key != "extra"}
+        if "target_modules" in recipe:
+            recipe["target_modules"] = tuple(recipe["target_modules"] or ())
+        try:
+            settings_class(**recipe)
+        except KitError as err:
+            raise KitError(f"profile {path}: {section}: {err}") from None
+        except TypeError as err:
+            raise KitError(f"profile {path}: {section}: {err}") from None
+
+
 def load_profile(name_or_path: str | Path) -> Profile:
     """Load ``kit/profiles/NAME.yaml`` by name, or any profile YAML by path, and validate it."""
     path = _profile_file(name_or_path)
@@ -210,7 +244,17 @@ def load_profile(name_or_path: str | Path) -> Profile:
     for section in ("models", "datasets"):
         if not isinstance(data[section], dict):
             raise KitError(f"profile {path}: {section} must be a mapping of names to paths or hub ids")
+    # revisions: {<hub id>: <commit, tag or branch>}; a string, because YAML reads an unquoted all-digit
+    # commit prefix as a number.
+    revisions = data.get("revisions", {})
+    if not isinstance(revisions, dict):
+        raise KitError(f"profile {path}: revisions must be a mapping of hub ids to commits, tags or branches")
+    for repo_id, revision in revisions.items():
+        if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not isinstance(revision, str) or not revision:
+            raise KitError(f"profile {path}: revisions.{repo_id} must map a hub id (org/name) to a quoted "
+                           f"commit, tag or branch, not {revision!r}")
     assumptions = _validate_assumptions(path, data, document.get("assumptions"))
+    _validate_recipes(path, data)
     # A value no notebook could receive (a YAML date, say) is reported now, not in the middle of a run.
     _flatten_into({}, data, prefix=(), path=path)
     try:
@@ -266,6 +310,12 @@ def apply_runtime(profile: Profile) -> dict[str, str]:
     if profile.get("offline", False) is True:
         for variable in OFFLINE_VARIABLES:
             changed[variable] = "1"
+    # The pinned hub revisions reach loaders and stage keys (kit.artifacts.hub_commit) in every kernel.
+    revisions = profile.get("revisions", None)
+    if revisions:
+        changed[HUB_REVISIONS_ENV] = json.dumps(revisions, sort_keys=True)
+    else:
+        os.environ.pop(HUB_REVISIONS_ENV, None)  # an earlier profile's pins must not apply to this one
     threads = profile.get("torch_threads", None)
     if threads is not None:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:

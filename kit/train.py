@@ -13,8 +13,7 @@
   ``dataset_kwargs={"skip_prepare_dataset": True}``). Unsloth is imported first (it patches transformers)
   and only then, never on a CPU.
 - **peft** everywhere else: transformers + peft + TRL's ``SFTTrainer`` with the processor as
-  ``processing_class``, the loss on the assistant's tokens (``assistant_only_loss``), ``bf16`` only on
-  CUDA, no gradient checkpointing on CPU.
+  ``processing_class``, ``bf16`` only on CUDA, no gradient checkpointing on CPU.
 
 ``backend="auto"`` picks unsloth when CUDA and the package are there, peft otherwise; the run records
 which backend ran and why. The same ``SFTSettings`` give the same recipe on both (``recipe``): LoRA rank,
@@ -23,10 +22,24 @@ tower's too with ``finetune_vision_layers``), learning rate, epochs or steps, ba
 maximum length and seed. Bad settings (a negative rank, a target module the model does not have) are
 rejected before any training starts.
 
-Training examples are ``kit.trainsets`` rows: ``messages`` with image parts, ``images``, and
-``train_turns`` (the assistant turns that carry the loss; a Cas-SEAT reflection example's wrong CoT turn
-does not). The peft backend honours ``train_turns``; Unsloth's collator trains on every assistant turn
-(``train_on_responses_only`` aside), which the run records.
+**Where the loss goes.** Training examples are ``kit.trainsets`` rows: ``messages`` with image parts,
+``images``, and ``train_turns`` (the assistant turns that carry the loss; a Cas-SEAT reflection example's
+wrong CoT turn does not). Both backends put the loss on those assistant turns only, end-of-turn token
+included, and never on the system prompt, the user's instruction or the image:
+
+- peft: TRL's vision collator with ``assistant_only_loss`` renders the *training* variant of the model's
+  chat template (``trl.chat_template_utils.get_training_chat_template``: the real Qwen2-VL and
+  LLaVA-NeXT templates have no ``{% generation %}`` markers, and without them transformers returns an
+  all-zero assistant mask, i.e. a run that learns nothing);
+- unsloth: ``UnslothVisionDataCollator`` in its response-only mode with the template's user and assistant
+  markers (``response_markers``), images at their own resolution (``resize="max"``, as inference sees
+  them; its default shrinks them to the vision tower's size).
+
+Then ``keep_turns`` drops the assistant turns not in ``train_turns``, and an example left with no
+labelled token is a ``KitError`` naming it, never a silent zero loss. With ``max_length`` an example
+that does not fit is skipped and counted (``skipped_too_long`` in ``kit_train.json``), because cutting
+its end would cut the answer, and cutting its start would cut the image. What still differs between the
+backends is recorded in ``kit_train.json`` (``loss_mask``).
 
 Several GPUs (or CPU processes): ``accelerate launch -m kit.train MODEL DATA OUT [options]``.
 """
@@ -46,6 +59,7 @@ from typing import Any
 from kit.errors import KitError
 
 BACKENDS = ("auto", "unsloth", "peft")
+UNSLOTH_MAX_LENGTH = 2048  # FastVisionModel.from_pretrained's max_seq_length in Unsloth's vision notebooks
 LANGUAGE_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 LANGUAGE_MLP = ("gate_proj", "up_proj", "down_proj")
 # Submodule paths of the vision towers of the supported families (Qwen2-VL's ``visual``, LLaVA's
@@ -127,6 +141,8 @@ class SFTResult:
     samples_per_second: float
     peak_memory_mb: float
     resumed_from_step: int = 0  # > 0 when a killed run continued from its last checkpoint
+    loss_mask: str = ""  # which tokens carried the loss (LOSS_MASKS)
+    skipped_too_long: list[str] = field(default_factory=list)  # ids of examples longer than max_length
 
 
 # ------------------------------------------------------------------------------------------ backends
@@ -174,39 +190,137 @@ def lora_targets(model: Any, settings: SFTSettings) -> list[str]:
 
 
 def _read_examples(data: Any) -> list[dict]:
+    """The training rows, each image checked: a missing one is a ``KitError`` naming the file and the row."""
     from kit.trainsets import read_set
 
-    if isinstance(data, str | Path):
-        return read_set(data)
-    return list(data)
+    examples = read_set(data) if isinstance(data, str | Path) else list(data)
+    where = str(data) if isinstance(data, str | Path) else "the training rows"
+    for number, example in enumerate(examples, start=1):
+        for image in example.get("images") or []:
+            if isinstance(image, str | Path) and not Path(image).is_file():
+                raise KitError(f"{where} row {number} (example {example.get('id')!r}): image {image} does not exist")
+    return examples
+
+
+def keep_turns(labels: Any, turns: list[list[int] | None], ids: list[str]) -> None:
+    """Keep the loss only on each row's ``turns`` (0-based assistant turns, ``None``: all of them), in place.
+
+    ``labels`` come from a collator that labels every assistant turn: each contiguous run of labelled
+    positions is one turn. A row left with no labelled token is a ``KitError`` naming its example: its
+    chat template marked no assistant turn, or ``train_turns`` names turns the example does not have."""
+    for row, keep in enumerate(turns):
+        turn, inside = -1, False
+        for position in range(labels.shape[1]):
+            labelled = bool(labels[row, position] != -100)
+            if labelled and not inside:
+                turn += 1
+            inside = labelled
+            if labelled and keep is not None and turn not in keep:
+                labels[row, position] = -100
+        if not bool((labels[row] != -100).any()):
+            raise KitError(f"fine-tuning: example {ids[row]!r} has no token to learn from: the chat template "
+                           f"marked {turn + 1} assistant turn(s) and train_turns is {keep}")
+
+
+def _turns_and_ids(examples: list[dict]) -> tuple[list[list[int] | None], list[str]]:
+    turns = [None if e.get("train_turns") is None else list(e["train_turns"]) for e in examples]
+    return turns, [str(e.get("id", f"#{i}")) for i, e in enumerate(examples)]
+
+
+def training_chat_template(processor: Any) -> str | None:
+    """The chat template that marks the assistant's tokens: the processor's own when it has
+    ``{% generation %}`` markers (the tiny models'), else TRL's training variant of it (byte-exact
+    matches of the real Qwen2-VL and LLaVA-NeXT templates). An unknown unmarked template is a ``KitError``:
+    training on it would learn nothing."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    template = processor.chat_template
+    if template and has_generation_markers(template):
+        return None
+    try:
+        patched = get_training_chat_template(processor)
+    except ValueError as err:
+        raise KitError(f"fine-tuning: the model's chat template has no {{% generation %}} markers and TRL has no "
+                       f"training variant of it ({err}); give the processor a template with the markers") from None
+    if patched is None:
+        raise KitError("fine-tuning: the model's chat template cannot mark the assistant's tokens")
+    return patched
 
 
 class TurnMaskingCollator:
-    """TRL's vision collator with the loss kept only on each example's ``train_turns`` (0-based assistant
-    turns); the template's ``{% generation %}`` spans mark the turns."""
+    """TRL's vision collator with the loss on the assistant's tokens (the training chat template), then
+    only on each example's ``train_turns`` (``keep_turns``)."""
 
     def __init__(self, processor: Any, max_length: int | None) -> None:
         from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
         self.inner = DataCollatorForVisionLanguageModeling(processor=processor, max_length=max_length,
-                                                           assistant_only_loss=True)
+                                                           assistant_only_loss=True,
+                                                           chat_template=training_chat_template(processor))
 
     def __call__(self, examples: list[dict]) -> dict:
-        turns = [example.get("train_turns") for example in examples]
         batch = self.inner([{k: v for k, v in e.items() if k in ("messages", "images")} for e in examples])
-        labels = batch["labels"]
-        for row, keep in enumerate(turns):
-            if keep is None:
-                continue
-            turn, inside = -1, False
-            for position in range(labels.shape[1]):
-                labelled = bool(labels[row, position] != -100)
-                if labelled and not inside:
-                    turn += 1
-                inside = labelled
-                if labelled and turn not in keep:
-                    labels[row, position] = -100
+        keep_turns(batch["labels"], *_turns_and_ids(examples))
         return batch
+
+
+# The text that opens a user turn and an assistant turn in each chat format the supported families use:
+# ChatML (Qwen2-VL, and the tiny models) and Mistral's [INST] (llava-v1.6-mistral-hf). Unsloth's
+# response-only mode labels from each response marker up to the next instruction marker.
+RESPONSE_MARKERS = {"<|im_start|>": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
+                    "[/INST]": ("[INST]", "[/INST]")}
+
+
+def response_markers(chat_template: str | None) -> tuple[str, str]:
+    """``(instruction_part, response_part)`` for Unsloth's ``train_on_responses_only`` from the template."""
+    for sign, markers in RESPONSE_MARKERS.items():
+        if chat_template and sign in chat_template:
+            return markers
+    raise KitError("fine-tuning with unsloth: no user/assistant markers known for this chat template "
+                   f"(known: {', '.join(RESPONSE_MARKERS)}); use backend 'peft'")
+
+
+class UnslothTurnCollator:
+    """``UnslothVisionDataCollator`` (response-only, images at their own resolution), then ``keep_turns``."""
+
+    def __init__(self, model: Any, processor: Any, max_length: int | None) -> None:
+        from unsloth.trainer import UnslothVisionDataCollator
+
+        instruction, response = response_markers(processor.chat_template)
+        self.inner = UnslothVisionDataCollator(model, processor, max_seq_length=max_length, resize="max",
+                                               train_on_responses_only=True, instruction_part=instruction,
+                                               response_part=response)
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = self.inner([{k: v for k, v in e.items() if k in ("messages", "images")} for e in examples])
+        keep_turns(batch["labels"], *_turns_and_ids(examples))
+        return batch
+
+
+LOSS_MASKS = {
+    "peft": "train_turns of the assistant, end-of-turn token included (TRL's training chat template)",
+    "unsloth": "train_turns of the assistant (Unsloth's response-only markers: the text after each assistant "
+               "marker up to the next user marker, so the separator after LLaVA-NeXT's </s> is labelled too)",
+}
+
+
+def fitting_examples(examples: list[dict], processor: Any, max_length: int | None) -> tuple[list[dict], list[str]]:
+    """The examples whose whole conversation, image tokens included, fits ``max_length``, and the ids of
+    those that do not (each rendered and measured once, as the collator renders it)."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from kit.trainsets import to_hf_dataset
+
+    if max_length is None:
+        return examples, []
+    render = DataCollatorForVisionLanguageModeling(processor=processor)  # the same text, no truncation
+    kept, skipped = [], []
+    for example, row in zip(examples, to_hf_dataset(examples), strict=True):
+        length = int(render([{"messages": row["messages"], "images": row["images"]}])["input_ids"].shape[1])
+        (kept if length <= max_length else skipped).append(example)
+    if not kept:
+        raise KitError(f"fine-tuning: none of the {len(examples)} examples fits max_length {max_length}")
+    return kept, [str(e.get("id")) for e in skipped]
 
 
 def _trl_config(settings: SFTSettings, output_dir: Path, cuda: bool, unsloth: bool, checkpoints: bool = False,
@@ -232,7 +346,7 @@ def _trl_config(settings: SFTSettings, output_dir: Path, cuda: bool, unsloth: bo
 
 
 def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path,
-                adapter: str | Path | None = None, **config: bool) -> tuple[Any, Any, Any]:
+                adapter: str | Path | None = None, **config: bool) -> tuple[Any, Any, Any, list[str]]:
     import torch
     from peft import LoraConfig, get_peft_model
     from trl import SFTTrainer
@@ -249,10 +363,11 @@ def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, 
         model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
                                                  lora_dropout=settings.lora_dropout, target_modules=targets,
                                                  bias="none", task_type="CAUSAL_LM"))
+    examples, skipped = fitting_examples(examples, loaded.processor, settings.max_length)
     trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda, unsloth=False, **config),
                          train_dataset=to_hf_dataset(examples), processing_class=loaded.processor,
                          data_collator=TurnMaskingCollator(loaded.processor, settings.max_length))
-    return trainer, model, loaded.processor
+    return trainer, model, loaded.processor, skipped
 
 
 def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path,
@@ -260,13 +375,15 @@ def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSetting
     import unsloth  # noqa: F401 - first, so that it patches transformers and TRL before they load
     from trl import SFTTrainer
     from unsloth import FastVisionModel
-    from unsloth.trainer import UnslothVisionDataCollator
 
     from kit.trainsets import to_hf_dataset
 
     # An adapter folder opens on its base with the adapter trainable (Unsloth reads adapter_config.json).
+    # Unsloth always has a length limit (its collator truncates at the model's max_seq_length): without one
+    # in the settings, examples longer than its default are skipped rather than cut.
+    limit = settings.max_length or UNSLOTH_MAX_LENGTH
     model, processor = FastVisionModel.from_pretrained(str(adapter or model_source), load_in_4bit=False,
-                                                       max_seq_length=settings.max_length or 2048)
+                                                       max_seq_length=limit)
     if adapter is None:
         language = [t for t in settings.target_modules if t in LANGUAGE_ATTENTION + LANGUAGE_MLP]
         model = FastVisionModel.get_peft_model(
@@ -277,11 +394,11 @@ def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSetting
             random_state=settings.seed,
         )
     FastVisionModel.for_training(model)
-    rows = [{"messages": e["messages"], "images": e["images"]} for e in examples]
+    examples, skipped = fitting_examples(examples, processor, limit)
     trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda=True, unsloth=True, **config),
-                         train_dataset=to_hf_dataset([{**e, **r} for e, r in zip(examples, rows, strict=True)]),
-                         processing_class=processor, data_collator=UnslothVisionDataCollator(model, processor))
-    return trainer, model, processor
+                         train_dataset=to_hf_dataset(examples), processing_class=processor,
+                         data_collator=UnslothTurnCollator(model, processor, limit))
+    return trainer, model, processor, skipped
 
 
 def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | None = None,
@@ -312,13 +429,14 @@ def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | N
     with tempfile.TemporaryDirectory(prefix="kit-train-") as scratch, _PeakMemory() as memory:  # the trainer's own files, per process
         trainer_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
         build = _train_unsloth if backend == "unsloth" else _train_peft
-        trainer, peft_model, processor = build(model, examples, settings, trainer_dir, adapter=adapter,
-                                               checkpoints=checkpoint_dir is not None, progress=progress)
+        trainer, peft_model, processor, skipped = build(model, examples, settings, trainer_dir, adapter=adapter,
+                                                        checkpoints=checkpoint_dir is not None, progress=progress)
         accelerator = trainer.accelerator
         if accelerator.is_main_process:
             log(f"fine-tuning {model}{f' (continuing {adapter})' if adapter else ''} with {backend} ({reason}) "
-                f"on {len(examples)} examples, "
-                f"{accelerator.num_processes} process(es)"
+                f"on {len(examples) - len(skipped)} examples"
+                + (f" ({len(skipped)} longer than max_length {settings.max_length} skipped)" if skipped else "")
+                + f", {accelerator.num_processes} process(es)"
                 + (f", resuming from {resume.name}" if resume is not None else ""))
         started = time.perf_counter()
         output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
@@ -327,11 +445,12 @@ def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | N
     resumed_from = int(resume.name.rsplit("-", 1)[1]) if resume is not None else 0
     result = SFTResult(
         adapter_dir=str(output_dir), backend=backend, backend_reason=reason, recipe=settings.recipe(),
-        steps=steps, examples=len(examples), processes=accelerator.num_processes,
+        steps=steps, examples=len(examples) - len(skipped), processes=accelerator.num_processes,
         train_loss=round(float(output.training_loss), 5), seconds=round(seconds, 2),
         samples_per_second=round((steps - resumed_from) * settings.batch_size * settings.gradient_accumulation
                                  * accelerator.num_processes / max(seconds, 1e-9), 2),
         peak_memory_mb=round(memory.peak_mb, 1), resumed_from_step=resumed_from,
+        loss_mask=LOSS_MASKS[backend], skipped_too_long=skipped,
     )
     # Only the main process writes, so that several processes never race for the folder.
     if accelerator.is_main_process:

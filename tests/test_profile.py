@@ -7,6 +7,7 @@ import nbformat
 import pytest
 import yaml
 
+from kit import REPO_DIR
 from kit import profile as profile_module
 from kit.errors import KitError
 from kit.profile import (
@@ -176,6 +177,30 @@ def test_values_a_notebook_cannot_receive_are_rejected_at_load(tmp_path: Path) -
     path.write_text(yaml.safe_dump(MINIMAL) + "released: 2025-01-10\n")
     with pytest.raises(KitError, match=r"released is a date"):
         load_profile(path)
+
+
+@pytest.mark.parametrize(("section", "bad", "message"), [
+    ("finetune", {"lora_r": -4}, r"finetune: fine-tuning settings: lora_r must be a whole number > 0"),
+    ("finetune", {"vision_layers": False, "backend": "deepspeed"}, r"finetune: .*backend must be one of"),
+    ("critic", {"learning_rate": 0}, r"critic: .*learning_rate must be > 0"),
+    ("extra_sft", {"batch_size": "32"}, r"extra_sft: .*batch_size must be a whole number"),
+    ("dpo", {"beta": -1.0}, r"dpo: DPO settings: beta must be > 0"),
+])
+def test_training_recipes_are_checked_when_the_profile_loads(tmp_path: Path, section, bad, message) -> None:
+    document = {**MINIMAL, section: {"rows": None, "max_new_tokens": 64, **bad}}  # other stages' keys pass
+    with pytest.raises(KitError, match=message):
+        load_profile(write_profile(tmp_path, document))
+    load_profile(write_profile(tmp_path, {**MINIMAL, section: {"rows": None, "lora_r": 8}}))
+
+
+def test_kit_run_dry_run_refuses_a_bad_recipe(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = write_profile(tmp_path, {**MINIMAL, "finetune": {"lora_r": -4}})
+    done = subprocess.run([sys.executable, "-m", "kit.cli", "run", "--profile", str(path), "--dry-run"],
+                          cwd=REPO_DIR, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "lora_r must be a whole number > 0" in done.stdout + done.stderr
 
 
 def test_notebook_parameters_are_the_declared_ones(tmp_path: Path) -> None:
