@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -74,14 +75,123 @@ def tree_hash(directory: str | Path, pattern: str = "**/*") -> str:
 
 
 def fingerprint(source: str | Path) -> str:
-    """What a stage that reads ``source`` depends on: the content hash of a local file or folder, or the
-    text itself for a hub id (whose content the hub versions)."""
+    """What a stage that reads ``source`` depends on: the content hash of a local file or folder, or for a hub
+    id ``<id>@<commit>`` with the commit ``hub_commit`` resolves (the id alone when none can be resolved), so
+    that a stage built from one version of a hub repository is not reused for the next."""
     path = Path(source)
     if path.is_dir():
         return tree_hash(path)
     if path.is_file():
         return file_hash(path)
-    return str(source)
+    text = str(source)
+    from kit.profile import resolve_path  # kit.profile imports this module: import here, not at the top
+
+    if not isinstance(resolve_path(text), str):  # a local path that does not exist (yet): nothing to resolve
+        return text
+    # A pinned tag that neither the hub nor the cache can resolve still keys the stage by the tag.
+    version = hub_commit(text) or pinned_revision(text)
+    return f"{text}@{version}" if version else text
+
+
+# ------------------------------------------------------------------------------------------ hub revisions
+# A profile's ``revisions:`` (hub id -> commit, tag or branch) reaches every notebook kernel through this
+# variable (``kit.profile.apply_runtime`` sets it; kernels inherit the environment), so that loaders and
+# stage keys agree on the version without each notebook passing it along.
+HUB_REVISIONS_ENV = "KIT_HUB_REVISIONS"
+HUB_TIMEOUT_S = 10.0
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+# Hub answers per (id, revision, repo type) for this process: a run fingerprints the same ids many times.
+_hub_answers: dict[tuple[str, str, str | None], str | None] = {}
+
+
+def pinned_revisions() -> dict[str, str]:
+    """The revisions the profile pins (``revisions:``), read from ``KIT_HUB_REVISIONS`` (JSON)."""
+    text = os.environ.get(HUB_REVISIONS_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise KitError(f"environment variable {HUB_REVISIONS_ENV} is not JSON ({err.msg}); expected "
+                       '{"<hub id>": "<commit, tag or branch>"}') from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                              for k, v in value.items()):
+        raise KitError(f"environment variable {HUB_REVISIONS_ENV} must map hub ids to revision strings")
+    return value
+
+
+def pinned_revision(repo_id: str | Path) -> str | None:
+    """The revision the profile pins for ``repo_id``, or ``None`` (the hub's ``main``)."""
+    return pinned_revisions().get(str(repo_id))
+
+
+def hub_offline() -> bool:
+    """Whether an offline variable is set now (huggingface_hub reads its own only once, at import)."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in _OFFLINE_VARIABLES)
+
+
+def hub_cache_dir() -> Path:
+    """The hub cache folder: ``HF_HUB_CACHE`` as set now, else huggingface_hub's default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def cached_commit(repo_id: str, revision: str = "main", repo_type: str | None = None) -> str | None:
+    """The commit of ``revision`` in the local hub cache (``<kind>s--<org>--<name>/refs/<revision>`` naming a
+    folder under ``snapshots/``), or ``None`` when it was never downloaded. Reads files only."""
+    for kind in (repo_type,) if repo_type else ("model", "dataset"):
+        folder = hub_cache_dir() / f"{kind}s--{repo_id.replace('/', '--')}"
+        if _COMMIT.fullmatch(revision):
+            commit: str | None = revision
+        else:
+            ref = folder / "refs" / revision
+            commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else None
+        if commit and (folder / "snapshots" / commit).is_dir():
+            return commit
+    return None
+
+
+def _ask_hub(repo_id: str, revision: str, repo_type: str | None) -> str | None:
+    key = (repo_id, revision, repo_type)
+    if key in _hub_answers:
+        return _hub_answers[key]
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    answer = None
+    for kind in (repo_type,) if repo_type else ("model", "dataset"):
+        try:
+            answer = HfApi().repo_info(repo_id, repo_type=kind, revision=revision, timeout=HUB_TIMEOUT_S).sha
+            break
+        except RevisionNotFoundError:
+            raise KitError(f"hub {kind} {repo_id} has no revision {revision!r} (the profile's revisions: "
+                           f"pins it; {HUB_REVISIONS_ENV})") from None
+        except RepositoryNotFoundError:  # also gated or private without a token: try the next kind
+            continue
+        except Exception as err:  # noqa: BLE001 - no network, proxy, server error: the cache decides instead
+            logger.warning("could not ask the hub for %s's commit (%s); using the local cache", repo_id, err)
+            break
+    _hub_answers[key] = answer
+    return answer
+
+
+def hub_commit(repo_id: str, repo_type: str | None = None) -> str | None:
+    """The commit a loader of ``repo_id`` will read: a pinned full commit as it is; otherwise the pinned tag
+    or branch (default ``main``) resolved by the hub when online (what a download fetches), else by the local
+    cache (what an offline load reads). ``None`` when neither knows it. Offline, no network call is made."""
+    pinned = pinned_revision(repo_id)
+    if pinned and _COMMIT.fullmatch(pinned):
+        return pinned
+    revision = pinned or "main"
+    if not hub_offline():
+        commit = _ask_hub(repo_id, revision, repo_type)
+        if commit:
+            return commit
+    return cached_commit(repo_id, revision, repo_type)
 
 
 def _fsync_dir(directory: Path) -> None:

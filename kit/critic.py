@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kit.benchmarks._common import BadRow, RowReport
 from kit.errors import KitError
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ PROMPT_FOR_VARIANT = {"additive": "eaco_critic_additive", "per_dimension": "eaco
 CRITIC_PROMPTS = ("eaco_critic_additive", "eaco_critic_draft")  # what score_responses can ask
 SCORE_MIN, SCORE_MAX = 0, 5  # the additive rubric's range: one point per criterion
 DATA_FILES = ("data.jsonl", "vlfeedback_80k.jsonl")  # the tiny world's name, then the hub repository's
+IMAGE_ARCHIVE = "merged_images.zip"  # the hub repository's images (2.9 GB)
+IMAGE_FOLDER = "merged_images"  # where the official loading script reads <id>.jpg
+HUB_FILES = (*DATA_FILES, IMAGE_ARCHIVE)  # all a download needs (not the loading script)
+MOST_BAD = 0.5  # above this share of unusable rows the layout, not the data, is wrong
 KEY_FIELDS = ("item_id", "index")
 
 
@@ -110,12 +114,16 @@ class FeedbackRow:
         return asdict(self)
 
 
-def _offline() -> bool:
-    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
-               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+@dataclass
+class VLFeedback:
+    """What ``read_vlfeedback`` returns: the usable rows, and a ``RowReport`` of those it left out and why."""
+
+    rows: list[FeedbackRow]
+    report: RowReport
 
 
-def _data_file(source: Path) -> Path:
+def _data_file(source: Path) -> Path | None:
+    """The JSONL file of a local source, or ``None`` for a folder of parquet files (a hub mirror's layout)."""
     if source.is_file():
         return source
     for name in DATA_FILES:
@@ -124,57 +132,121 @@ def _data_file(source: Path) -> Path:
     candidates = sorted(source.glob("*.jsonl"))
     if len(candidates) == 1:
         return candidates[0]
-    raise KitError(f"vlfeedback: {source} holds no {' or '.join(DATA_FILES)} (nor a single .jsonl file)")
+    if next(source.rglob("*.parquet"), None) is not None:
+        return None
+    raise KitError(f"vlfeedback: {source} holds no {' or '.join(DATA_FILES)} (nor a single .jsonl file, nor "
+                   "parquet files)")
 
 
 def _rating(value: Any, where: str) -> int:
     # VLFeedback stores ratings as strings ("4"); accept an int too, nothing else.
     text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else None
     if text is None or not re.fullmatch(r"[1-5]", text):
-        raise KitError(f"{where}: rating {value!r} is not a whole number from 1 to 5")
+        raise BadRow("bad_rating", f"{where}: rating {value!r} is not a whole number from 1 to 5")
     return int(text)
 
 
 def _completion(raw: Any, where: str) -> Completion:
     if not isinstance(raw, Mapping):
-        raise KitError(f"{where}: expected an object with 'response' and 'annotations'")
+        raise BadRow("bad_completion", f"{where}: expected an object with 'response' and 'annotations'")
     response = raw.get("response")
     if not isinstance(response, str) or not response.strip():
-        raise KitError(f"{where}: the response is empty or missing")
+        raise BadRow("bad_completion", f"{where}: the response is empty or missing")
     annotations = raw.get("annotations")
     if not isinstance(annotations, Mapping):
-        raise KitError(f"{where}: no 'annotations' object")
+        raise BadRow("bad_completion", f"{where}: no 'annotations' object")
     ratings, rationales = {}, {}
     for key, name in DIMENSIONS.items():
         aspect = annotations.get(name)
         if not isinstance(aspect, Mapping) or "Rating" not in aspect:
-            raise KitError(f"{where}: no {name!r} rating in 'annotations'")
+            raise BadRow("bad_rating", f"{where}: no {name!r} rating in 'annotations'")
         ratings[key] = _rating(aspect["Rating"], f"{where} {name}")
         rationale = aspect.get("Rationale", "")
         rationales[key] = rationale.strip() if isinstance(rationale, str) else ""
     return Completion(str(raw.get("model", "")), response, ratings, rationales)
 
 
-def _row(raw: Any, where: str, image: str | None) -> FeedbackRow:
+def _completion_list(value: Any, where: str) -> list[Any]:
+    """The completions as a list of objects. The JSONL file has that; the README's features (and parquet
+    mirrors such as davanstrien/VLFeedback) declare a sequence of structs, which ``datasets`` returns as one
+    dict of equal-length lists, turned back here."""
+    if isinstance(value, Mapping) and value:
+        columns = dict(value)
+        lengths = {len(v) for v in columns.values() if isinstance(v, list)}
+        if len(lengths) != 1 or not all(isinstance(v, list) for v in columns.values()):
+            raise BadRow("no_completions", f"{where}: 'completions' is a mapping whose values are not lists of "
+                                           "one length")
+        value = [{name: column[k] for name, column in columns.items()} for k in range(lengths.pop())]
+    if not isinstance(value, list) or not value:
+        raise BadRow("no_completions", f"{where}: 'completions' is empty or missing")
+    return value
+
+
+def _row(raw: Any, where: str, image: str | None, tried: Sequence[Path] = ()) -> FeedbackRow:
     if not isinstance(raw, Mapping) or raw.get("id") in (None, ""):
-        raise KitError(f"{where}: not an object with an 'id'")
+        raise BadRow("no_id", f"{where}: not an object with an 'id'")
     where = f"{where} (id {raw['id']})"
     prompt = raw.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise KitError(f"{where}: the prompt is empty or missing")
+        raise BadRow("no_prompt", f"{where}: the prompt is empty or missing")
     if image is None:
-        raise KitError(f"{where}: no image ('img_path')")
+        raise BadRow("no_image", f"{where}: no image (no 'img_path' nor an embedded 'image')")
     if not Path(image).is_file():
-        raise KitError(f"{where}: image file {image} not found")
-    completions = raw.get("completions")
-    if not isinstance(completions, list) or not completions:
-        raise KitError(f"{where}: 'completions' is empty or missing")
+        others = [str(t) for t in tried if str(t) != image]
+        also = f" (also looked for {', '.join(others)})" if others else ""
+        raise BadRow("image_not_found", f"{where}: image file {image} not found{also}")
+    completions = _completion_list(raw.get("completions"), where)
     parsed = [_completion(c, f"{where} completion {k}") for k, c in enumerate(completions)]
     return FeedbackRow(str(raw["id"]), str(image), prompt.strip(), parsed, where)
 
 
-def _local_rows(path: Path, image_root: Path | None) -> Iterable[tuple[Any, str, str | None]]:
-    root = image_root or path.parent
+class _Images:
+    """Where a JSONL row's image is: ``img_path`` relative to the folder (or ``image_root``), else, as the
+    official loading script (VLFeedback.py, HF commits 7ee0bba and c9b311a) builds it, ``merged_images/
+    <id>.jpg`` in ``merged_images.zip`` unpacked beside the file (``kit.benchmarks._common.extract_archive``,
+    once, on the first row that needs it; with or without a top-level merged_images/ in the archive)."""
+
+    def __init__(self, folder: Path, image_root: Path | None, report: RowReport) -> None:
+        self.folder, self.image_root, self.report = folder, image_root, report
+        self._dirs: list[Path] | None = None
+
+    def dirs(self) -> list[Path]:
+        if self._dirs is None:
+            from kit.benchmarks._common import extract_archive
+
+            archive = self.folder / IMAGE_ARCHIVE
+            if archive.is_file():
+                extract_archive(archive, self.folder / IMAGE_FOLDER, strip=IMAGE_FOLDER)
+            # merged_images/merged_images/: unpacked by hand with the archive's own top-level folder.
+            self._dirs = [d for d in (self.image_root, self.folder / IMAGE_FOLDER,
+                                      self.folder / IMAGE_FOLDER / IMAGE_FOLDER) if d is not None]
+            self.report.tried.extend(f"{d}/<id>.jpg" for d in self._dirs)
+        return self._dirs
+
+    def find(self, raw: Any) -> tuple[str | None, list[Path]]:
+        if not isinstance(raw, Mapping):
+            return None, []
+        candidates = []
+        relative = raw.get("img_path")
+        if isinstance(relative, str) and relative:
+            candidates.append(((self.image_root or self.folder) / relative).resolve())
+        if not any(c.is_file() for c in candidates) and raw.get("id") not in (None, ""):
+            candidates += [(d / f"{raw['id']}.jpg").resolve() for d in self.dirs()]
+        found = next((c for c in candidates if c.is_file()), None)
+        chosen = found or (candidates[0] if candidates else None)
+        return (str(chosen) if chosen else None), candidates
+
+
+_RawRow = tuple[Any, str, str | None, list[Path]]  # (row or a BadRow, where, image, image paths tried)
+
+
+def _local_rows(source: Path, image_root: Path | None, report: RowReport) -> Iterable[_RawRow]:
+    path = _data_file(source)
+    if path is None:
+        yield from _dataset_rows(str(source), None, report)
+        return
+    report.tried.append(str(path))
+    images = _Images(path.parent, image_root, report)
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             where = f"{path} line {number}"
@@ -183,68 +255,112 @@ def _local_rows(path: Path, image_root: Path | None) -> Iterable[tuple[Any, str,
             try:
                 raw = json.loads(line)
             except json.JSONDecodeError as err:
-                raise KitError(f"{where} is not valid JSON ({err.msg})") from None
-            relative = raw.get("img_path") if isinstance(raw, Mapping) else None
-            image = str((root / relative).resolve()) if isinstance(relative, str) and relative else None
-            yield raw, where, image
+                yield BadRow("invalid_json", f"{where} is not valid JSON ({err.msg})"), where, None, []
+                continue
+            image, tried = images.find(raw)
+            yield raw, where, image, tried
 
 
-def _hub_rows(repo_id: str) -> Iterable[tuple[Any, str, str | None]]:
+def _dataset_rows(source: str, revision: str | None, report: RowReport) -> Iterable[_RawRow]:
+    """Rows through ``datasets.load_dataset`` (a parquet mirror on the hub, or a local folder of parquet files),
+    with an embedded image written once to the kit's image cache."""
     from kit.benchmarks._common import cache_image, hub_rows
 
-    if _offline():
-        raise KitError(f"vlfeedback: {repo_id} is a hub id but the hub is offline (HF_HUB_OFFLINE / "
-                       "HF_DATASETS_OFFLINE); give a local folder holding data.jsonl and its images")
-    for number, raw in enumerate(hub_rows(repo_id, "train", "vlfeedback"), start=1):
-        where = f"{repo_id} row {number}"
-        # The loading script gives img_path as a file; a parquet mirror embeds the image instead.
-        embedded = raw.get("image")
-        image = cache_image(embedded, repo_id, "train", str(raw.get("id", number))) if embedded is not None \
-            else raw.get("img_path")
-        yield raw, where, image
+    report.tried.append(f"{source} (datasets.load_dataset, split train)")
+    for number, raw in enumerate(hub_rows(source, "train", "vlfeedback", revision=revision), start=1):
+        where = f"{source} row {number}"
+        try:
+            embedded = raw.get("image")
+            image = cache_image(embedded, source, "train", str(raw.get("id", number))) if embedded is not None \
+                else raw.get("img_path")
+        except KitError as err:
+            yield BadRow("no_image", f"{where}: {err}"), where, None, []
+            continue
+        yield raw, where, image if isinstance(image, str) else None, []
 
 
-def load_vlfeedback(source: str | Path, limit: int | None = None, *, image_root: str | Path | None = None,
-                    skip_invalid: bool = False) -> list[FeedbackRow]:
-    """VLFeedback rows from a local folder (``data.jsonl`` or the hub's ``vlfeedback_80k.jsonl``, images at
-    ``img_path`` relative to the folder or to ``image_root``), a JSONL file, or a hub id (through
-    ``datasets.load_dataset``, refused while offline). ``limit``: the first N valid rows.
+def _hub_rows(repo_id: str, image_root: Path | None, revision: str | None,
+              report: RowReport) -> Iterable[_RawRow]:
+    from kit.benchmarks._common import hub_snapshot
 
-    Every problem is a ``KitError`` naming the file, line and id: a missing image, a rating that is not
-    1-5, an empty response, a duplicate id. ``skip_invalid`` logs and drops such rows instead (for the
-    full 80k-row dataset, whose GPT-4V annotations are not all complete)."""
+    # The repository is a loading script (VLFeedback.py) that datasets >= 4 refuses to run, so its data files
+    # are downloaded and read here; a repository without them (a parquet mirror) goes through datasets.
+    folder = hub_snapshot(repo_id, HUB_FILES, "vlfeedback", revision)
+    if any((folder / name).is_file() for name in DATA_FILES):
+        yield from _local_rows(folder, image_root, report)
+    else:
+        yield from _dataset_rows(repo_id, revision, report)
+
+
+def read_vlfeedback(source: str | Path, limit: int | None = None, *, image_root: str | Path | None = None,
+                    skip_invalid: bool = False, revision: str | None = None) -> VLFeedback:
+    """VLFeedback rows and a report of the rows left out (``load_vlfeedback`` returns the rows alone).
+
+    Sources, in the layouts they have on the hub:
+
+    - a local folder with ``data.jsonl`` (the tiny world) or the hub's ``vlfeedback_80k.jsonl``; a row's
+      image is ``img_path`` relative to the folder (or to ``image_root``), else ``merged_images/<id>.jpg``
+      (``merged_images.zip`` beside the file is unpacked there once); or a JSONL file;
+    - a folder of parquet files (a hub mirror's layout), read with ``datasets``;
+    - a hub id: ``MMInstruction/VLFeedback``'s JSONL file and image archive through
+      ``huggingface_hub.snapshot_download`` at ``revision`` (default: the profile's pin), or a parquet mirror
+      through ``datasets.load_dataset``; offline, only the local hub cache is read.
+
+    ``completions`` may be a list of objects or ``datasets``' dict of lists. ``limit``: the first N valid rows.
+    Every problem is a ``KitError`` naming the file, line and id: a missing image, a rating that is not 1-5,
+    an empty response, a duplicate id. ``skip_invalid`` counts such rows in the report by reason (with the
+    first few messages) and drops them instead, for the full 80k-row dataset; when more than half the rows
+    read are unusable the source is not what the kit expects, and that is a ``KitError`` naming the paths
+    looked in."""
     from kit.benchmarks._common import is_hub_id
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise KitError(f"vlfeedback: limit must be a whole number >= 0, not {limit!r}")
     path = Path(source).expanduser()
+    report = RowReport(str(source))
+    root = Path(image_root).expanduser() if image_root else None
     if path.exists():
-        raws = _local_rows(_data_file(path), Path(image_root) if image_root else None)
+        raws = _local_rows(path, root, report)
     elif is_hub_id(source):
-        raws = _hub_rows(str(source))
+        raws = _hub_rows(str(source), root, revision, report)
     else:
         raise KitError(f"vlfeedback: {source} is neither a folder, a file nor a hub id like MMInstruction/VLFeedback")
     rows: list[FeedbackRow] = []
     seen: dict[str, str] = {}
-    skipped = 0
-    for raw, where, image in raws:
+    for raw, where, image, tried in raws:
         if limit is not None and len(rows) >= limit:
             break
+        report.read += 1
         try:
-            row = _row(raw, where, image)
+            if isinstance(raw, BadRow):
+                raise raw
+            row = _row(raw, where, image, tried)
             if row.id in seen:
-                raise KitError(f"{where}: id {row.id} already appears at {seen[row.id]}")
+                raise BadRow("duplicate_id", f"{where}: id {row.id} already appears at {seen[row.id]}")
         except KitError as err:
             if not skip_invalid:
                 raise
-            skipped += 1
-            logger.warning("vlfeedback: skipped %s", err)
+            report.note(err.reason if isinstance(err, BadRow) else "invalid", str(err))
             continue
         seen[row.id] = where
         rows.append(row)
-    if skipped:
-        logger.warning("vlfeedback: skipped %d invalid rows of %s", skipped, source)
-    return rows
+    report.kept = len(rows)
+    bad = report.read - report.kept
+    looked = "; ".join(report.tried) or str(source)
+    if report.read == 0 and limit != 0:
+        raise KitError(f"vlfeedback: {source} holds no rows (looked in {looked})")
+    if bad:
+        logger.warning("vlfeedback: left out %d of %d rows of %s: %s", bad, report.read, source, report.summary())
+    if bad > MOST_BAD * report.read:
+        raise KitError(f"vlfeedback: {bad} of the {report.read} rows read from {source} are unusable, so the data "
+                       f"or its images are not where the kit looks ({looked}): {report.summary()}")
+    return VLFeedback(rows, report)
+
+
+def load_vlfeedback(source: str | Path, limit: int | None = None, *, image_root: str | Path | None = None,
+                    skip_invalid: bool = False, revision: str | None = None) -> list[FeedbackRow]:
+    """The usable VLFeedback rows of ``source``: ``read_vlfeedback(...).rows`` (see there for the layouts)."""
+    return read_vlfeedback(source, limit, image_root=image_root, skip_invalid=skip_invalid, revision=revision).rows
 
 
 def split_heldout(rows: Sequence[Any], fraction: float, seed: int = 0) -> tuple[list[Any], list[Any]]:

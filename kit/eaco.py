@@ -205,13 +205,17 @@ def critic_stage(critic_base: str | Path, vlfeedback: str | Path, run_dir: str |
     """Notebook 06's stage: VLFeedback split by image into training and held-out rows, the training rows as
     scoring instructions (``kit.critic.scoring_instructions``) in ``run_dir/critic-data-<hash>/``, and the
     Critic trained on them from ``critic_base`` with ``kit.train.train_stage``. Returns the data folder, the
-    adapter's ``kit_train.json`` and the held-out rows."""
+    adapter's ``kit_train.json``, the held-out rows and ``vlfeedback_rows`` (``kit.critic.read_vlfeedback``'s
+    report: rows read, kept, and left out by reason; also ``vlfeedback_rows.json`` in the data folder)."""
     from kit.artifacts import cached_stage, fingerprint
-    from kit.critic import load_vlfeedback, scoring_instructions, split_heldout
+    from kit.critic import read_vlfeedback, scoring_instructions, split_heldout
     from kit.train import train_stage
     from kit.trainsets import write_set
 
-    rows = load_vlfeedback(vlfeedback, limit=limit)
+    # The 80k downloaded rows are not all complete: unusable ones are counted by reason and recorded, not fatal
+    # (unless most are, which means the images or files are not where the kit looks).
+    loaded = read_vlfeedback(vlfeedback, limit=limit, skip_invalid=True)
+    rows = loaded.rows
     train, held = split_heldout(rows, heldout, seed)
     params = {"vlfeedback": fingerprint(vlfeedback), "limit": limit, "variant": variant, "aggregate": aggregate,
               "heldout": heldout, "seed": seed}
@@ -221,10 +225,12 @@ def critic_stage(critic_base: str | Path, vlfeedback: str | Path, run_dir: str |
 
         write_set(tmp / "train.jsonl", scoring_instructions(train, variant, aggregate))
         atomic_write_json(tmp / "split.json", {"train": [r.id for r in train], "heldout": [r.id for r in held]})
+        atomic_write_json(tmp / "vlfeedback_rows.json", loaded.report.to_dict())
 
     folder = cached_stage(run_dir, "critic-data", params, build)
     adapter = train_stage(critic_base, folder / "train.jsonl", run_dir, settings, progress=progress)
-    return {"data": str(folder), "critic": adapter, "heldout": held, "train": train, "train_rows": len(train)}
+    return {"data": str(folder), "critic": adapter, "heldout": held, "train": train, "train_rows": len(train),
+            "vlfeedback_rows": loaded.report.to_dict()}
 
 
 def judge_quality(judge: str | Path, heldout: Sequence[Any], run_dir: str | Path, *, aggregate: str = "mean",

@@ -16,6 +16,14 @@
 - ``vllm``: offline ``vllm.LLM.generate`` with ``multi_modal_data``, for synthesis on several GPUs
   (``tensor_parallel_size``). Imported only when chosen; it is in the ``gpu`` extra.
 
+Decoding is the same on every backend: ``decoding_settings`` merges the checkpoint's ``generation_config.json``
+(``generation_defaults``) with the stage's ``Sampling`` into one plain dict (``do_sample``, ``temperature``,
+``top_p``, ``top_k``, ``repetition_penalty``, ``max_new_tokens``), and each backend sends exactly that:
+``generate`` keyword arguments, ``vllm.SamplingParams``, or request fields. Left to themselves the three
+differ: transformers keeps the checkpoint's ``repetition_penalty`` (Qwen2-VL: 1.05), ``vllm serve`` fills
+unset request fields from the checkpoint, offline vLLM uses its own defaults (1.0). ``engine.decoding(sampling)``
+is the dict an engine uses; the stages write it with their outputs.
+
 ``generate`` yields ``(chat, text)`` as results arrive (batch by batch, or request by request; the
 ``openai`` backend in input order), so the caller can write each one at once and a killed run loses at most
 what was in flight.
@@ -32,19 +40,23 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from kit.errors import KitError
 
 BACKENDS = ("transformers", "openai", "vllm")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,91 @@ class Engine(Protocol):
     def generate(self, chats: list[Chat], sampling: Sampling, progress: bool = False) -> Iterator[tuple[Chat, str]]:
         ...
 
+    def decoding(self, sampling: Sampling) -> dict[str, Any]:
+        ...
+
+
+# ------------------------------------------------------------------------------------------ decoding
+# What a checkpoint's generation_config may set that the kit carries to every backend.
+CHECKPOINT_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+# Settings transformers would apply from generation_config on its own but that the kit does not pass to vLLM
+# or a server, with their neutral values: a checkpoint setting one otherwise makes the backends differ.
+UNCARRIED_KEYS = {"min_p": 0.0, "typical_p": 1.0, "no_repeat_ngram_size": 0, "num_beams": 1, "min_new_tokens": 0,
+                  "min_length": 0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+
+
+def generation_defaults(source: Any) -> dict[str, Any]:
+    """The decoding values a checkpoint's ``generation_config.json`` sets (``CHECKPOINT_KEYS``; unset ones are
+    left out). ``source``: a ``transformers.GenerationConfig``, a model folder or a hub id. A folder without the
+    file gives ``{}``; a hub id that cannot be read gives ``{}`` with a warning (the kit's neutral values then
+    apply, on every backend alike). A setting among ``UNCARRIED_KEYS`` is warned about."""
+    from transformers import GenerationConfig
+
+    if isinstance(source, GenerationConfig):
+        config = source
+    else:
+        folder = Path(str(source)).expanduser()
+        if folder.is_dir() and not (folder / "generation_config.json").is_file():
+            return {}
+        try:
+            config = GenerationConfig.from_pretrained(str(folder) if folder.is_dir() else str(source))
+        except (OSError, ValueError) as err:
+            logger.warning("cannot read the generation_config of %s (%s); decoding with the kit's defaults "
+                           "(repetition_penalty 1.0)", source, err)
+            return {}
+    uncarried = {key: getattr(config, key, None) for key in UNCARRIED_KEYS}
+    uncarried = {key: value for key, value in uncarried.items() if value is not None and value != UNCARRIED_KEYS[key]}
+    if uncarried:
+        logger.warning("the generation_config of %s sets %s, which only the transformers backend applies; "
+                       "the backends will decode differently", source, uncarried)
+    values = {key: getattr(config, key, None) for key in CHECKPOINT_KEYS}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def decoding_settings(defaults: Mapping[str, Any] | None, sampling: Sampling) -> dict[str, Any]:
+    """The effective decoding of a request, one plain dict that every backend takes: ``do_sample``,
+    ``temperature``, ``top_p``, ``top_k`` (0: off), ``repetition_penalty``, ``max_new_tokens``.
+
+    ``defaults`` (``generation_defaults``) gives ``repetition_penalty`` (1.0 when unset): it shapes the
+    answer at any temperature, and the authors' code decodes with it. ``sampling`` (the stage's settings)
+    decides the rest. Temperature 0 is greedy on every backend. At a temperature above 0 the stage's
+    ``top_p`` applies and top-k is off, whatever the checkpoint says: Qwen2-VL ships ``top_k 1,
+    top_p 0.001`` (near-greedy), which would make every sample the same answer."""
+    penalty = float((defaults or {}).get("repetition_penalty") or 1.0)
+    if sampling.temperature > 0:
+        return {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0,
+                "repetition_penalty": penalty, "max_new_tokens": sampling.max_new_tokens}
+    # Greedy ignores temperature, top_p and top_k: they are written neutral so the record says what applied.
+    return {"do_sample": False, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": penalty,
+            "max_new_tokens": sampling.max_new_tokens}
+
+
+def transformers_options(decoding: Mapping[str, Any]) -> dict[str, Any]:
+    """``decoding`` as ``model.generate`` keyword arguments."""
+    options = {"max_new_tokens": decoding["max_new_tokens"], "do_sample": decoding["do_sample"],
+               "repetition_penalty": decoding["repetition_penalty"]}
+    if decoding["do_sample"]:
+        options.update(temperature=decoding["temperature"], top_p=decoding["top_p"], top_k=decoding["top_k"])
+    else:
+        # None leaves the checkpoint's sampling values in place, unused when not sampling; neutral values
+        # would only make transformers warn that sampling flags are set without do_sample.
+        options.update(temperature=None, top_p=None, top_k=None)
+    return options
+
+
+def vllm_options(decoding: Mapping[str, Any]) -> dict[str, Any]:
+    """``decoding`` as ``vllm.SamplingParams`` keyword arguments (the same names serve as vLLM's and
+    SGLang's extra request fields). Top-k off is -1: older vLLM and SGLang refuse 0, newer vLLM takes both."""
+    return {"max_tokens": decoding["max_new_tokens"], "temperature": decoding["temperature"],
+            "top_p": decoding["top_p"], "top_k": decoding["top_k"] or -1,
+            "repetition_penalty": decoding["repetition_penalty"]}
+
+
+def engine_decoding(engine: Any, sampling: Sampling) -> dict[str, Any] | None:
+    """``engine.decoding(sampling)``, or None for an engine that does not say (a test's scripted engine)."""
+    decoding = getattr(engine, "decoding", None)
+    return decoding(sampling) if callable(decoding) else None
+
 
 def open_image(chat_id: str, image: Any):
     """The chat's image as RGB; a missing or unreadable file is a ``KitError`` naming the chat."""
@@ -139,6 +236,9 @@ class TransformersEngine:
     """Batched generation with a ``kit.models.load``-ed model (or a name/path to load)."""
 
     backend = "transformers"
+    # The checkpoint's decoding values (``generation_defaults``), set per instance; this read-only empty one
+    # serves an engine made without ``__init__`` (tests that never reach the model).
+    defaults: Mapping[str, Any] = MappingProxyType({})
 
     def __init__(self, model: Any, batch_size: int = 16) -> None:
         from kit.evaluate import load_model, model_label
@@ -148,6 +248,12 @@ class TransformersEngine:
         self.loaded = load_model(model)
         self.model_label = model_label(self.loaded)
         self.batch_size = batch_size
+        # The loaded model's generation_config is its checkpoint's file (the base model's, under an adapter).
+        config = getattr(self.loaded.model, "generation_config", None)
+        self.defaults = generation_defaults(config) if config is not None else {}
+
+    def decoding(self, sampling: Sampling) -> dict[str, Any]:
+        return decoding_settings(self.defaults, sampling)
 
     def prompt_text(self, chat: Chat) -> str:
         return self.loaded.processor.apply_chat_template(chat.messages(), add_generation_prompt=True, tokenize=False)
@@ -188,14 +294,11 @@ class TransformersEngine:
             batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
         device = next(self.loaded.model.parameters()).device
         batch = batch.to(device)
-        options: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "use_cache": True}
-        if sampling.temperature > 0:
+        options = {**transformers_options(self.decoding(sampling)), "use_cache": True}
+        if options["do_sample"]:
             # The batch's ids name its seed, so a resumed run samples a batch of the same items the same way.
             digest = hashlib.sha256(json.dumps([sampling.seed, [c.id for c in chats]]).encode()).digest()
             torch.manual_seed(int.from_bytes(digest[:8], "little"))
-            options.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        else:
-            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.inference_mode():
             output = self.loaded.model.generate(**batch, **options)
         return processor.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -285,6 +388,14 @@ def server_urls(base_url: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(urls)
 
 
+def _checkpoint_name(model: str) -> str | None:
+    """``model`` when it can name a checkpoint (an existing folder, or ``owner/name`` like a hub id); a served
+    name such as ``gpt-4o`` or ``tiny-gen`` names none."""
+    if Path(model).expanduser().is_dir():
+        return model
+    return model if model.count("/") == 1 and not model.startswith((".", "/")) else None
+
+
 # How far ahead of the oldest unanswered request new requests may start, in multiples of the total
 # concurrency: answers are yielded in input order, so this bounds the answers held back behind a slow one
 # (what a kill would lose) while letting the other servers work on.
@@ -301,12 +412,20 @@ class OpenAIEngine:
     server receives the same request body for a chat. A request that still fails after its retries stops
     the run with a ``KitError`` naming the server and the request's index; the requests before it are
     yielded first, none after it is.
+
+    Decoding: ``generation_config`` names the folder or hub id whose ``generation_config.json`` holds the
+    model's decoding defaults (default: ``model`` when it is a folder or looks like a hub id; otherwise none).
+    Every request carries the whole ``decoding_settings`` dict, so a vLLM server's own defaults never apply:
+    ``max_tokens``, ``temperature``, ``top_p``, and, when ``extra_fields``, ``top_k`` and
+    ``repetition_penalty`` as plain JSON keys (what the OpenAI client's ``extra_body`` sends; vLLM and SGLang
+    read them, ``kit serve`` applies its model's own). OpenAI's own API refuses them: ``extra_fields=False``.
     """
 
     backend = "openai"
 
     def __init__(self, base_url: str | Sequence[str], model: str, api_key: str | None = None,
-                 concurrency: int = 8, timeout: float = 120.0, retries: int = 3, backoff: float = 1.0) -> None:
+                 concurrency: int = 8, timeout: float = 120.0, retries: int = 3, backoff: float = 1.0,
+                 generation_config: str | Path | None = None, extra_fields: bool = True) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise KitError(f"openai engine: concurrency must be a whole number >= 1, not {concurrency!r}")
         self.servers = server_urls(base_url)
@@ -320,6 +439,19 @@ class OpenAIEngine:
         self.model_label = model
         self.api_key, self.concurrency, self.timeout = api_key, concurrency, timeout
         self.retries, self.backoff = retries, backoff
+        self.extra_fields = extra_fields
+        source = generation_config if generation_config is not None else _checkpoint_name(model)
+        self.defaults = generation_defaults(source) if source is not None else {}
+
+    def decoding(self, sampling: Sampling) -> dict[str, Any]:
+        return decoding_settings(self.defaults, sampling)
+
+    def request_body(self, chat: Chat, sampling: Sampling) -> dict[str, Any]:
+        """The JSON body of the chat's request: the model, the messages, the seed and the decoding."""
+        fields = vllm_options(self.decoding(sampling))
+        if not self.extra_fields:
+            fields = {key: value for key, value in fields.items() if key not in ("top_k", "repetition_penalty")}
+        return {"model": self.model, "messages": openai_messages(chat), **fields, "seed": sampling.seed}
 
     def accepts_label(self, label: Any) -> bool:
         """Whether ``label``, read from a file being resumed, names this engine's model: today's label, or a
@@ -336,8 +468,7 @@ class OpenAIEngine:
         return self.concurrency * len(self.servers)
 
     def _one(self, chat: Chat, sampling: Sampling, server: int, index: int, count: int) -> str:
-        body = {"model": self.model, "messages": openai_messages(chat), "max_tokens": sampling.max_new_tokens,
-                "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}
+        body = self.request_body(chat, sampling)
         url, where = self.urls[server], f"server {self.servers[server]}, request #{index} of {count}"
         try:
             answer = post_chat(url, body, api_key=self.api_key, timeout=self.timeout, retries=self.retries,
@@ -395,7 +526,11 @@ class OpenAIEngine:
 
 # ------------------------------------------------------------------------------------------ vllm
 class VLLMEngine:
-    """Offline vLLM: ``LLM(model, tensor_parallel_size=...)`` and ``generate`` with ``multi_modal_data``."""
+    """Offline vLLM: ``LLM(model, tensor_parallel_size=...)`` and ``generate`` with ``multi_modal_data``.
+
+    ``SamplingParams`` are built from ``decoding_settings`` with every field set, so the checkpoint's
+    ``repetition_penalty`` applies as on the other backends (vLLM applies generation_config offline only
+    through ``get_default_sampling_params``)."""
 
     backend = "vllm"
 
@@ -410,13 +545,16 @@ class VLLMEngine:
         self.chunk = chunk
         self._vllm = vllm
         self.processor = AutoProcessor.from_pretrained(model, trust_remote_code=False)
+        self.defaults = generation_defaults(model)
         self.llm = vllm.LLM(model=str(model), tensor_parallel_size=tensor_parallel_size,
                             limit_mm_per_prompt={"image": 1}, **llm_options)
 
+    def decoding(self, sampling: Sampling) -> dict[str, Any]:
+        return decoding_settings(self.defaults, sampling)
+
     def generate(self, chats: list[Chat], sampling: Sampling, progress: bool = False) -> Iterator[tuple[Chat, str]]:
         _check_images(chats)
-        params = self._vllm.SamplingParams(max_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                                           top_p=sampling.top_p, seed=sampling.seed)
+        params = self._vllm.SamplingParams(**vllm_options(self.decoding(sampling)), seed=sampling.seed)
         # Chunks, so that a killed run keeps every finished chunk.
         for start in range(0, len(chats), self.chunk):
             part = chats[start:start + self.chunk]
@@ -435,8 +573,9 @@ class VLLMEngine:
 def make_engine(backend: str, model: Any, **options: Any) -> Engine:
     """An engine by name: ``transformers`` (``batch_size``), ``openai`` (``base_url`` required: one server,
     a list of servers or URLs separated by commas; ``api_key``, ``concurrency`` per server, ``timeout``,
-    ``retries``, ``backoff``) or ``vllm`` (``tensor_parallel_size``, any ``vllm.LLM`` option). ``model`` is a
-    ``LoadedModel``, a folder or a hub id (for ``openai``: the name the servers know the model by)."""
+    ``retries``, ``backoff``, ``generation_config``, ``extra_fields``) or ``vllm`` (``tensor_parallel_size``,
+    any ``vllm.LLM`` option). ``model`` is a ``LoadedModel``, a folder or a hub id (for ``openai``: the name the
+    servers know the model by)."""
     if backend == "transformers":
         return TransformersEngine(model, **options)
     if backend == "openai":

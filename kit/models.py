@@ -10,6 +10,7 @@ tiny world's text and a ChatML chat template that renders image parts as the fam
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -327,6 +328,30 @@ def load_processor(source: str, family: str, trust_remote_code: bool = False):
     return AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
 
 
+# 16-bit types a checkpoint may declare; it is loaded in that type on a GPU.
+HALF_DTYPES = ("bfloat16", "float16")
+
+
+def default_dtype(config: Mapping[str, Any], cuda: bool | None = None) -> str:
+    """The type ``load`` gives the weights when its caller names none: float32 on the CPU (half-precision
+    matmuls there are slow or missing, and the tiny models' numbers were made in float32); on a GPU the
+    checkpoint's own ``dtype``/``torch_dtype`` when it is a 16-bit type (LLaVA-NeXT ships float16), else
+    bfloat16. A 7B model in float32 would need twice the memory and run at about half the speed the
+    paper profile's estimates assume. ``cuda``: whether the weights go to a GPU (default: whether one is
+    available)."""
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if not cuda:
+        return "float32"
+    for key in ("dtype", "torch_dtype"):
+        name = str(config.get(key) or "").removeprefix("torch.")
+        if name in HALF_DTYPES:
+            return name
+    return "bfloat16"
+
+
 def load(
     name_or_path: str | Path,
     *,
@@ -340,7 +365,8 @@ def load(
 
     A folder holding a PEFT adapter (``adapter_config.json``) is opened on top of its base model;
     ``adapter=`` does the same for an explicit adapter folder, with its weights trainable when
-    ``trainable`` (to continue training it). Weights load from safetensors only.
+    ``trainable`` (to continue training it). Weights load from safetensors only. ``dtype`` (a torch type
+    name): ``default_dtype``'s choice when left out, so every caller gets 16-bit weights on a GPU.
     """
     import torch
     from transformers import AutoModelForImageTextToText
@@ -351,9 +377,10 @@ def load(
         source = _resolve(json.loads((Path(source) / "adapter_config.json").read_text())["base_model_name_or_path"])
     config = _read_config(source, trust_remote_code)
     family = family_of(config)
-    torch_dtype = getattr(torch, dtype) if dtype else torch.float32
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    # The device the weights go to decides, not the machine: ``device="cpu"`` on a GPU machine stays float32.
+    torch_dtype = getattr(torch, dtype or default_dtype(config, cuda=str(device).startswith("cuda")))
     model = AutoModelForImageTextToText.from_pretrained(
         source, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
     )

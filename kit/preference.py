@@ -138,7 +138,7 @@ def sample_responses(engine: Any, images: Mapping[str, str | Path] | Sequence[st
     with other settings (policy, backend, decoding, seed, instruction list) is refused. ``images``:
     ``list_images``'s id -> path mapping, or paths (each its own id). Returns ``written``, ``total``, ``images``."""
     from kit.artifacts import JsonlAppender, check_resumed_settings, content_hash
-    from kit.generate import Chat, Sampling
+    from kit.generate import Chat, Sampling, engine_decoding
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise KitError(f"sample_responses: n must be a whole number >= 1, not {n!r}")
@@ -148,7 +148,7 @@ def sample_responses(engine: Any, images: Mapping[str, str | Path] | Sequence[st
     table = _image_table(images)
     base = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     settings = {"policy": engine.model_label, "backend": engine.backend, "sampling": base.to_dict(),
-                "instructions_hash": content_hash(instructions)}
+                "decoding": engine_decoding(engine, base), "instructions_hash": content_hash(instructions)}
     written = 0
     with JsonlAppender(out_path, SAMPLE_KEY) as appender:
         stored = {(r["image_id"], r["sample"]) for r in appender.records()}
@@ -390,7 +390,7 @@ def stic_pairs(engine: Any, images: Mapping[str, str | Path] | Sequence[str | Pa
         check_resumed_settings,
         content_hash,
     )
-    from kit.generate import Chat, Sampling, open_image
+    from kit.generate import Chat, Sampling, engine_decoding, open_image
     from kit.prompts import get
 
     instructions = _check_instructions(instructions, "stic_pairs")
@@ -400,7 +400,8 @@ def stic_pairs(engine: Any, images: Mapping[str, str | Path] | Sequence[str | Pa
     out_path = Path(out_path)
     corrupted_dir = Path(corrupted_dir) if corrupted_dir else out_path.parent / f"{out_path.stem}_corrupted"
     settings = {"policy": engine.model_label, "backend": engine.backend, "sampling": sampling.to_dict(),
-                "seed": seed, "instructions_hash": content_hash([list(instructions), list(hallucination_instructions)])}
+                "decoding": engine_decoding(engine, sampling), "seed": seed,
+                "instructions_hash": content_hash([list(instructions), list(hallucination_instructions)])}
     plans = {image_id: stic_plan(image_id, instructions, hallucination_instructions, seed) for image_id in table}
     with JsonlAppender(out_path, STIC_KEY) as appender:
         check_resumed_settings(appender.path, appender.records(), settings, "image_id")

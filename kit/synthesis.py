@@ -19,7 +19,8 @@ integrated prompt); ``cas_cot`` asks for a chain of thought; ``cas_reflection`` 
 on that chain of thought, so it runs after ``cas_cot`` for the same item and sample, on every item (the
 authors' code ran it on wrong items only: ``kit.deviations``).
 
-One line per (item id, prompt id, sample index) holds the teacher, backend, prompt id, sampling settings,
+One line per (item id, prompt id, sample index) holds the teacher, backend, prompt id, sampling settings
+and the engine's effective decoding (``kit.generate.decoding_settings``),
 the conversation sent, the raw text and its parse (``kit.seat.parse``: steps, self-evaluation blocks with
 verdicts, final answer, problems). Lines are appended and fsynced one by one; a killed run started again
 skips the keys already written, so nothing is lost or written twice.
@@ -28,6 +29,7 @@ skips the keys already written, so nothing is lost or written twice.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
@@ -36,8 +38,16 @@ from typing import Any
 
 from kit.errors import KitError
 
+logger = logging.getLogger(__name__)
+
 SOURCE_FILE = "train_samples_all_tuning.json"  # MathV360K's file name on the hub
-IMAGE_FOLDERS = ("", "data_images")  # image paths are relative to the folder, or to its unzipped data_images/
+IMAGE_ARCHIVE = "data_images.zip"  # MathV360K's images on the hub (5.84 GB)
+# Image paths are relative to the folder or to its unzipped data_images/. The archive holds a top-level
+# data_images/ (LLaVA-NeXT's data_convert_stage2_MathV360K.py unzips it inside MathV360K/ and reads
+# MathV360K/data_images/<image>); the kit's own unpacking drops that folder, an unzip into data_images/ by
+# hand (or by kit versions before it) does not: hence data_images/data_images/.
+IMAGE_FOLDERS = ("", "data_images", "data_images/data_images")
+MOST_MISSING = 0.5  # above this share of rows without an image file the layout, not the data, is wrong
 SYNTHESIS_PROMPTS = ("seat_synthesis", "cas_cot", "cas_reflection")
 KEY_FIELDS = ("item_id", "prompt_id", "sample")
 
@@ -92,8 +102,9 @@ def _answer_type(answer: str) -> tuple[str, int | None]:
     return "text", None
 
 
-def source_file(source: str | Path) -> Path:
-    """The MathV360K JSON file for a folder, a file, or a hub id (downloaded once to the hub cache)."""
+def source_file(source: str | Path, revision: str | None = None) -> Path:
+    """The MathV360K JSON file for a folder, a file, or a hub id (downloaded once to the hub cache, at
+    ``revision``, by default the profile's pin)."""
     text = str(source)
     path = Path(text)
     if path.is_file():
@@ -103,60 +114,110 @@ def source_file(source: str | Path) -> Path:
             raise KitError(f"{path} has no {SOURCE_FILE} (MathV360K's question file)")
         return path / SOURCE_FILE
     if text.count("/") == 1 and not text.startswith((".", "/")):
-        return _download(text)
+        return _download(text, revision)
     raise KitError(f"MathV360K source {text} is neither a folder, a file nor a hub id")
 
 
-def _download(repo_id: str) -> Path:
-    """The hub dataset's question file, with its image archive unzipped beside it (paper profile only)."""
-    import zipfile
+def _download(repo_id: str, revision: str | None = None) -> Path:
+    """The hub dataset's question file, with its image archive unpacked beside it into data_images/ (once,
+    resumably, dropping the archive's own top-level data_images/; paper profile only)."""
+    from kit.benchmarks._common import extract_archive, hub_snapshot
 
-    from huggingface_hub import snapshot_download
-
-    folder = Path(snapshot_download(repo_id, repo_type="dataset"))
-    archive = folder / "data_images.zip"
-    if archive.is_file() and not (folder / "data_images").is_dir():
-        from kit.artifacts import atomic_dir
-
-        with atomic_dir(folder / "data_images") as tmp, zipfile.ZipFile(archive) as zipped:
-            zipped.extractall(tmp)
+    folder = hub_snapshot(repo_id, (SOURCE_FILE, IMAGE_ARCHIVE), "mathv360k", revision)
+    if not (folder / SOURCE_FILE).is_file():
+        raise KitError(f"mathv360k: hub dataset {repo_id} has no {SOURCE_FILE} (looked in {folder})")
+    archive = folder / IMAGE_ARCHIVE
+    if archive.is_file():
+        extract_archive(archive, folder / "data_images", strip="data_images")
     return folder / SOURCE_FILE
 
 
-def load_source(source: str | Path, limit: int | None = None) -> list[SourceItem]:
-    """MathV360K rows as ``SourceItem``s, in file order, the first ``limit`` when given.
+@dataclass
+class SourceLoad:
+    """What ``read_source`` returns: the items, and a ``RowReport`` of the rows left out (``skip_invalid``) and of
+    the items whose image file is missing (kept: the ``image_readable`` source filter removes and counts them)."""
 
-    A row without an id, an image field, or a human question and a gpt answer is an error naming the file
-    and row: the file is damaged, not the data noisy. Missing or unreadable image files, duplicates and
-    answer types are the source filters' business (``kit.selection``)."""
-    path = source_file(source)
+    items: list[SourceItem]
+    report: Any  # kit.benchmarks._common.RowReport
+
+
+def read_source(source: str | Path, limit: int | None = None, *, skip_invalid: bool = False,
+                revision: str | None = None) -> SourceLoad:
+    """MathV360K rows as ``SourceItem``s, in file order, of the first ``limit`` rows when given, with a report.
+
+    A row without an id, an image field, or a human question and a gpt answer is an error naming the file and
+    row (the file is damaged, not the data noisy); ``skip_invalid`` counts such rows by reason instead and
+    leaves them out. Unreadable images, duplicates and answer types are the source filters' business
+    (``kit.selection``), but when the image files of more than half the rows are missing the images are not
+    where the kit looks (``IMAGE_FOLDERS``): that is a ``KitError`` naming the folders and a missing path."""
+    from kit.benchmarks._common import BadRow, RowReport
+
+    path = source_file(source, revision)
     try:
         rows = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise KitError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(rows, list):
         raise KitError(f"{path}: expected a list of rows, found {type(rows).__name__}")
+    folders = [path.parent / sub for sub in IMAGE_FOLDERS]
+    report = RowReport(str(source), tried=[str(path), *(str(f) for f in folders)])
     items: list[SourceItem] = []
+    missing = 0
     for number, row in enumerate(rows[: limit if limit is not None else len(rows)], start=1):
-        where = f"{path} row {number}"
-        if not isinstance(row, dict) or "id" not in row:
-            raise KitError(f"{where}: no 'id'")
-        where += f" (id {row['id']})"
-        if not row.get("image"):
-            raise KitError(f"{where}: no 'image'")
-        turns = row.get("conversations")
-        if not isinstance(turns, list) or len(turns) < 2:
-            raise KitError(f"{where}: 'conversations' needs a human question and a gpt answer")
-        question = str(turns[0].get("value", "")).replace("<image>", "").strip()
-        answer = str(turns[1].get("value", "")).strip()
-        if not question:
-            raise KitError(f"{where}: the question (conversations[0].value) is empty")
-        if not answer:
-            raise KitError(f"{where}: no answer (conversations[1].value is empty)")
-        answer_type, precision = _answer_type(answer)
-        items.append(SourceItem(str(row["id"]), number, _image_path(path.parent, row["image"]), question, answer,
-                                parse_choices(question), answer_type, precision))
-    return items
+        report.read += 1
+        try:
+            item = _item(row, number, path)
+        except BadRow as err:
+            if not skip_invalid:
+                raise
+            report.note(err.reason, str(err))
+            continue
+        if not Path(item.image).is_file():
+            missing += 1
+            report.note("image_not_found", f"{path} row {number} (id {item.id}): {item.image}")
+        items.append(item)
+    report.kept = len(items)
+    if report.read > report.kept or missing:
+        logger.warning("mathv360k: %d of %d rows left out, %d without an image file: %s", report.read - report.kept,
+                       report.read, missing, report.summary())
+    if report.read - report.kept > MOST_MISSING * report.read:
+        raise KitError(f"mathv360k: {report.read - report.kept} of the {report.read} rows of {path} are damaged: "
+                       f"{report.summary()}")
+    if items and missing > MOST_MISSING * len(items):
+        example = report.examples["image_not_found"][0]
+        raise KitError(f"mathv360k: the image files of {missing} of {len(items)} rows are missing, so the images "
+                       f"are not where the kit looks ({', '.join(str(f) for f in folders)}); e.g. {example}. "
+                       f"Unpack {IMAGE_ARCHIVE} so that the rows' image paths lie under one of those folders")
+    return SourceLoad(items, report)
+
+
+def load_source(source: str | Path, limit: int | None = None, *, skip_invalid: bool = False,
+                revision: str | None = None) -> list[SourceItem]:
+    """MathV360K rows as ``SourceItem``s: ``read_source(...).items`` (see there for what is checked)."""
+    return read_source(source, limit, skip_invalid=skip_invalid, revision=revision).items
+
+
+def _item(row: Any, number: int, path: Path) -> SourceItem:
+    from kit.benchmarks._common import BadRow
+
+    where = f"{path} row {number}"
+    if not isinstance(row, dict) or "id" not in row:
+        raise BadRow("no_id", f"{where}: no 'id'")
+    where += f" (id {row['id']})"
+    if not row.get("image"):
+        raise BadRow("no_image", f"{where}: no 'image'")
+    turns = row.get("conversations")
+    if not isinstance(turns, list) or len(turns) < 2 or not all(isinstance(t, dict) for t in turns[:2]):
+        raise BadRow("no_conversation", f"{where}: 'conversations' needs a human question and a gpt answer")
+    question = str(turns[0].get("value", "")).replace("<image>", "").strip()
+    answer = str(turns[1].get("value", "")).strip()
+    if not question:
+        raise BadRow("no_question", f"{where}: the question (conversations[0].value) is empty")
+    if not answer:
+        raise BadRow("no_answer", f"{where}: no answer (conversations[1].value is empty)")
+    answer_type, precision = _answer_type(answer)
+    return SourceItem(str(row["id"]), number, _image_path(path.parent, str(row["image"])), question, answer,
+                      parse_choices(question), answer_type, precision)
 
 
 def _image_path(folder: Path, image: str) -> str:
@@ -239,7 +300,7 @@ def synthesize(
     """Generate every (item, prompt, sample) not yet in ``out_path`` and append it there. Returns counts:
     ``written`` by this call, ``total`` lines, and per prompt the share well formed and answer-correct."""
     from kit.artifacts import JsonlAppender, check_resumed_settings
-    from kit.generate import Sampling
+    from kit.generate import Sampling, engine_decoding
     from kit.seat import parse
 
     sampling = sampling or Sampling()
@@ -258,7 +319,9 @@ def synthesize(
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise KitError(f"synthesis: item id {duplicate} appears twice in the source; run the duplicate filter first")
 
-    settings = {"teacher": engine.model_label, "backend": engine.backend, "sampling": sampling.to_dict()}
+    # ``decoding``: what the engine sent (checkpoint defaults merged in), so files from two backends compare.
+    settings = {"teacher": engine.model_label, "backend": engine.backend, "sampling": sampling.to_dict(),
+                "decoding": engine_decoding(engine, sampling)}
     by_id = {item.id: item for item in items}
     written = 0
     with JsonlAppender(out_path, KEY_FIELDS) as appender:
@@ -369,15 +432,18 @@ class SynthesisConfig:
     def key(self) -> dict[str, Any]:
         """What the synthesis depends on: every setting but the servers, and the teacher's and source's
         content when local."""
-        from kit.artifacts import file_hash, tree_hash
+        from kit.artifacts import file_hash, fingerprint, tree_hash
 
         teacher = Path(self.teacher)
         # The servers are where the work runs, not what it computes (the engine's label leaves them out too):
         # a synthesis started on two servers resumes in the same folder on four. ``base_url`` stays in the key
         # as null, so that the folders of runs without servers (both profiles' backends) keep their hash.
+        # A hub id is keyed with the commit it resolves to (kit.artifacts.fingerprint), so that a new upload or
+        # another pinned revision is a new synthesis; a local one by its content, as before.
         return {**asdict(self), "base_url": None,
-                "teacher_hash": tree_hash(teacher) if teacher.is_dir() else self.teacher,
-                "source_hash": file_hash(source_file(self.source)) if Path(self.source).exists() else self.source}
+                "teacher_hash": tree_hash(teacher) if teacher.is_dir() else fingerprint(self.teacher),
+                "source_hash": file_hash(source_file(self.source)) if Path(self.source).exists()
+                else fingerprint(self.source)}
 
 
 def summary_table(summary: dict[str, Any]):
@@ -406,14 +472,17 @@ def run_synthesis(config: SynthesisConfig, run_dir: str | Path, answer_kinds: It
         return json.loads((folder / DONE_FILE).read_text())
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "PARAMS.json", params)
-    items, counts, removed_by = filter_source(load_source(config.source, config.items), kinds, progress=progress)
+    # Damaged rows of the 360k-row download are counted by reason and recorded rather than stopping the run
+    # (unless most are damaged, or most images are missing: read_source refuses those).
+    loaded = read_source(config.source, config.items, skip_invalid=True)
+    items, counts, removed_by = filter_source(loaded.items, kinds, progress=progress)
     atomic_write_json(folder / "source_filters.json", {"counts": [c.to_dict() for c in counts],
-                                                       "removed": removed_by})
+                                                       "removed": removed_by, "source_rows": loaded.report.to_dict()})
     atomic_write_json(folder / "items.json", [item.to_dict() for item in items])
     summary = synthesize(config.engine(), items, config.prompts, folder / "records.jsonl", samples=config.samples,
                          sampling=config.sampling(), progress=progress)
     done = {"folder": str(folder), "params": params, "source_filters": [c.to_dict() for c in counts],
-            "summary": {k: v for k, v in summary.items() if k != "written"}}
+            "source_rows": loaded.report.to_dict(), "summary": {k: v for k, v in summary.items() if k != "written"}}
     atomic_write_json(folder / DONE_FILE, done)
     return json.loads((folder / DONE_FILE).read_text())  # as a later call reads it back
 

@@ -114,6 +114,30 @@ def test_load_errors_name_the_file_and_problem(tmp_path: Path) -> None:
         sqa.load(root, "dev")
 
 
+def test_hub_splits_are_mapped_and_the_mini_splits_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    asked: list[str] = []
+    row = {"image": Image.new("RGB", (4, 4)), "question": "Which is a mammal?", "choices": ["cat", "trout"],
+           "answer": 0, "hint": "", "task": "closed choice", "grade": "grade3", "subject": "natural science",
+           "topic": "biology", "category": "Classify", "skill": "s", "lecture": "", "solution": ""}
+
+    def load_dataset(source: str, split: str) -> list[dict]:
+        if split not in ("train", "validation", "test"):  # derek-thomas/ScienceQA's only splits
+            raise ValueError(f"Unknown split {split!r}")
+        asked.append(split)
+        return [row]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    (record,) = sqa.load(sqa.HUB_ID, "val", cache_dir=tmp_path)
+    assert asked == ["validation"] and record["pid"] == "validation-0"
+    for split in ("minival", "minitest"):
+        with pytest.raises(KitError, match=rf"split '{split}' is not in the hub copy .*pid_splits.json"):
+            sqa.load(sqa.HUB_ID, split)
+    assert asked == ["validation"]
+
+
 def test_cli_scores_llava_answers_and_fails_the_missing_ones(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     root = _official_folder(tmp_path / "scienceqa")

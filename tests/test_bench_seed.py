@@ -111,6 +111,37 @@ def test_load_errors_name_the_file_and_question(tmp_path: Path) -> None:
         seed.load(root, check_images=False)
 
 
+def test_hub_video_rows_are_left_out_before_their_frames_are_decoded(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """lmms-lab/SEED-Bench's layout: ``image`` a sequence of images (a video question's several frames)."""
+    import io
+
+    import datasets
+
+    def jpeg() -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (4, 4), "red").save(buffer, format="JPEG")
+        return buffer.getvalue()
+
+    video = {**QUESTION, "question_id": "v1", "data_id": "v.mp4", "data_type": "video", "question_type_id": 10}
+    rows = [QUESTION, video]
+    features = datasets.Features({**{k: datasets.Value("int64" if k == "question_type_id" else "string")
+                                     for k in QUESTION}, "image": datasets.Sequence(datasets.Image())})
+    # The video row's frames are not images at all: decoding them would fail, so the load proves they are not.
+    frames = [[{"bytes": jpeg(), "path": "a.jpg"}], [{"bytes": b"not an image", "path": f"f{i}.jpg"} for i in range(3)]]
+    dataset = datasets.Dataset.from_dict({**{k: [r[k] for r in rows] for k in QUESTION}, "image": frames},
+                                         features=features)
+    with pytest.raises(Exception):  # noqa: B017,PT011 - PIL's own error type: only that decoding the row fails
+        dataset[1]["image"]
+    monkeypatch.setattr(datasets, "load_dataset", lambda source, split, **kwargs: dataset)
+    (record,) = seed.load(seed.HUB_ID, cache_dir=tmp_path)
+    assert record["question_id"] == "101669" and Path(record["image_path"]).is_file()
+    only_video = dataset.select([1])
+    monkeypatch.setattr(datasets, "load_dataset", lambda source, split, **kwargs: only_video)
+    with pytest.raises(KitError, match="no image questions"):
+        seed.load(seed.HUB_ID, cache_dir=tmp_path)
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

@@ -1,13 +1,16 @@
 """The generation engine: batched transformers generation, the openai backend against a real loopback
 server (``kit serve``) with server errors and timeouts injected, the openai backend over several servers,
-the vllm guard, ``kit bench generation``."""
+the vllm guard, one decoding configuration across the three backends, ``kit bench generation``."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import sys
 import threading
 import time
+import types
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,7 +25,10 @@ from kit.generate import (
     OpenAIEngine,
     Sampling,
     TransformersEngine,
+    VLLMEngine,
     data_url,
+    decoding_settings,
+    generation_defaults,
     make_engine,
     openai_messages,
     server_urls,
@@ -243,6 +249,7 @@ class ReplyServer:
     def __init__(self, name: str, delay: float = 0.0, fail: bool = False) -> None:
         self.name, self.delay, self.fail = name, delay, fail
         self.requests = self.in_flight = self.most_in_flight = 0
+        self.bodies: list[dict] = []  # every request body received, in arrival order
         self.lock = threading.Lock()
         replier = self
 
@@ -253,6 +260,7 @@ class ReplyServer:
             def do_POST(self):  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with replier.lock:
+                    replier.bodies.append(body)
                     replier.requests += 1
                     replier.in_flight += 1
                     replier.most_in_flight = max(replier.most_in_flight, replier.in_flight)
@@ -372,3 +380,124 @@ def test_bench_generation_reports_a_speedup(model_dir, tmp_path):
     result = bench_generation(model_dir, source=source, n=6, batch_size=3, max_new_tokens=4, log=lines.append)
     assert result["sequences"] == 6 and result["speedup"] > 0 and result["outputs_differ"] == 0
     assert [line.split("(")[0].strip() for line in lines] == ["batched", "one-at-a-time"]
+
+
+# ------------------------------------------------------------------------------------------ decoding parity
+# Qwen/Qwen2-VL-7B-Instruct's generation_config.json as published on the hub.
+QWEN2VL_GENERATION_CONFIG = {"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True,
+                             "eos_token_id": [151645, 151643], "repetition_penalty": 1.05, "temperature": 0.1,
+                             "top_p": 0.001, "top_k": 1}
+DECODING_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(model_dir, tmp_path_factory):
+    """The tiny model with Qwen2-VL-7B-Instruct's decoding values in its generation_config (its own token ids
+    kept: the real ones lie outside the tiny vocabulary)."""
+    folder = tmp_path_factory.mktemp("qwen-decoding") / "tiny-qwen-decoding"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    config.update({k: v for k, v in QWEN2VL_GENERATION_CONFIG.items() if not k.endswith("token_id")})
+    (folder / "generation_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_decoding_settings_merge_qwen2vl_generation_config_with_the_stage(tmp_path):
+    (tmp_path / "generation_config.json").write_text(json.dumps(QWEN2VL_GENERATION_CONFIG))
+    defaults = generation_defaults(tmp_path)
+    assert defaults == {"do_sample": True, "temperature": 0.1, "top_p": 0.001, "top_k": 1, "repetition_penalty": 1.05}
+    # Greedy: the checkpoint's repetition penalty kept (its top_k 1 after the penalty picks the same tokens).
+    assert decoding_settings(defaults, Sampling(max_new_tokens=64)) == {
+        "do_sample": False, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.05,
+        "max_new_tokens": 64}
+    # Sampling: the stage's temperature and top_p; the checkpoint's near-greedy top_k 1 / top_p 0.001 do not apply.
+    assert decoding_settings(defaults, Sampling(max_new_tokens=32, temperature=0.7, top_p=0.9)) == {
+        "do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 0, "repetition_penalty": 1.05,
+        "max_new_tokens": 32}
+    # A folder without generation_config.json: neutral values.
+    (tmp_path / "bare").mkdir()
+    assert generation_defaults(tmp_path / "bare") == {}
+    assert decoding_settings(generation_defaults(tmp_path / "bare"), Sampling())["repetition_penalty"] == 1.0
+
+
+class _FakeSamplingParams:
+    def __init__(self, **kwargs) -> None:
+        self.kwargs = kwargs
+
+
+def _fake_vllm(calls: list) -> types.ModuleType:
+    """A stand-in ``vllm`` module: ``LLM.generate`` records its ``SamplingParams`` and answers "ok"."""
+
+    class LLM:
+        def __init__(self, model, **options) -> None:
+            self.model, self.options = model, options
+
+        def generate(self, requests, params, use_tqdm=False):
+            calls.append(params.kwargs)
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="ok")]) for _ in requests]
+
+    module = types.ModuleType("vllm")
+    module.LLM, module.SamplingParams = LLM, _FakeSamplingParams
+    return module
+
+
+def test_every_backend_sends_the_same_decoding(qwen_dir, chats, reply_servers, monkeypatch):
+    import transformers
+
+    local = TransformersEngine(models.load(qwen_dir, device="cpu"), batch_size=4)
+    generate_calls: list[dict] = []
+    real_generate = local.loaded.model.generate
+
+    def recording_generate(**kwargs):
+        generate_calls.append(kwargs)
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(local.loaded.model, "generate", recording_generate)
+    vllm_calls: list[dict] = []
+    monkeypatch.setitem(sys.modules, "vllm", _fake_vllm(vllm_calls))
+    # The vllm engine reads the processor with AutoProcessor, which needs torchvision for Qwen2-VL.
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained",
+                        staticmethod(lambda *args, **kwargs: local.loaded.processor))
+    offline = VLLMEngine(str(qwen_dir))
+    server = reply_servers("vllm-serve")
+    remote = OpenAIEngine(server.url, str(qwen_dir))  # the served name is the folder, as `vllm serve <folder>`
+
+    for sampling in (Sampling(max_new_tokens=4, temperature=0.7, top_p=0.9, seed=3), Sampling(max_new_tokens=4)):
+        decoding = local.decoding(sampling)
+        assert decoding["repetition_penalty"] == 1.05 and decoding["max_new_tokens"] == 4
+        assert offline.decoding(sampling) == remote.decoding(sampling) == decoding
+        generate_calls.clear()
+        vllm_calls.clear()
+        server.bodies.clear()
+        for engine in (local, offline, remote):
+            assert len(list(engine.generate(chats[:2], sampling))) == 2
+        sent = {key: generate_calls[0][key] for key in DECODING_FIELDS}
+        wire = {"max_tokens": 4, "temperature": decoding["temperature"], "top_p": decoding["top_p"], "top_k": -1,
+                "repetition_penalty": 1.05}
+        assert vllm_calls == [{**wire, "seed": sampling.seed}]
+        assert all({key: body[key] for key in (*wire, "seed")} == {**wire, "seed": sampling.seed}
+                   for body in server.bodies) and len(server.bodies) == 2
+        if sampling.temperature:
+            assert sent == decoding
+        else:  # greedy everywhere: no sampling in transformers, temperature 0 for vLLM and the server
+            assert sent["do_sample"] is False and sent["repetition_penalty"] == 1.05 and wire["temperature"] == 0.0
+    # A hosted OpenAI API refuses vLLM's extra fields: they can be left out.
+    bare = OpenAIEngine(server.url, str(qwen_dir), extra_fields=False).request_body(chats[4], Sampling())
+    assert "top_k" not in bare and "repetition_penalty" not in bare and bare["temperature"] == 0.0
+
+
+def test_a_served_name_that_names_no_checkpoint_decodes_with_neutral_values():
+    engine = OpenAIEngine("http://127.0.0.1:1/v1", "tiny-gen")
+    assert engine.defaults == {} and engine.decoding(Sampling())["repetition_penalty"] == 1.0
+
+
+def test_synthesis_records_the_engine_decoding(engine, chats, tmp_path):
+    from kit.synthesis import SourceItem, synthesize
+
+    items = [SourceItem(id=f"i{n}", row=n + 1, image=str(chats[n].image), question="How many red circles?",
+                        answer="3", choices=None, answer_type="integer", precision=None) for n in range(2)]
+    sampling = Sampling(max_new_tokens=4)
+    synthesize(engine, items, ["cas_cot"], tmp_path / "out.jsonl", sampling=sampling, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(r["decoding"] == engine.decoding(sampling) for r in records)
+    assert records[0]["decoding"]["repetition_penalty"] == 1.0  # the tiny model's generation_config sets none

@@ -78,3 +78,25 @@ def test_qwen2vl_processor_needs_no_torchvision(built, tmp_path):
     processor.save_pretrained(tmp_path)
     again = models.load_processor(str(tmp_path), family)
     assert again.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+
+
+def test_default_dtype_is_16_bit_on_a_gpu_and_float32_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.default_dtype({"dtype": "float32"}) == "bfloat16"  # the tiny models' configs say float32
+    assert models.default_dtype({}) == "bfloat16"
+    assert models.default_dtype({"torch_dtype": "float16"}) == "float16"  # LLaVA-NeXT ships float16
+    assert models.default_dtype({"dtype": torch.bfloat16}) == "bfloat16"
+    assert models.default_dtype({"dtype": "bfloat16"}, cuda=False) == "float32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.default_dtype({"torch_dtype": "bfloat16"}) == "float32"
+
+
+def test_load_without_dtype_keeps_float32_on_the_cpu(built, tmp_path, monkeypatch):
+    family, model, processor = built
+    models.save(model, processor, tmp_path / "m")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.load(tmp_path / "m").model.dtype == torch.float32  # no GPU: the CPU default
+    # On a GPU machine the device the weights go to decides: a CPU load stays float32.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.load(tmp_path / "m", device="cpu").model.dtype == torch.float32
+    assert models.load(tmp_path / "m", dtype="bfloat16", device="cpu").model.dtype == torch.bfloat16

@@ -35,7 +35,8 @@ On-disk layout (lupantech/ScienceQA ``data/scienceqa/``): ``<root>/problems.json
 ``question, choices, answer`` (index), ``hint, image`` (file name or null), ``task, grade, subject,
 topic, category, skill, lecture, solution, split``) and ``<root>/pid_splits.json`` (split -> pids);
 images in ``<root>/images/<split>/<pid>/<image>`` (also ``<root>/<split>/<pid>/`` or ``<root>/<pid>/``).
-Hub copy: ``derek-thomas/ScienceQA`` (no pid column: rows are named ``<split>-<row>``).
+Hub copy: ``derek-thomas/ScienceQA`` (no pid column: rows are named ``<split>-<row>``), with the splits
+train, validation (the kit's ``val``) and test only; ``minival`` and ``minitest`` need the local folder.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ from kit.errors import KitError
 NAME = "scienceqa"
 HUB_ID = "derek-thomas/ScienceQA"
 SPLITS = ("test", "val", "train", "minival", "minitest")
+# The hub copy has only the three full splits, under datasets' names; minival and minitest are pid lists of
+# the official pid_splits.json, and the hub rows carry no pid to pick them by.
+HUB_SPLITS = {"test": "test", "val": "validation", "train": "train"}
 DEFAULT_SPLIT = "test"
 OPTIONS = ("A", "B", "C", "D", "E")
 PROBLEM_FIELDS = ("question", "choices", "answer", "hint", "image", "subject", "grade")
@@ -125,7 +129,12 @@ def load(
 
 
 def _load_hub(source: str, split: str, limit: int | None, cache_dir: Path | None) -> list[dict]:
-    hub_split = "validation" if split == "val" else split
+    if split not in HUB_SPLITS:
+        raise KitError(f"scienceqa: split {split!r} is not in the hub copy {source} (it has "
+                       f"{', '.join(HUB_SPLITS.values())}); {split} is a pid list of the official "
+                       "data/scienceqa/pid_splits.json (lupantech/ScienceQA): give that folder instead, or use "
+                       f"split {', '.join(HUB_SPLITS)}")
+    hub_split = HUB_SPLITS[split]
     records = []
     for index, row in enumerate(_common.hub_rows(source, hub_split, NAME)):
         if row.get("image") is None:
