@@ -61,7 +61,21 @@ DEVIATIONS: tuple[Deviation, ...] = (
         authors="The teacher decodes with the checkpoint's generation_config (Qwen2-VL-7B-Instruct: top_k 1, "
         "near-greedy); the --temperature 0.2 flag is parsed but not passed.",
         kit="Decoding is explicit in the profile (synthesis.temperature, default 0: greedy, the effective "
-        "behaviour of the authors' run), with synthesis.samples > 1 allowed at temperature > 0.",
+        "behaviour of the authors' run), with synthesis.samples > 1 allowed at temperature > 0. Every "
+        "backend keeps the checkpoint's repetition_penalty (1.05; kit.generate.decoding_settings), so greedy "
+        "picks the tokens the authors' top_k 1 picked; sampling uses the profile's top_p with top-k off.",
+        affects=("casseat_synthesis",),
+    ),
+    Deviation(
+        id="seat-question-stripped",
+        paper="SEAT",
+        source=f"{CAS_SEAT_CODE}, train/generate_data.py, main() lines 283-287: "
+        "`query = query.replace(\"<image>\", \"\")`, `answer = problem['conversations'][1][\"value\"]`",
+        authors="The MathV360K question keeps whatever surrounds the removed <image> tag (a row opening "
+        "'<image>\\n' puts 'question: \\n \\n<question>' into the prompt), and the answer is used as it is.",
+        kit="kit.synthesis.load_source .strip()s the question and the answer before kit.prompts formats them, "
+        "so the prompt differs from the authors' in whitespace only; the prompt text itself is the authors' "
+        "byte for byte (tests/test_prompts.py).",
         affects=("casseat_synthesis",),
     ),
 )
@@ -135,7 +149,7 @@ DEVIATIONS = DEVIATIONS + (
     Deviation(
         id="eaco-critic-sampled",
         paper="EACO",
-        source=f"{EACO_CODE}, EACO/generate_pref_by_critic.py, __main__: the judgement (line 257) reuses the "
+        source=f"{EACO_CODE}, EACO/generate_pref_by_critic.py, __main__: the judgement (line 258) reuses the "
         "policy's args, --temperature 0.2 (line 159)",
         authors="Each judgement is sampled at temperature 0.2, so scoring the same response twice can give "
         "two scores.",
@@ -179,6 +193,22 @@ DEVIATIONS = DEVIATIONS + (
         kit="kit.dpo trains the LoRA adapter only (the projector and vision tower stay frozen unless "
         "finetune_vision_layers) with TRL's DPOTrainer, and reaches the global batch of 8 as 1 x 8 "
         "accumulation on one device, so the adapter alone carries the preference update.",
+        affects=("eaco_main",),
+    ),
+    Deviation(
+        id="eaco-dpo-no-truncation",
+        paper="EACO",
+        source=f"{EACO_CODE}, llava/train/train_dpo.py: TrainingArguments.model_max_length default 1048 (lines "
+        "118-119; scripts/dpo_finetune.sh does not set it), copied to model.config.tokenizer_model_max_length "
+        "(line 940) and applied after the image's 576 features are spliced in (llava/model/llava_arch.py lines "
+        "274-277)",
+        authors="Each chosen and rejected sequence is cut to 1048 positions counting the image (one 336 x 336 "
+        "crop, --image_aspect_ratio pad: 576 features), so the system prompt, question and answer share about "
+        "470 text positions and an answer longer than about 400 tokens loses its tail; the image is never cut.",
+        kit="kit.dpo keeps max_length=None: whole answers. The kit's LLaVA-NeXT processor expands an image into "
+        "its anyres tiles (2,340 tokens for a 640 x 480 COCO image: 576 + 36 rows x 49), and TRL's max_length "
+        "keeps the first positions of the whole sequence, image tokens included, so 1048 would cut into the "
+        "image and stop the run; no single length maps the draft's text budget onto these sequences.",
         affects=("eaco_main",),
     ),
 )

@@ -302,11 +302,20 @@ def _resolve(name_or_path: str | Path) -> str:
     return text
 
 
+def _revision(source: str) -> dict[str, str]:
+    """``revision=`` for a hub id the profile pins (``revisions:``), so weights, config and processor are
+    the version the stage keys name; nothing for a local folder or an unpinned id."""
+    from kit.artifacts import pinned_revision
+
+    revision = None if is_local(source) else pinned_revision(source)
+    return {"revision": revision} if revision else {}
+
+
 def _read_config(source: str, trust_remote_code: bool) -> dict:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code).to_dict()
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **_revision(source)).to_dict()
     except OSError as err:
         raise KitError(f"cannot read the model config of {source!r}: {err}") from err
 
@@ -324,8 +333,9 @@ def load_processor(source: str, family: str, trust_remote_code: bool = False):
     from transformers import AutoProcessor
 
     if family == QWEN2VL and not _torchvision_available():
-        return _imageonly_qwen2vl_processor_class().from_pretrained(source, trust_remote_code=trust_remote_code)
-    return AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+        return _imageonly_qwen2vl_processor_class().from_pretrained(source, trust_remote_code=trust_remote_code,
+                                                                    **_revision(source))
+    return AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, **_revision(source))
 
 
 # 16-bit types a checkpoint may declare; it is loaded in that type on a GPU.
@@ -382,7 +392,7 @@ def load(
     # The device the weights go to decides, not the machine: ``device="cpu"`` on a GPU machine stays float32.
     torch_dtype = getattr(torch, dtype or default_dtype(config, cuda=str(device).startswith("cuda")))
     model = AutoModelForImageTextToText.from_pretrained(
-        source, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        source, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code, **_revision(source)
     )
     processor_source = str(adapter) if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else source
     processor = load_processor(processor_source, family, trust_remote_code)

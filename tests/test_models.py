@@ -100,3 +100,27 @@ def test_load_without_dtype_keeps_float32_on_the_cpu(built, tmp_path, monkeypatc
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert models.load(tmp_path / "m", device="cpu").model.dtype == torch.float32
     assert models.load(tmp_path / "m", dtype="bfloat16", device="cpu").model.dtype == torch.bfloat16
+
+
+def test_a_pinned_hub_revision_reaches_every_from_pretrained(monkeypatch):
+    import transformers
+
+    from kit.artifacts import HUB_REVISIONS_ENV
+
+    seen: list[tuple[str, dict]] = []
+
+    def record(kind):
+        def from_pretrained(source, **kwargs):
+            seen.append((kind, kwargs))
+            raise OSError("stop here")  # nothing is downloaded
+        return from_pretrained
+
+    monkeypatch.setenv(HUB_REVISIONS_ENV, '{"Qwen/Qwen2-VL-7B-Instruct": "abc1234"}')
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", record("config"))
+    with pytest.raises(KitError, match="cannot read the model config"):
+        models.load("Qwen/Qwen2-VL-7B-Instruct")
+    assert seen == [("config", {"trust_remote_code": False, "revision": "abc1234"})]
+    seen.clear()
+    with pytest.raises(KitError):
+        models.load("llava-hf/llava-v1.6-mistral-7b-hf")  # not pinned: the hub's main
+    assert seen == [("config", {"trust_remote_code": False})]
