@@ -606,7 +606,7 @@ def score_responses(engine: Any, items: Sequence[CriticItem], out_path: str | Pa
     temperature 0.2: ``kit.deviations`` ``eaco-critic-sampled``). Returns counts: ``written`` by this call,
     ``total``, ``unparseable`` and the score histogram."""
     from kit.artifacts import JsonlAppender, check_resumed_settings
-    from kit.generate import Sampling
+    from kit.generate import Sampling, engine_decoding
 
     sampling = sampling or Sampling(max_new_tokens=1024, temperature=0.0)
     keys = [(item.id, item.index) for item in items]
@@ -615,7 +615,7 @@ def score_responses(engine: Any, items: Sequence[CriticItem], out_path: str | Pa
         raise KitError(f"score_responses: item {duplicate[0]} response {duplicate[1]} appears twice")
     chats = {f"{item.id}|{item.index}": (item, critic_chat(item, prompt_id)) for item in items}
     settings = {"critic": engine.model_label, "backend": engine.backend, "prompt_id": prompt_id,
-                "sampling": sampling.to_dict()}
+                "sampling": sampling.to_dict(), "decoding": engine_decoding(engine, sampling)}
     by_key = {(item.id, item.index): item for item in items}
     written = 0
     with JsonlAppender(out_path, KEY_FIELDS) as appender:

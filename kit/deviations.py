@@ -78,6 +78,19 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "byte for byte (tests/test_prompts.py).",
         affects=("casseat_synthesis",),
     ),
+    Deviation(
+        id="casseat-gains-baseline",
+        paper="SEAT",
+        source="arXiv 2501.05662 v1, abstract: \"compared to existing methods, Cas-SEAT significantly enhances "
+        "[...], improving performance by 19.68%, 55.57%, and 46.79% on the MathVista, Math-V, and We-Math "
+        "datasets, respectively\"; the released code has no table script",
+        authors="The paper's gains are relative to \"existing methods\", which the abstract does not name (nor "
+        "which We-Math score its figure is for).",
+        kit="kit.casseat.main_table measures gains over the untrained student (`base`) and sets the paper's "
+        "figures beside them; the table's notes and the report say that the paper's baseline is existing "
+        "methods, so the two are not read as the same quantity.",
+        affects=("casseat_main", "casseat_main_seeds"),
+    ),
 )
 
 
@@ -147,6 +160,19 @@ DEVIATIONS = DEVIATIONS + (
         affects=("eaco_critic", "eaco_main"),
     ),
     Deviation(
+        id="eaco-average-basis",
+        paper="EACO",
+        source="arXiv 2412.04903 v2, abstract (\"an 8.5% improvement over LLaVA-v1.6-Mistral-7B across multiple "
+        "benchmarks\") and its Figure 1 radar chart; the draft code has no evaluation script",
+        authors="The paper does not say which benchmarks and which metric of each its average is taken over; "
+        "the radar chart it most likely summarises has one axis per benchmark (8 axes).",
+        kit="kit.eaco.main_table's `average gain %` is the mean of one headline gain per benchmark measured "
+        "(kit.evaluate.HEADLINE_METRIC: HallusionBench aAcc, MME perception, MathVista, POPE F1, SEED-Bench "
+        "image, ScienceQA-IMG, AMBER score; the LLaVA tables' MME and POPE figures), not of every column, "
+        "which would count HallusionBench and AMBER three times. The report names the columns it averages.",
+        affects=("eaco_main",),
+    ),
+    Deviation(
         id="eaco-critic-sampled",
         paper="EACO",
         source=f"{EACO_CODE}, EACO/generate_pref_by_critic.py, __main__: the judgement (line 258) reuses the "
@@ -209,6 +235,19 @@ DEVIATIONS = DEVIATIONS + (
         "its anyres tiles (2,340 tokens for a 640 x 480 COCO image: 576 + 36 rows x 49), and TRL's max_length "
         "keeps the first positions of the whole sequence, image tokens included, so 1048 would cut into the "
         "image and stop the run; no single length maps the draft's text budget onto these sequences.",
+        affects=("eaco_main",),
+    ),
+    Deviation(
+        id="eaco-sampling-top-k",
+        paper="EACO",
+        source=f"{EACO_CODE}, EACO/generate_pref_by_critic.py, eval_model(): model.generate(do_sample=True if "
+        "args.temperature > 0 else False, temperature=args.temperature, top_p=args.top_p, ...) with no top_k "
+        "(lines 131-142)",
+        authors="The five answers per image are sampled at temperature 0.2 with transformers' default top_k 50 "
+        "(no top_k is passed) and top_p None.",
+        kit="kit.generate samples with top-k off (top_k 0 for transformers, -1 for vLLM and OpenAI-compatible "
+        "servers, which refuse 0) on every backend, so all three draw from the same distribution; at "
+        "temperature 0.2 the tokens outside the 50 most likely carry almost no probability.",
         affects=("eaco_main",),
     ),
 )

@@ -44,7 +44,9 @@ _SELF_EVALUATION_INSTRUCTIONS = (
     "2.Final Result:\n"
     "     Once the solution is complete, present the final result in this format:\n"
     "     The answer is [final answer]\n\n"
-    "Ensure the reasoning process is accurate, and invoke self-evaluation whenever necessary.\\n"
+    # The authors' f-strings end in ``necessary.\\n'''``, an escape: the prompt ends in one real newline,
+    # not in a backslash and an ``n``.
+    "Ensure the reasoning process is accurate, and invoke self-evaluation whenever necessary.\n"
 )
 
 # The integrated prompt opens with the question; at synthesis time the gold answer follows it.

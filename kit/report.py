@@ -1,5 +1,6 @@
 """``kit report``: what a reviewer reads. ``results/REPORT.md`` (the papers' claims beside the reproduced
-numbers, every table and figure of a run, the run's provenance), ``results/ASSUMPTIONS.md`` (every value the
+numbers, with what each paper's figure is relative to and how the benchmark's answers were read, every table
+and figure of a run, under each benchmark table how its answers were read, the run's provenance), ``results/ASSUMPTIONS.md`` (every value the
 papers leave open, from the profiles, and the deviations from the authors' code, from ``kit.deviations``),
 and ``kit report --compare RUN_A RUN_B`` (two runs side by side, the differences in bold).
 
@@ -50,23 +51,37 @@ class Claim:
     column: str  # the reproduced number
     paper_column: str  # the table's copy of the paper's number
     seeds_table: str  # kit.tables.spread_table over seeds
+    paper_baseline: str  # what the paper's number is relative to (the reproduced one is relative to `base`)
 
 
 CAS_SEAT = "Cas-SEAT (arXiv 2501.05662)"
 EACO = "EACO (arXiv 2412.04903)"
+# The v1 abstract gives Cas-SEAT's gains "compared to existing methods" (kit.casseat.PAPER_GAINS); EACO's
+# abstract gives its gains over LLaVA-v1.6-Mistral-7B, the base policy. Written without digits: every number in
+# the report must come from the run's files (unsourced_numbers).
+CAS_SEAT_BASELINE = "existing methods (the abstract's words), not necessarily the untrained student"
+EACO_BASELINE = "the base policy (the abstract's LLaVA model)"
 CLAIMS: tuple[Claim, ...] = (
-    *(Claim(CAS_SEAT, "casseat_main", "Cas-SEAT", f"{c} gain %", f"{c} gain % (paper)", "casseat_main_seeds")
-      for c in ("MathVista", "MATH-V", "We-Math strict", "We-Math loose")),
+    *(Claim(CAS_SEAT, "casseat_main", "Cas-SEAT", f"{c} gain %", f"{c} gain % (paper)", "casseat_main_seeds",
+            CAS_SEAT_BASELINE) for c in ("MathVista", "MATH-V", "We-Math strict", "We-Math loose")),
     # The paper's 65.6 % does not say which HallusionBench accuracy: all three are shown against it.
     *(Claim(EACO, "eaco_main", "EACO", f"HallusionBench {a} gain %", "HallusionBench gain % (paper)",
-            "eaco_main_seeds") for a in ("aAcc", "fAcc", "qAcc")),
-    Claim(EACO, "eaco_main", "EACO", "MME-C gain %", "MME-C gain % (paper)", "eaco_main_seeds"),
-    Claim(EACO, "eaco_main", "EACO", "average gain %", "average gain % (paper)", "eaco_main_seeds"),
+            "eaco_main_seeds", EACO_BASELINE) for a in ("aAcc", "fAcc", "qAcc")),
+    Claim(EACO, "eaco_main", "EACO", "MME-C gain %", "MME-C gain % (paper)", "eaco_main_seeds", EACO_BASELINE),
+    Claim(EACO, "eaco_main", "EACO", "average gain %", "average gain % (paper)", "eaco_main_seeds", EACO_BASELINE),
 )
 # Report order: the tables of each paper as its notebooks write them; any other table comes after these.
 TABLE_ORDER = ("tiny_world_models", "casseat_synthesis", "casseat_selection", "casseat_prompting",
                "casseat_training", "casseat_main", "casseat_main_seeds", "casseat_strategies", "casseat_quantity",
-               "casseat_mixing", "eaco_critic", "eaco_training", "eaco_main", "eaco_main_seeds")
+               "casseat_mixing", "casseat_extraction", "eaco_critic", "eaco_training", "eaco_main",
+               "eaco_main_seeds", "eaco_extraction")
+# The table in which a notebook records how its evaluations read answers (kit.evaluate.extraction_table), and
+# the benchmark tables those evaluations fill.
+EXTRACTION_TABLES: dict[str, tuple[str, ...]] = {
+    "casseat_extraction": ("casseat_main", "casseat_main_seeds", "casseat_strategies", "casseat_quantity",
+                           "casseat_mixing"),
+    "eaco_extraction": ("eaco_main", "eaco_main_seeds"),
+}
 
 
 # ------------------------------------------------------------------------------------------------- provenance
@@ -272,6 +287,62 @@ def _lookup(table: Any, row: str, column: str) -> Any:
     return None if found.empty else found.iloc[0][column]
 
 
+def _titles_in(names: Sequence[str]) -> list[str]:
+    """The benchmarks (``kit.evaluate.TITLES``) whose numbers the column names or metric names hold, in
+    registry order: a name is the title, or starts with it and a space or a hyphen (``MME-C``)."""
+    from kit.evaluate import TITLES
+
+    return [title for title in TITLES.values()
+            if any(n == title or n.startswith((title + " ", title + "-")) for n in map(str, names))]
+
+
+def _benchmarks_in(table: Any) -> list[str]:
+    names = [str(c) for c in table.columns]
+    if "metric" in table.columns:  # a seeds table names its numbers in rows
+        names += [str(v) for v in table["metric"].dropna().unique()]
+    return _titles_in(names)
+
+
+def _readers(run: Run, table_name: str, titles: Sequence[str]) -> dict[str, str] | None:
+    """Benchmark title -> how its answers were read, from the extraction table of the notebook that wrote
+    ``table_name``; None when the run has no such record."""
+    source = next((e for e, tables in EXTRACTION_TABLES.items() if table_name in tables), None)
+    record = run.tables.get(source) if source else None
+    if record is None:
+        return None
+    readers = {}
+    for title in titles:
+        rows = record[record["benchmark"] == title]
+        ways = [str(r["extractor"]) if str(r["LLM"]) in ("-", "nan", "") else f"{r['extractor']} ({r['LLM']})"
+                for _, r in rows.iterrows()]
+        readers[title] = " and ".join(ways) if ways else "not recorded"
+    return readers
+
+
+def extraction_line(run: Run, name: str) -> str:
+    """The sentence under a benchmark table that says how each of its benchmarks' answers were read."""
+    source = next((e for e, tables in EXTRACTION_TABLES.items() if name in tables), None)
+    titles = _benchmarks_in(run.tables[name]) if source else []
+    if not titles:
+        return ""
+    readers = _readers(run, name, titles)
+    if readers is None:
+        return (f"Answers read by: not recorded in this run (it has no `{source}` table; each evaluation's "
+                "`metrics.json` holds its `extractor`).")
+    return (f"Answers read by (`{source}`): " + "; ".join(f"{title} {how}" for title, how in readers.items())
+            + ".")
+
+
+def _claim_label(claim: Claim, table: Any) -> tuple[str, list[str]]:
+    """The claim's label and the benchmarks its number comes from (the average: one column per benchmark)."""
+    if claim.column != "average gain %":
+        return f"{claim.row}: {claim.column}", _titles_in([claim.column])
+    from kit.eaco import average_columns
+
+    columns = average_columns([c for c in table.columns if "gain" not in c])
+    return f"{claim.row}: {claim.column} (mean of {', '.join(columns)})", _titles_in(columns)
+
+
 def claims_section(run: Run) -> str:
     rows = []
     for claim in CLAIMS:
@@ -288,12 +359,18 @@ def claims_section(run: Run) -> str:
             seeds = [c.removeprefix("seed ") for c in spread.columns if c.startswith("seed ")]
             over_seeds = (f"{_signed(line['mean'])} ± {_cell(line['sd'])} (seeds {', '.join(seeds)}; "
                           f"from {_signed(line['min'])} to {_signed(line['max'])})")
-        rows.append([claim.paper, f"{claim.row}: {claim.column}", _signed(_lookup(table, claim.row, claim.paper_column)),
-                     _signed(_lookup(table, claim.row, claim.column)), over_seeds, f"`{claim.table}`"])
+        label, titles = _claim_label(claim, table)
+        readers = _readers(run, claim.table, titles)
+        ways = sorted(set(readers.values())) if readers else []
+        read_by = ("not recorded" if readers is None else ways[0] if len(ways) == 1
+                   else "; ".join(f"{title} {how}" for title, how in readers.items()))
+        rows.append([claim.paper, label, _signed(_lookup(table, claim.row, claim.paper_column)),
+                     claim.paper_baseline, _signed(_lookup(table, claim.row, claim.column)), over_seeds, read_by,
+                     f"`{claim.table}`"])
     if not rows:
         return "No main table in this run yet (notebooks 05 and 08 write them).\n"
-    return _markdown_table(["paper", "relative gain over the base, %", "paper's", "reproduced", "over seeds",
-                            "table"], rows) + "\n"
+    return _markdown_table(["paper", "relative gain, %", "paper's", "paper's baseline", "reproduced (over `base`)",
+                            "over seeds", "answers read by", "table"], rows) + "\n"
 
 
 def provenance_section(run: Run) -> str:
@@ -344,10 +421,14 @@ def render_report(run: Run, figures_prefix: str = "figures") -> str:
         "",
         "## The papers' claims beside this run",
         "",
-        "Relative gains over each paper's base model, in %. `reproduced` is the run with the profile's `seed`; "
-        "`over seeds` is the mean ± sample standard deviation of the same number over the profile's "
-        "`spread.seeds`. In the tiny profile these are measurements of tiny models on the tiny world: they test "
-        "the pipeline and show the effects at toy scale, they are not estimates of the papers' numbers.",
+        "Relative gains, in %. `reproduced` is this run's gain over the `base` row of its main table (the "
+        "untrained student; the base policy), with the profile's `seed`; `over seeds` is the mean ± sample "
+        "standard deviation of the same number over the profile's `spread.seeds`. `paper's baseline` says what "
+        "the paper's own figure is relative to: Cas-SEAT's abstract gives its gains compared to existing "
+        "methods, which need not be the untrained student. `answers read by` is how the benchmark's answers were "
+        "extracted (`rules`, or `llm` with the model that read them). In the tiny profile these are measurements "
+        "of tiny models on the tiny world: they test the pipeline and show the effects at toy scale, they are "
+        "not estimates of the papers' numbers.",
         "",
         claims_section(run),
         "## Provenance",
@@ -358,6 +439,9 @@ def render_report(run: Run, figures_prefix: str = "figures") -> str:
     ]
     for name in _ordered(list(run.tables)):
         parts += [f"### `{name}`", "", _note(run, name) or run.tables[name].to_markdown(index=False), ""]
+        line = extraction_line(run, name)
+        if line:
+            parts += [line, ""]
     parts += ["## Figures", ""]
     for name in sorted(run.figures):
         parts += [f"### `{name}`", "", f"![{name}]({figures_prefix}/{name}.png)", ""]

@@ -322,6 +322,19 @@ def _print_plan(context: _RunContext, outcomes: list[StageOutcome]) -> None:
             print(f"  {name:<{name_width}}  {'null' if value is None else value}")
 
 
+def _check_answer_reader(profile: Profile, to_run: list[dict[str, Any]], contact: bool) -> None:
+    """``kit.llm.extraction_from_profile`` on the profile's ``evaluation`` settings when a notebook about to
+    run reads answers with them (declares ``evaluation_extractor``); a missing or wrong value is a KitError."""
+    from kit.llm import extraction_from_profile
+
+    if not any("evaluation_extractor" in parameters for parameters in to_run):
+        return
+    extraction_from_profile(profile.get("evaluation.extractor", "rules"), profile.get("evaluation.judge_url", None),
+                            profile.get("evaluation.judge_model", None),
+                            profile.get("evaluation.judge_api_key_env", None), profile=profile.reference,
+                            check=contact)
+
+
 def run_notebooks(
     profile: Profile | str | Path,
     notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_DIR,
@@ -351,6 +364,10 @@ def run_notebooks(
         parameters = notebook_parameters(profile, notebook.path, context.run_dir, context.results_dir)
         key = stage_key(notebook.path, parameters, profile, code_hash)
         plan.append((notebook, parameters, key, not force and context.is_up_to_date(notebook, key)))
+
+    # The evaluation notebooks' answer reader is checked before notebook 01 runs, not after hours of training:
+    # its settings always, and in a real run its endpoint with one request.
+    _check_answer_reader(profile, [parameters for _, parameters, _, fresh in plan if not fresh], contact=not dry_run)
 
     if dry_run:
         outcomes = [

@@ -20,7 +20,7 @@ from kit.world import WorldConfig, build_world
 
 TOKENS = 12  # enough for responses to differ between items, short enough to keep the file fast
 LINE_FIELDS = {"id", "benchmark", "strategy", "model", "max_new_tokens", "prompt", "response", "extractor",
-               "prediction"}
+               "decoding", "prediction"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,6 +80,7 @@ def test_writes_one_line_per_item_and_scores_them(loaded, world, tmp_path, rows_
     records = {r["pid"]: r for r in mathvista.load(world / "mathvista", limit=8)}
     assert len(lines) == 8 and {line["id"] for line in lines} == set(records)
     assert all(set(line) == LINE_FIELDS for line in lines)
+    assert lines[0]["decoding"]["do_sample"] is False  # evaluation is greedy, and says so
     for line in lines:
         record = records[line["id"]]
         assert line["prompt"] == mathvista.build_prompt(record)
@@ -356,3 +357,56 @@ def test_cas_seat_strategies_read_the_final_answer_they_ask_for(world):
     assert extract_prediction(wemath, response, record, "rules") is None
     assert extract_prediction(wemath, response, record, "rules", strategy="cot") == "B"
     assert extract_prediction(wemath, "Answer: C", record, "rules", strategy="cas_seat") == "C"  # no final line
+
+
+def test_the_reading_model_is_recorded_and_a_change_of_it_reads_again(loaded, world, tmp_path, rows_generated):
+    path = tmp_path / "preds.jsonl"
+    asked: list[str] = []
+
+    def judge(name):
+        def chat(prompt: str) -> str:
+            asked.append(name)
+            return "A"
+        return chat
+
+    first = _run(loaded, world, path, extractor="llm", llm=judge("a"), llm_name="judge-a")
+    assert first["extractor_model"] == "judge-a" and {line["extractor_model"] for line in _lines(path)} == {"judge-a"}
+    calls = len(asked)
+    assert calls > 0
+    rows_generated.clear()
+    again = _run(loaded, world, path, extractor="llm", llm=judge("a"), llm_name="judge-a")
+    assert len(asked) == calls and again["correct"] == first["correct"]  # stored extractions are reused
+    other = _run(loaded, world, path, extractor="llm", llm=judge("b"), llm_name="judge-b")
+    assert asked.count("b") == calls and other["extractor_model"] == "judge-b"  # another reader reads again
+    assert rows_generated == []
+    rules = _run(loaded, world, path)
+    assert "extractor_model" not in rules and rules["extractor"] == "rules"
+
+
+def test_the_stage_key_follows_the_reader_but_not_the_default(model_dir, world, tmp_path, monkeypatch):
+    from kit import evaluate as evaluate_module
+    from kit.evaluate import evaluate_stage
+
+    monkeypatch.setattr(evaluate_module, "evaluate_many", lambda *args, **kwargs: {"mathvista": {"n": 0}})
+    sources = {"mathvista": world / "mathvista"}
+    evaluate_stage(model_dir, sources, "direct", tmp_path, limit=2)
+    evaluate_stage(model_dir, sources, "direct", tmp_path, limit=2, extractor="rules", llm_name="ignored")
+    assert len(list(tmp_path.glob("eval-*"))) == 1  # rules, given or not, is the folder of runs before the option
+    for name in ("judge-a", "judge-b"):
+        evaluate_stage(model_dir, sources, "direct", tmp_path, limit=2, extractor="llm", llm=str, llm_name=name)
+    assert len(list(tmp_path.glob("eval-*"))) == 3
+
+
+def test_extraction_table_counts_how_each_benchmark_was_read():
+    from kit.evaluate import NO_LLM_STEP, extraction_table
+
+    read = {"mathvista": {"benchmark": "mathvista", "extractor": "llm", "extractor_model": "Qwen/Qwen2.5-14B-Instruct"},
+            "hallusionbench": {"benchmark": "hallusionbench", "extractor": "llm", "extractor_model": "gpt-4"},
+            "mme": {"benchmark": "mme", "extractor": "llm", "extractor_model": "gpt-4"}}
+    table = extraction_table({"base": read, "EACO": read, "old": {"mathvista": {"benchmark": "mathvista",
+                                                                                "extractor": "rules"}}})
+    assert table[["benchmark", "extractor", "LLM", "evaluations"]].values.tolist() == [
+        ["MathVista", "llm", "Qwen/Qwen2.5-14B-Instruct", 2], ["MathVista", "rules", "-", 1],
+        ["HallusionBench", "llm", "gpt-4", 2], ["MME", "llm", "gpt-4", 2]]
+    assert "GPT-4 judge" in table.loc[2, "answers read by"] and table.loc[3, "answers read by"] == NO_LLM_STEP
+    assert "documented deviation" in table.loc[1, "answers read by"]

@@ -109,3 +109,75 @@ def test_local_chat_on_a_tiny_model(tmp_path):
     chat = llm.local_chat(str(tmp_path / "m"), max_new_tokens=4)
     answer = chat("Extract the answer")
     assert isinstance(answer, str) and answer == chat("Extract the answer")  # greedy: deterministic
+
+
+# ------------------------------------------------------------------------------------------ the profile's judge
+def _evaluation(profile_name: str) -> dict:
+    from kit.profile import load_profile
+
+    section = load_profile(profile_name).get("evaluation")
+    return {"extractor": section["extractor"], "judge_url": section["judge_url"],
+            "judge_model": section["judge_model"], "judge_api_key_env": section["judge_api_key_env"]}
+
+
+def test_the_tiny_profile_reads_by_rules_and_the_paper_profile_asks_the_authors_extractor():
+    assert llm.extraction_from_profile(**_evaluation("tiny"), profile="tiny").options() == {"extractor": "rules"}
+    paper = _evaluation("paper")
+    assert paper["extractor"] == "llm" and paper["judge_model"] == "Qwen/Qwen2.5-14B-Instruct"
+    # The shipped paper profile names no endpoint: the run stops at once, naming the key to set.
+    with pytest.raises(KitError, match=r"profile 'paper': evaluation.extractor is 'llm' but evaluation.judge_url is "
+                                       r"not set.*vllm serve Qwen/Qwen2.5-14B-Instruct"):
+        llm.extraction_from_profile(**paper, profile="paper")
+
+
+def test_an_endpoint_is_checked_once_then_reads_answers():
+    with ChatServer([("ok", "O"), ("ok", "B")]) as server:
+        extraction = llm.extraction_from_profile("llm", server.url, "judge-model", profile="paper")
+        options = extraction.options()
+        assert options["extractor"] == "llm" and options["llm_name"] == "judge-model"
+        assert options["llm"]("Extract the answer") == "B"
+    (_, probe, _), (_, asked, _) = server.requests
+    assert probe["max_tokens"] == 1 and probe["model"] == "judge-model"
+    assert asked["max_tokens"] == llm.EXTRACTOR_MAX_TOKENS == 512  # extract_answer.py's max_new_tokens
+
+
+def test_a_bad_setting_names_its_profile_key(monkeypatch):
+    with pytest.raises(KitError, match="evaluation.extractor is 'gpt'"):
+        llm.extraction_from_profile("gpt", None, None, profile="paper")
+    with pytest.raises(KitError, match="evaluation.judge_model is not set"):
+        llm.extraction_from_profile("llm", "http://127.0.0.1:9/v1", None, profile="paper")
+    monkeypatch.delenv("SEAT_KIT_TEST_JUDGE_KEY", raising=False)
+    with pytest.raises(KitError, match="evaluation.judge_api_key_env names SEAT_KIT_TEST_JUDGE_KEY, which is not set"):
+        llm.extraction_from_profile("llm", "http://127.0.0.1:9/v1", "m", "SEAT_KIT_TEST_JUDGE_KEY", profile="paper")
+    monkeypatch.setenv("SEAT_KIT_TEST_JUDGE_KEY", "k3y")
+    refused = r"judge at evaluation.judge_url \(.*\) with evaluation.judge_model 'm' failed its first request: .*HTTP 404"
+    with ChatServer([("status", 404)]) as server, pytest.raises(KitError, match=refused):
+        llm.extraction_from_profile("llm", server.url, "m", "SEAT_KIT_TEST_JUDGE_KEY", profile="paper")
+    assert server.requests[0][2] == "Bearer k3y"
+
+
+def test_evaluation_through_a_fake_endpoint_records_the_extractor(small_world, tmp_path):
+    """Notebook 05's path on the paper profile, with a loopback server as the judge: MathVista answers no rule
+    reads go to the endpoint, and the prediction lines, the metrics and the extraction table say which model
+    read them."""
+    from fakes import random_tiny_qwen2vl
+
+    from kit.evaluate import evaluate_stage, extraction_table
+
+    records = mathvista.load(small_world / "mathvista")
+    model = random_tiny_qwen2vl(tmp_path / "model", [mathvista.build_prompt(r) for r in records])
+    with ChatServer([("ok", "O")] + [("ok", "A")] * 20) as server:
+        extraction = llm.extraction_from_profile("llm", server.url, "Qwen/Qwen2.5-14B-Instruct", profile="paper")
+        metrics = evaluate_stage(model, {"mathvista": small_world / "mathvista"}, "direct", tmp_path / "run", limit=3,
+                                 max_new_tokens=4, batch_size=3, progress=False, **extraction.options())["mathvista"]
+    asked = [body for _, body, _ in server.requests[1:]]
+    assert asked and all("Extracted answer:" in body["messages"][0]["content"] for body in asked)
+    assert metrics["extractor"] == "llm" and metrics["extractor_model"] == "Qwen/Qwen2.5-14B-Instruct"
+    (predictions,) = (tmp_path / "run").glob("eval-*/predictions/mathvista.jsonl")
+    lines = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert {line["extractor_model"] for line in lines} == {"Qwen/Qwen2.5-14B-Instruct"}
+    table = extraction_table({"base": {"mathvista": metrics}})
+    assert table.to_dict("records") == [{
+        "benchmark": "MathVista", "extractor": "llm", "LLM": "Qwen/Qwen2.5-14B-Instruct",
+        "answers read by": "MathVista's official LLM answer extractor (extract_answer.py prompt) through the LLM",
+        "evaluations": 1}]

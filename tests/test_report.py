@@ -53,7 +53,20 @@ def _eaco_main(eaco_mme: float) -> pd.DataFrame:
     return table
 
 
-def _make_run(results: Path, name: str = "tiny-1a2b3c4d", cas_seat: tuple = (26.0, 24.33, 27.67)) -> Path:
+JUDGE = "Qwen/Qwen2.5-14B-Instruct"
+
+
+def _extraction(benchmarks: dict[str, str]) -> pd.DataFrame:
+    """kit.evaluate.extraction_table over two evaluations that read each benchmark as `benchmarks` says."""
+    from kit.evaluate import extraction_table
+
+    metrics = {name: {"benchmark": name, "extractor": how, **({"extractor_model": JUDGE} if how == "llm" else {})}
+               for name, how in benchmarks.items()}
+    return extraction_table({"base": metrics, "Cas-SEAT": metrics})
+
+
+def _make_run(results: Path, name: str = "tiny-1a2b3c4d", cas_seat: tuple = (26.0, 24.33, 27.67),
+              extraction: bool = True) -> Path:
     """A run folder as `kit run` leaves it: tables and figures (also in results/), provenance, profile, stages."""
     run = results / "runs" / name
     main_by_seed = {seed: _casseat_main(value) for seed, value in enumerate(cas_seat)}
@@ -63,6 +76,9 @@ def _make_run(results: Path, name: str = "tiny-1a2b3c4d", cas_seat: tuple = (26.
     write_table(spread_table(main_by_seed, ["SEAT", "Cas-SEAT"]), "casseat_main_seeds", results, run_dir=run)
     write_table(eaco_by_seed[0].reset_index(), "eaco_main", results, run_dir=run)
     write_table(spread_table(eaco_by_seed, ["DPO (critic)", "EACO", "STIC"]), "eaco_main_seeds", results, run_dir=run)
+    if extraction:
+        write_table(_extraction({"mathvista": "llm", "mathv": "rules"}), "casseat_extraction", results, run_dir=run)
+        write_table(_extraction({"hallusionbench": "llm", "mme": "rules"}), "eaco_extraction", results, run_dir=run)
     figure, axis = plt.subplots(figsize=(2, 2))
     axis.plot([0, 1], [0, 1])
     save_figure(figure, "casseat_main", results, run_dir=run)
@@ -113,7 +129,7 @@ def test_the_report_holds_every_table_figure_claim_and_the_provenance(results):
     assert "![casseat_main](figures/casseat_main.png)" in report
     claim = next(line for line in report.splitlines() if "Cas-SEAT: MathVista gain %" in line)
     # paper's figure, the seed-0 run, and mean ± sd over the three seeds (26.0, 24.33, 27.67 against 20.67)
-    assert "| +19.68 | +25.79 |" in claim and "seeds 0, 1, 2" in claim
+    assert "| +19.68 | existing methods" in claim and "| +25.79 | +25.79 ± 8.08" in claim and "seeds 0, 1, 2" in claim
     record = json.loads((results / "RUN.json").read_text())
     provenance = record["provenance"]
     assert provenance["kit"]["commit"] in report
@@ -121,6 +137,29 @@ def test_the_report_holds_every_table_figure_claim_and_the_provenance(results):
     assert provenance["libraries"]["transformers"] in report
     assert "spread_seeds" in provenance["seeds"] and provenance["seeds"]["seed"] == 0
     assert (results / "runs" / "tiny-1a2b3c4d" / "REPORT.md").read_text() == report
+
+
+def test_the_report_says_how_answers_were_read_and_what_each_paper_compares_with(results, tmp_path):
+    report = (results / "REPORT.md").read_text()
+    claims = report.split("## Provenance")[0]
+    mathvista = next(line for line in claims.splitlines() if "Cas-SEAT: MathVista gain %" in line)
+    assert f"| llm ({JUDGE}) |" in mathvista and "| existing methods (the abstract's words)" in mathvista
+    assert "| rules |" in next(line for line in claims.splitlines() if "Cas-SEAT: MATH-V gain %" in line)
+    average = next(line for line in claims.splitlines() if "EACO: average gain %" in line)
+    assert "(mean of HallusionBench aAcc)" in average and "| +8.5 | the base policy" in average
+    # Under every benchmark table of notebooks 05 and 08: each of its benchmarks and how it was read.
+    casseat = report.split("### `casseat_main`")[1].split("### ")[0]
+    assert f"Answers read by (`casseat_extraction`): MathVista llm ({JUDGE}); MATH-V rules." in casseat
+    eaco_seeds = report.split("### `eaco_main_seeds`")[1].split("### ")[0]
+    assert f"Answers read by (`eaco_extraction`): HallusionBench llm ({JUDGE}); MME rules." in eaco_seeds
+    assert "### `casseat_extraction`" in report
+    # A run from before the extraction tables says it does not know.
+    older = _make_run(tmp_path / "results", "tiny-old", extraction=False)
+    from kit.report import load_run, render_report
+
+    text = render_report(load_run(older))
+    assert "Answers read by: not recorded in this run (it has no `casseat_extraction` table" in text
+    assert "| not recorded |" in text
 
 
 def test_every_number_in_the_report_comes_from_a_results_file(results):

@@ -265,3 +265,17 @@ def test_kit_code_hash_follows_sources_and_profiles(tmp_path: Path) -> None:
     assert second != first
     (tmp_path / "module.py").write_text("x = 2\n")
     assert runner.kit_code_hash(tmp_path) != second
+
+
+def test_an_unset_answer_reader_stops_the_run_before_its_first_notebook(project: Project) -> None:
+    document = yaml.safe_load(project.profile_path.read_text())
+    document["evaluation"].update(extractor="llm", judge_url=None, judge_model="Qwen/Qwen2.5-14B-Instruct")
+    project.profile_path.write_text(yaml.safe_dump(document))
+    write_notebook(project.notebooks / "02_evaluate.ipynb", "x = 1",
+                   parameters=PARAMETERS + 'evaluation_extractor = "rules"\n')
+    for options in ({"dry_run": True}, {}):
+        with pytest.raises(KitError, match="evaluation.extractor is 'llm' but evaluation.judge_url is not set"):
+            project.run(**options)
+    assert not project.results.exists()  # 00 and 01 never ran
+    # Once 02 has nothing left to do, nothing needs the reader: the other notebooks run without it.
+    assert [o.status for o in project.run(only="00")] == ["done"]
