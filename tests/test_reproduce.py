@@ -226,7 +226,7 @@ def test_notebook_09_writes_a_report_of_every_table_and_figure_from_the_run_file
     report = (results / "REPORT.md").read_text()
     tables = sorted((results / "tables").glob("*.csv"))
     figures = sorted((results / "figures").glob("*.png"))
-    assert len(tables) == 14 and len(figures) == 11
+    assert len(tables) == 16 and len(figures) == 11  # casseat_extraction and eaco_extraction among them
     for table in tables:
         assert f"### `{table.stem}`" in report, table.name
         assert (results / "runs" / "e2e" / "tables" / table.name).read_bytes() == table.read_bytes()
