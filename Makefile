@@ -14,7 +14,7 @@ LAB_ARGS ?=
 # Jupyter refuses to start as root (containers, CI) without being told.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: install reproduce test test-fast lint lab strip clean-runs
+.PHONY: install reproduce test test-fast lint lab strip clean-runs test-unsloth-pins locks check-locks train-env serve-env gpu-check
 
 install: $(STAMP)
 
@@ -49,3 +49,54 @@ strip: $(STAMP)
 
 clean-runs:
 	rm -rf results/runs
+
+# ------------------------------------------------------------------------------------------ version window
+# The unit tests again in a second CPU environment at the newest versions Unsloth accepts (transformers 5.17,
+# trl 1.15, datasets 4: envs/unsloth-pins.txt), the old end of the window the kit supports; CI runs both.
+PINS_VENV ?= .venv-unsloth-pins
+$(PINS_VENV)/.installed: pyproject.toml constraints.txt envs/unsloth-pins.txt
+	test -x $(PINS_VENV)/bin/python || $(PYTHON) -m venv $(PINS_VENV)
+	$(PINS_VENV)/bin/python -m pip install --upgrade pip
+	$(PINS_VENV)/bin/python -m pip install $(TORCH_PIP_ARGS) torch==2.13.0
+	$(PINS_VENV)/bin/python -m pip install -c constraints.txt -c envs/unsloth-pins.txt -e ".[dev]"
+	touch $@
+
+test-unsloth-pins: $(PINS_VENV)/.installed
+	$(PINS_VENV)/bin/python -m pytest -q -m "not slow"
+
+# ------------------------------------------------------------------------------------------ GPU environments
+# Two environments on a CUDA machine, each pinned by a lock (envs/*.lock, Linux x86_64, CPython 3.11):
+#   make train-env   the kit + CUDA torch + Unsloth (.venv-train): notebooks, training, `make gpu-check`
+#   make serve-env   vLLM alone (.venv-serve), run as `vllm serve`; the kit talks to it over HTTP
+# `make check-locks` resolves both with pip --dry-run, on any machine (CI does); `make locks` rewrites them.
+TRAIN_VENV ?= .venv-train
+SERVE_VENV ?= .venv-serve
+
+locks: $(STAMP)
+	$(PY) envs/lock.py write
+
+check-locks: $(STAMP)
+	$(PY) envs/lock.py check
+
+train-env: $(TRAIN_VENV)/.installed
+
+$(TRAIN_VENV)/.installed: pyproject.toml envs/train-gpu.lock
+	test -x $(TRAIN_VENV)/bin/python || $(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/python -m pip install --upgrade pip
+	$(TRAIN_VENV)/bin/python -m pip install -c envs/train-gpu.lock -e ".[unsloth,dev]"
+	$(TRAIN_VENV)/bin/kit check
+	touch $@
+
+serve-env: $(SERVE_VENV)/.installed
+
+$(SERVE_VENV)/.installed: envs/serve-gpu.lock
+	test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install -r envs/serve-gpu.lock
+	$(SERVE_VENV)/bin/vllm --version
+	touch $@
+
+# The prepared GPU check (kit/gpucheck.py): Unsloth against peft on models of the real shapes; it rewrites
+# docs/gpu-validation.md with what it measured.
+gpu-check: $(TRAIN_VENV)/.installed
+	$(TRAIN_VENV)/bin/kit check --gpu

@@ -56,28 +56,38 @@ sums (so ``rewards/rejected`` and ``logps/rejected`` are the draft's noisy ones,
 subclass's ``_compute_loss`` adds ``sft_weight`` x the policy's summed chosen NLL, averaged over the batch.
 
 DPO runs on transformers + peft + TRL on every device (the draft uses DeepSpeed; Unsloth serves the SFT
-stages).
+stages). Several GPUs (or CPU processes): ``accelerate launch -m kit.dpo POLICY PAIRS OUT [options]``, one option
+per ``DPOSettings`` field (``python -m kit.dpo --help``); ``launch_command(...)`` builds the command that trains
+exactly what ``dpo_stage`` would, into its folder, so the stage then reuses the adapter.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
+import os
 import shutil
+import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kit.errors import KitError
+from kit.settings_cli import SettingsOptions, absolute_if_local, accelerate_command
 from kit.train import (
     LANGUAGE_ATTENTION,
     LANGUAGE_MLP,
     _last_checkpoint,
     _PeakMemory,
     check_settings,
+    checkpoint_folder,
     lora_targets,
+    no_activation_checkpointing,
+    stage_metadata,
 )
 
 DRAFT_SFT_WEIGHT = 1 / 1024  # EACO/dpo_trainer.py line 458: `losses -= policy_chosen_logps / 1024`
@@ -100,26 +110,27 @@ class DPOSettings:
     tokens plus ``sft_weight`` x TRL's per-token mean NLL of the chosen answers. ``sft_weight`` 0 drops the SFT
     term from either."""
 
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = LANGUAGE_ATTENTION + LANGUAGE_MLP
-    finetune_vision_layers: bool = False
-    learning_rate: float = 1e-7
-    epochs: float = 1.0
+    # Each field's end-of-line comment is also its help on the command line (kit.settings_cli).
+    lora_r: int = 128  # LoRA rank
+    lora_alpha: int = 256  # LoRA alpha (the update is scaled by alpha / r)
+    lora_dropout: float = 0.05  # dropout on the LoRA path
+    target_modules: tuple[str, ...] = LANGUAGE_ATTENTION + LANGUAGE_MLP  # linear layers LoRA wraps, by name
+    finetune_vision_layers: bool = False  # also wrap the target modules inside the vision tower
+    learning_rate: float = 1e-7  # peak learning rate
+    epochs: float = 1.0  # passes over the pairs
     max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 1
-    gradient_accumulation: int = 8
+    batch_size: int = 1  # pairs per step and process
+    gradient_accumulation: int = 8  # steps whose gradients add up before each update
     warmup: float = 0.03  # a fraction of the run (< 1) or steps (>= 1)
-    scheduler: str = "cosine"
-    beta: float = 0.1
-    loss: str = "draft"
-    sft_weight: float = DRAFT_SFT_WEIGHT
+    scheduler: str = "cosine"  # learning-rate schedule (transformers' SchedulerType)
+    beta: float = 0.1  # DPO's beta: how far the policy may move from the reference
+    loss: str = field(default="draft", metadata={"choices": tuple(LOSSES)})  # the objective (LOSSES)
+    sft_weight: float = DRAFT_SFT_WEIGHT  # weight of the SFT term on the chosen answer (0: none)
     max_length: int | None = None  # None: vision rows are never cut (TRL would cut image tokens first)
-    seed: int = 0
-    logging_steps: int = 1
-    checkpoint_steps: int = 100
-    extra: dict[str, Any] = field(default_factory=dict)  # passed to TRL's DPOConfig as they are
+    seed: int = 0  # LoRA initialisation and data order
+    logging_steps: int = 1  # log the loss and rewards every N steps
+    checkpoint_steps: int = 100  # with dpo(checkpoint_dir=...): save every N steps, so a killed run resumes
+    extra: dict[str, Any] = field(default_factory=dict)  # passed to TRL's DPOConfig as they are (JSON on the command line)
 
     def __post_init__(self) -> None:
         check_settings(self, "DPO settings", [(self.beta > 0, "beta must be > 0"),
@@ -294,8 +305,10 @@ def _dpo_config(settings: DPOSettings, output_dir: Path, cuda: bool, checkpoints
         max_length=settings.max_length, seed=settings.seed, data_seed=settings.seed,
         logging_steps=settings.logging_steps, save_strategy="steps" if checkpoints else "no",
         save_steps=settings.checkpoint_steps, save_total_limit=1, report_to=[], use_cpu=not cuda, bf16=cuda,
-        fp16=False, activation_checkpointing=False, remove_unused_columns=False, dataloader_num_workers=0,
+        fp16=False, **no_activation_checkpointing(DPOConfig), remove_unused_columns=False, dataloader_num_workers=0,
         dataloader_pin_memory=cuda, disable_tqdm=not progress,
+        # Every LoRA weight takes part in each forward: DDP need not search for unused ones (as kit.train's).
+        ddp_find_unused_parameters=False,
     )
     options.update(settings.extra)
     return DPOConfig(**options)
@@ -383,17 +396,84 @@ def dpo(model: Any, data: Any, output_dir: str | Path, settings: DPOSettings | N
     return result
 
 
+def _stage(model: str | Path, data: str | Path, run_dir: str | Path,
+           settings: DPOSettings) -> tuple[Path, dict[str, Any]]:
+    from kit.artifacts import fingerprint, stage_dir
+
+    params = {"model": fingerprint(model), "data": fingerprint(data), "recipe": settings.recipe()}
+    return stage_dir(run_dir, "dpo", params), params
+
+
+def stage_folder(model: str | Path, data: str | Path, run_dir: str | Path,
+                 settings: DPOSettings | None = None) -> Path:
+    """The ``dpo-<hash>`` folder ``dpo_stage`` uses for these arguments: train into it elsewhere
+    (``launch_command``) and ``dpo_stage`` reuses the finished adapter."""
+    return _stage(model, data, run_dir, settings or DPOSettings())[0]
+
+
 def dpo_stage(model: str | Path, data: str | Path, run_dir: str | Path, settings: DPOSettings | None = None,
               *, progress: bool = True, log=print) -> dict[str, Any]:
     """``dpo`` as a pipeline stage in ``run_dir/dpo-<hash>/`` (the policy's and the pairs' content and the
     recipe): a finished adapter is reused, a killed run resumes. Returns its ``kit_dpo.json``."""
-    from kit.artifacts import fingerprint, stage_dir
-
     settings = settings or DPOSettings()
-    params = {"model": fingerprint(model), "data": fingerprint(data), "recipe": settings.recipe()}
-    folder = stage_dir(run_dir, "dpo", params)
+    folder, params = _stage(model, data, run_dir, settings)
     done = folder / "kit_dpo.json"
     if not done.is_file():
-        dpo(model, data, folder, settings, log, checkpoint_dir=folder.with_name(folder.name + ".checkpoints"),
-            progress=progress, metadata={"params": params})
+        dpo(model, data, folder, settings, log, checkpoint_dir=checkpoint_folder(folder), progress=progress,
+            metadata={"params": params})
     return json.loads(done.read_text())
+
+
+# ------------------------------------------------------------------------------------------ command line
+DPO_OPTIONS = SettingsOptions(DPOSettings, flags={"finetune_vision_layers": "--finetune-vision"})  # as kit.train's
+
+
+def launch_command(policy: str | Path, pairs: str | Path, run_dir: str | Path, settings: DPOSettings | None = None,
+                   *, processes: int = 2, extra_launch_args: Sequence[str] = ()) -> list[str]:
+    """The ``accelerate launch ... -m kit.dpo`` command (a list: ``shlex.join`` prints it) that trains, in
+    ``processes`` processes, what ``dpo_stage(policy, pairs, run_dir, settings)`` would, into the folder it
+    would (``stage_folder``) with its checkpoints beside it, so that ``dpo_stage`` then reuses the adapter.
+    ``--batch-size`` is per process: the effective batch is ``processes`` times the one-process stage's."""
+    settings = settings or DPOSettings()
+    folder = stage_folder(policy, pairs, run_dir, settings).absolute()
+    arguments = [absolute_if_local(policy), absolute_if_local(pairs), str(folder), *DPO_OPTIONS.argv(settings),
+                 "--checkpoint-dir", str(checkpoint_folder(folder))]
+    return accelerate_command("kit.dpo", arguments, processes=processes, extra_launch_args=extra_launch_args)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """``python -m kit.dpo``'s options: POLICY PAIRS OUTPUT, ``--checkpoint-dir`` and one option per
+    ``DPOSettings`` field (``DPO_OPTIONS``)."""
+    parser = argparse.ArgumentParser(prog="python -m kit.dpo",
+                                     description="DPO with a fresh LoRA adapter on preference pairs (kit.dpo.dpo).")
+    parser.add_argument("policy", help="policy model folder or hub id (a fresh LoRA adapter is trained on it)")
+    parser.add_argument("pairs", type=Path, help="preference pairs (kit.preference JSONL)")
+    parser.add_argument("output", type=Path, help="adapter folder to write (a dpo_stage folder: see launch_command)")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="save checkpoints here and resume from the last one after a kill")
+    DPO_OPTIONS.add_to(parser, "DPO settings (kit.dpo.DPOSettings)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kit.dpo POLICY PAIRS OUTPUT [options]`` (or ``accelerate launch -m kit.dpo ...``)."""
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = DPO_OPTIONS.settings(args)
+    except KitError as err:
+        parser.error(str(err))  # usage and the message on stderr, exit status 2
+    try:
+        metadata = stage_metadata(args.output, "dpo", lambda run_dir: _stage(args.policy, args.pairs, run_dir, settings))
+        result = dpo(args.policy, args.pairs, args.output, settings, checkpoint_dir=args.checkpoint_dir,
+                     metadata=metadata)
+    except KitError as err:
+        print(f"python -m kit.dpo: error: {err}", file=sys.stderr)
+        return 2
+    if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
+        print(json.dumps(asdict(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

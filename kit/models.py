@@ -93,19 +93,26 @@ def _imageonly_qwen2vl_processor_class():
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
             super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
-        @classmethod
-        def from_pretrained(cls, path, **kwargs):
-            from transformers import AutoImageProcessor, AutoTokenizer
-
-            image_processor = AutoImageProcessor.from_pretrained(path, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-            template = getattr(tokenizer, "chat_template", None)
-            template_file = Path(path) / "chat_template.jinja"
-            if template_file.is_file():
-                template = template_file.read_text()
-            return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
-
     return Qwen2VLImageOnlyProcessor
+
+
+def _pil_image_processor(source: str, **kwargs: Any):
+    """The checkpoint's image processor in its PIL implementation, chosen without ``AutoImageProcessor``: up to
+    transformers 5.19 (the newest Unsloth accepts is 5.17) ``AutoImageProcessor`` is itself a placeholder that
+    raises without torchvision, even for processors that have a PIL implementation."""
+    import transformers
+    from transformers.image_processing_utils import ImageProcessingMixin
+
+    config, _ = ImageProcessingMixin.get_image_processor_dict(source, **kwargs)
+    kind = str(config.get("image_processor_type") or "")
+    base = kind.removesuffix("Fast").removesuffix("Pil")
+    for name in (f"{base}Pil", base):
+        cls = getattr(transformers, name, None) if base else None
+        if cls is not None and not getattr(cls, "_backends", None):
+            return cls.from_pretrained(source, **kwargs)
+    raise KitError(f"{source}: its image processor {kind or '(unnamed)'} has no implementation without torchvision "
+                   "in this transformers; on a CPU machine torchvision must stay absent (kit check), so this "
+                   "checkpoint can only be used where CUDA and torchvision are installed")
 
 
 def _torchvision_available() -> bool:
@@ -332,10 +339,34 @@ def family_of(config: dict) -> str:
 def load_processor(source: str, family: str, trust_remote_code: bool = False):
     from transformers import AutoProcessor
 
-    if family == QWEN2VL and not _torchvision_available():
-        return _imageonly_qwen2vl_processor_class().from_pretrained(source, trust_remote_code=trust_remote_code,
-                                                                    **_revision(source))
-    return AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, **_revision(source))
+    if _torchvision_available():
+        return AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, **_revision(source))
+    return _processor_without_torchvision(source, family, trust_remote_code=trust_remote_code, **_revision(source))
+
+
+def _processor_without_torchvision(source: str, family: str, **kwargs: Any):
+    """The checkpoint's processor put together from its parts, the image processor in its PIL implementation:
+    ``AutoProcessor`` would ask ``AutoImageProcessor``, which needs torchvision up to transformers 5.19, and
+    Qwen2-VL's processor would build a video processor, which always does."""
+    import inspect
+
+    import transformers
+    from transformers import AutoTokenizer, ProcessorMixin
+
+    config, _ = ProcessorMixin.get_processor_dict(source, **kwargs)
+    cls = (_imageonly_qwen2vl_processor_class() if family == QWEN2VL
+           else getattr(transformers, str(config.get("processor_class") or ""), None))
+    if cls is None:
+        raise KitError(f"{source}: processor class {config.get('processor_class')!r} is not in this transformers")
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    template_file = Path(source) / "chat_template.jinja"
+    template = (template_file.read_text() if template_file.is_file()
+                else config.get("chat_template") or getattr(tokenizer, "chat_template", None))
+    accepted = inspect.signature(cls.__init__).parameters
+    options = {key: value for key, value in config.items()
+               if key in accepted and key not in ("image_processor", "tokenizer", "video_processor", "chat_template")}
+    return cls(image_processor=_pil_image_processor(source, **kwargs), tokenizer=tokenizer, chat_template=template,
+               **options)
 
 
 # 16-bit types a checkpoint may declare; it is loaded in that type on a GPU.

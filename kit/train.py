@@ -41,7 +41,9 @@ that does not fit is skipped and counted (``skipped_too_long`` in ``kit_train.js
 its end would cut the answer, and cutting its start would cut the image. What still differs between the
 backends is recorded in ``kit_train.json`` (``loss_mask``).
 
-Several GPUs (or CPU processes): ``accelerate launch -m kit.train MODEL DATA OUT [options]``.
+Several GPUs (or CPU processes): ``accelerate launch -m kit.train MODEL DATA OUT [options]``, one option per
+``SFTSettings`` field (``python -m kit.train --help``); ``launch_command(...)`` builds the command that trains
+exactly what ``train_stage`` would, into its folder, so the stage then reuses the adapter.
 """
 
 from __future__ import annotations
@@ -50,13 +52,17 @@ import argparse
 import importlib.util
 import json
 import os
+import re
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kit.errors import KitError
+from kit.settings_cli import SettingsOptions, absolute_if_local, accelerate_command
 
 BACKENDS = ("auto", "unsloth", "peft")
 UNSLOTH_MAX_LENGTH = 2048  # FastVisionModel.from_pretrained's max_seq_length in Unsloth's vision notebooks
@@ -72,23 +78,24 @@ class SFTSettings:
     """One fine-tuning recipe. Defaults: LoRA r 16 / alpha 32 / dropout 0.05 on the language model's
     attention and MLP projections, Unsloth's vision notebook defaults (ours where the papers are silent)."""
 
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = LANGUAGE_ATTENTION + LANGUAGE_MLP
-    finetune_vision_layers: bool = False
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
+    # Each field's end-of-line comment is also its help on the command line (kit.settings_cli).
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA alpha (the update is scaled by alpha / r)
+    lora_dropout: float = 0.05  # dropout on the LoRA path
+    target_modules: tuple[str, ...] = LANGUAGE_ATTENTION + LANGUAGE_MLP  # linear layers LoRA wraps, by name
+    finetune_vision_layers: bool = False  # also wrap the target modules inside the vision tower
+    learning_rate: float = 2e-4  # peak learning rate
+    epochs: float = 1.0  # passes over the training set
     max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 8
-    gradient_accumulation: int = 1
-    max_length: int | None = None
+    batch_size: int = 8  # examples per step and process
+    gradient_accumulation: int = 1  # steps whose gradients add up before each update
+    max_length: int | None = None  # longest example in tokens, image included (longer ones are skipped)
     warmup: float = 0.0  # steps (>= 1) or a fraction of the run (< 1), as TrainingArguments.warmup_steps
-    seed: int = 0
-    backend: str = "auto"
-    logging_steps: int = 10
+    seed: int = 0  # LoRA initialisation and data order
+    backend: str = field(default="auto", metadata={"choices": BACKENDS})  # auto: unsloth on CUDA when installed, else peft
+    logging_steps: int = 10  # log the loss every N steps
     checkpoint_steps: int = 200  # with sft(checkpoint_dir=...): save every N steps, so a killed run resumes
-    extra: dict[str, Any] = field(default_factory=dict)  # passed to TRL's SFTConfig as they are
+    extra: dict[str, Any] = field(default_factory=dict)  # passed to TRL's SFTConfig as they are (JSON on the command line)
 
     def __post_init__(self) -> None:
         check_settings(self, "fine-tuning settings", [(self.backend in BACKENDS,
@@ -158,7 +165,7 @@ def choose_backend(requested: str = "auto") -> tuple[str, str]:
         if not cuda:
             raise KitError("backend 'unsloth' needs a CUDA GPU; this machine has none (use backend 'peft' or 'auto')")
         if not has_unsloth:
-            raise KitError("backend 'unsloth' is not installed: pip install -e '.[gpu]'")
+            raise KitError("backend 'unsloth' is not installed: build the training environment with `make train-env`")
         return "unsloth", "asked for"
     if requested != "auto":
         raise KitError(f"unknown backend {requested!r}; choose from {', '.join(BACKENDS)}")
@@ -323,6 +330,15 @@ def fitting_examples(examples: list[dict], processor: Any, max_length: int | Non
     return kept, [str(e.get("id")) for e in skipped]
 
 
+def no_activation_checkpointing(config_class: type) -> dict[str, bool]:
+    """The option that turns activation checkpointing off: ``activation_checkpointing`` from transformers 5.18,
+    ``gradient_checkpointing`` (its deprecated alias since) before, which Unsloth's 5.17 still needs."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(config_class)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
+
+
 def _trl_config(settings: SFTSettings, output_dir: Path, cuda: bool, unsloth: bool, checkpoints: bool = False,
                 progress: bool = False):
     from trl import SFTConfig
@@ -333,7 +349,7 @@ def _trl_config(settings: SFTSettings, output_dir: Path, cuda: bool, unsloth: bo
         num_train_epochs=settings.epochs, max_steps=settings.max_steps, warmup_steps=settings.warmup,
         seed=settings.seed, data_seed=settings.seed, logging_steps=settings.logging_steps,
         save_strategy="steps" if checkpoints else "no", save_steps=settings.checkpoint_steps, save_total_limit=1,
-        report_to=[], use_cpu=not cuda, bf16=cuda, fp16=False, activation_checkpointing=False, max_length=settings.max_length,
+        report_to=[], use_cpu=not cuda, bf16=cuda, fp16=False, **no_activation_checkpointing(SFTConfig), max_length=settings.max_length,
         remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=not progress,
     )
     if unsloth:
@@ -343,6 +359,24 @@ def _trl_config(settings: SFTSettings, output_dir: Path, cuda: bool, unsloth: bo
         options.update(assistant_only_loss=True)
     options.update(settings.extra)
     return SFTConfig(**options)
+
+
+# TRL computes assistant masks on images only from here (its SFTTrainer refuses vision assistant-only loss
+# below it; below it transformers' processor returns all-zero masks, which keep_turns reports as nothing to learn).
+PEFT_MASKS_TRANSFORMERS = "5.18.0"
+
+
+def check_peft_masks() -> None:
+    """Refuse the peft backend where transformers cannot mark assistant tokens on image chats: Unsloth's
+    environment (transformers 5.17) trains with the unsloth backend, whose masks come from the template's markers."""
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version(PEFT_MASKS_TRANSFORMERS + ".dev0"):
+        raise KitError(f"backend 'peft' needs transformers>={PEFT_MASKS_TRANSFORMERS} to put the loss on assistant "
+                       f"turns only (TRL's rule for vision chats); this environment has {transformers.__version__} "
+                       "(Unsloth's pins): train with backend 'unsloth' on CUDA here, or in the CPU environment "
+                       "(make install)")
 
 
 def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path,
@@ -363,6 +397,7 @@ def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, 
         model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
                                                  lora_dropout=settings.lora_dropout, target_modules=targets,
                                                  bias="none", task_type="CAUSAL_LM"))
+    check_peft_masks()
     examples, skipped = fitting_examples(examples, loaded.processor, settings.max_length)
     trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda, unsloth=False, **config),
                          train_dataset=to_hf_dataset(examples), processing_class=loaded.processor,
@@ -488,10 +523,17 @@ def _stage(model: str | Path, data: str | Path, run_dir: str | Path, settings: S
     return stage_dir(run_dir, "adapter", params), params
 
 
+def checkpoint_folder(stage: str | Path) -> Path:
+    """Where a stage's trainer keeps its checkpoints until the stage is finished: ``<stage>.checkpoints``."""
+    stage = Path(stage)
+    return stage.with_name(stage.name + ".checkpoints")
+
+
 def stage_folder(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings | None = None,
                  *, adapter: str | Path | None = None) -> Path:
     """The ``adapter-<hash>`` folder ``train_stage`` uses for these arguments: train into it elsewhere (e.g.
-    ``accelerate launch -m kit.train`` on several GPUs) and ``train_stage`` reuses the finished adapter."""
+    ``accelerate launch -m kit.train`` on several GPUs: ``launch_command``) and ``train_stage`` reuses the
+    finished adapter."""
     return _stage(model, data, run_dir, settings or SFTSettings(), adapter)[0]
 
 
@@ -505,9 +547,8 @@ def train_stage(model: str | Path, data: str | Path, run_dir: str | Path, settin
     folder, params = _stage(model, data, run_dir, settings, adapter)
     done = folder / "kit_train.json"
     if not done.is_file():
-        sft(model, data, folder, settings, log, adapter=adapter,
-            checkpoint_dir=folder.with_name(folder.name + ".checkpoints"), progress=progress,
-            metadata={"params": params})
+        sft(model, data, folder, settings, log, adapter=adapter, checkpoint_dir=checkpoint_folder(folder),
+            progress=progress, metadata={"params": params})
     return json.loads(done.read_text())
 
 
@@ -562,44 +603,77 @@ def merge(adapter_dir: str | Path, output_dir: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ command line
-def _settings_from(args: argparse.Namespace) -> SFTSettings:
-    return SFTSettings(lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                       target_modules=tuple(args.target_modules), finetune_vision_layers=args.finetune_vision,
-                       learning_rate=args.learning_rate, epochs=args.epochs, max_steps=args.max_steps,
-                       batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
-                       max_length=args.max_length, warmup=args.warmup, seed=args.seed, backend=args.backend,
-                       checkpoint_steps=args.checkpoint_steps)
+# The command line is SFTSettings' fields (kit.settings_cli), under the option names the README has always used.
+SFT_OPTIONS = SettingsOptions(SFTSettings, flags={"finetune_vision_layers": "--finetune-vision"})
+_STAGE_NAME = re.compile(r"(?P<kind>[a-z]+)-[0-9a-f]{12}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m kit.train`` (or ``accelerate launch -m kit.train``)."""
-    defaults = SFTSettings()
+def stage_metadata(output: Path, kind: str, stage: Callable[[Path], tuple[Path, dict[str, Any]]]) -> dict[str, Any] | None:
+    """For a command line whose OUTPUT is a stage folder (``<kind>-<12 hex>``, as ``launch_command`` writes):
+    the metadata the stage function records (``{"params": ...}``), so the folder is the one it would have
+    written. ``stage(run_dir)`` gives the folder and params of this command's inputs and settings under
+    ``run_dir``; when its name is not OUTPUT's, the settings differ from those that named the folder and the
+    stage function would later reuse an adapter trained another way: a ``KitError``. Any other OUTPUT: None."""
+    name = _STAGE_NAME.fullmatch(output.name)
+    if name is None or name["kind"] != kind:
+        return None
+    folder, params = stage(output.parent)
+    if folder.name != output.name:
+        raise KitError(f"{output} is a {kind} stage folder, but this command's inputs and options make "
+                       f"{folder.name}: train into that folder, or build the command with launch_command")
+    return {"params": params}
+
+
+def launch_command(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings | None = None,
+                   *, adapter: str | Path | None = None, processes: int = 2,
+                   extra_launch_args: Sequence[str] = ()) -> list[str]:
+    """The ``accelerate launch ... -m kit.train`` command (a list: ``shlex.join`` prints it) that trains, in
+    ``processes`` processes, what ``train_stage(model, data, run_dir, settings, adapter=adapter)`` would, into
+    the folder it would (``stage_folder``) with its checkpoints beside it, so that ``train_stage`` then reuses
+    the adapter. Works for every stage that trains through ``train_stage``: the students' SFT, the Critic
+    (``critic_stage``'s ``train.jsonl``) and the extra SFT (``adapter=`` the DPO adapter). Local paths are made
+    absolute so the command runs from any folder; ``--batch-size`` is per process, so the effective batch is
+    ``processes`` times the one ``train_stage`` trains with in one process."""
+    settings = settings or SFTSettings()
+    folder = stage_folder(model, data, run_dir, settings, adapter=adapter).absolute()
+    arguments = [absolute_if_local(model), absolute_if_local(data), str(folder), *SFT_OPTIONS.argv(settings)]
+    if adapter is not None:
+        arguments += ["--adapter", absolute_if_local(adapter)]
+    arguments += ["--checkpoint-dir", str(checkpoint_folder(folder))]
+    return accelerate_command("kit.train", arguments, processes=processes, extra_launch_args=extra_launch_args)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """``python -m kit.train``'s options: MODEL DATA OUTPUT, ``--adapter``, ``--checkpoint-dir`` and one option
+    per ``SFTSettings`` field (``SFT_OPTIONS``)."""
     parser = argparse.ArgumentParser(prog="python -m kit.train", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="base model folder or hub id")
     parser.add_argument("data", type=Path, help="training set (kit.trainsets JSONL)")
-    parser.add_argument("output", type=Path, help="adapter folder to write")
-    parser.add_argument("--lora-r", type=int, default=defaults.lora_r)
-    parser.add_argument("--lora-alpha", type=float, default=defaults.lora_alpha)
-    parser.add_argument("--lora-dropout", type=float, default=defaults.lora_dropout)
-    parser.add_argument("--target-modules", nargs="+", default=list(defaults.target_modules))
-    parser.add_argument("--finetune-vision", action="store_true")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--epochs", type=float, default=defaults.epochs)
-    parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--gradient-accumulation", type=int, default=defaults.gradient_accumulation)
-    parser.add_argument("--max-length", type=int, default=None)
-    parser.add_argument("--warmup", type=float, default=defaults.warmup)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("output", type=Path, help="adapter folder to write (a train_stage folder: see launch_command)")
+    parser.add_argument("--adapter", type=Path, default=None,
+                        help="an adapter of MODEL to go on training (EACO's extra SFT continues the DPO adapter); "
+                             "its LoRA shape is kept, so the --lora-* options do not apply")
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="save checkpoints here and resume from the last one after a kill")
-    parser.add_argument("--checkpoint-steps", type=int, default=defaults.checkpoint_steps)
-    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    SFT_OPTIONS.add_to(parser, "fine-tuning settings (kit.train.SFTSettings)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kit.train MODEL DATA OUTPUT [options]`` (or ``accelerate launch -m kit.train ...``)."""
+    parser = argument_parser()
     args = parser.parse_args(argv)
     try:
-        result = sft(args.model, args.data, args.output, _settings_from(args), checkpoint_dir=args.checkpoint_dir)
+        settings = SFT_OPTIONS.settings(args)
     except KitError as err:
-        print(f"python -m kit.train: error: {err}")
+        parser.error(str(err))  # usage and the message on stderr, exit status 2
+    try:
+        metadata = stage_metadata(args.output, "adapter",
+                                  lambda run_dir: _stage(args.model, args.data, run_dir, settings, args.adapter))
+        result = sft(args.model, args.data, args.output, settings, adapter=args.adapter,
+                     checkpoint_dir=args.checkpoint_dir, metadata=metadata)
+    except KitError as err:
+        print(f"python -m kit.train: error: {err}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
         print(json.dumps(asdict(result)))

@@ -59,3 +59,35 @@ def small_world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("small_world") / "tiny"
     build_world(root, config, progress=False)
     return root
+
+
+def _peft_masks_missing() -> str | None:
+    from kit.errors import KitError
+    from kit.train import PEFT_MASKS_TRANSFORMERS, check_peft_masks
+
+    try:
+        check_peft_masks()
+    except KitError:
+        return f"the peft backend's masks on images need transformers>={PEFT_MASKS_TRANSFORMERS} (Unsloth's pins are older)"
+    return None
+
+
+def _trl_fused_head_missing() -> str | None:
+    import trl.trainer.utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", True) is None:
+        return "this TRL's fused log-prob head needs Triton, which CPU torch wheels lack"
+    return None
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip, with the reason, what this environment's pins cannot run (CI's second environment holds Unsloth's
+    pins: transformers 5.17, trl 1.15); everything else runs in both."""
+    reasons = {}
+    for item in items:
+        for marker, why in (("peft_sft", _peft_masks_missing), ("trl_fused_head", _trl_fused_head_missing)):
+            if item.get_closest_marker(marker) is not None:
+                if marker not in reasons:
+                    reasons[marker] = why()
+                if reasons[marker]:
+                    item.add_marker(pytest.mark.skip(reason=reasons[marker]))

@@ -73,10 +73,10 @@ def test_environment_yml_matches_pyproject(repo_dir: Path, pyproject: dict, torc
         assert normalised(conda[name]) == normalised(requirement), name
 
 
-def test_gpu_packages_only_in_the_gpu_extra(pyproject: dict) -> None:
+def test_gpu_packages_only_in_the_unsloth_extra(pyproject: dict) -> None:
     project = pyproject["project"]
-    gpu = {canonicalize_name(Requirement(line).name) for line in project["optional-dependencies"]["gpu"]}
-    assert {"unsloth", "vllm", "bitsandbytes"} <= gpu
+    gpu = {canonicalize_name(Requirement(line).name) for line in project["optional-dependencies"]["unsloth"]}
+    assert {"unsloth", "unsloth-zoo", "torchvision"} <= gpu
     cpu_side = project["dependencies"] + project["optional-dependencies"]["dev"]
     cpu_names = {canonicalize_name(Requirement(line).name) for line in cpu_side}
     assert not cpu_names & (gpu | {"torchvision"})
@@ -90,7 +90,7 @@ def test_ci_runs_make_test(repo_dir: Path) -> None:
     commands = [
         line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert commands[-1] == "make test"
+    assert commands[-3:] == ["make test", "make test-unsloth-pins", "make check-locks"]
     assert script.stat().st_mode & 0o111, ".ci/run must be executable"
 
 
@@ -137,3 +137,47 @@ def test_makefile_targets(repo_dir: Path, target: str, command: str) -> None:
     makefile = (repo_dir / "Makefile").read_text()
     assert makefile_recipe(makefile, target) == [command]
     assert re.search(r"^PROFILE \?= tiny$", makefile, re.MULTILINE)
+
+
+def pins_of(path: Path) -> dict[str, str]:
+    """name -> version of a file of ``name==version`` lines (comments and ``-c``/``-r`` lines aside)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            requirement = Requirement(line)
+            (spec,) = requirement.specifier
+            assert spec.operator == "==", f"{path.name}: {line} is not a pin"
+            pins[canonicalize_name(requirement.name)] = spec.version
+    return pins
+
+
+def test_the_old_end_of_the_window_is_the_training_environment(repo_dir: Path, pyproject: dict) -> None:
+    """CI's second CPU environment (envs/unsloth-pins.txt) tests the versions the GPU training environment
+    installs (envs/train-gpu.lock), and both lie inside pyproject's ranges."""
+    window = pins_of(repo_dir / "envs" / "unsloth-pins.txt")
+    train = pins_of(repo_dir / "envs" / "train-gpu.lock")
+    assert set(window) == {"torch", "transformers", "trl", "datasets"}
+    for name, version in window.items():
+        assert train[name] == version, f"{name}: unsloth-pins.txt has {version}, train-gpu.lock {train[name]}"
+    requirements = by_name(pyproject["project"]["dependencies"])
+    for name in ("transformers", "trl", "datasets"):
+        assert requirements[name].specifier.contains(window[name]), f"{name} {window[name]} is outside pyproject"
+    assert {"unsloth", "unsloth-zoo", "torchvision"} <= set(train)
+    assert "vllm" not in train, "vLLM pins its own torch: it belongs in the serving environment only"
+
+
+def test_the_serving_environment_is_vllm_alone(repo_dir: Path) -> None:
+    serve = pins_of(repo_dir / "envs" / "serve-gpu.lock")
+    assert "vllm" in serve and "seat-kit" not in serve and "unsloth" not in serve
+
+
+def test_the_conda_gpu_variant_installs_the_training_lock(repo_dir: Path) -> None:
+    environment = yaml.safe_load((repo_dir / "environment-gpu.yml").read_text())
+    (pip_section,) = [entry["pip"] for entry in environment["dependencies"] if isinstance(entry, dict)]
+    assert "-c envs/train-gpu.lock" in pip_section and "-e .[unsloth,dev]" in pip_section
+    makefile = (repo_dir / "Makefile").read_text()
+    assert '-c envs/train-gpu.lock -e ".[unsloth,dev]"' in makefile
+    assert "-r envs/serve-gpu.lock" in makefile
+    ci = (repo_dir / ".ci" / "run").read_text()
+    assert "make test-unsloth-pins" in ci and "make check-locks" in ci
