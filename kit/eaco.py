@@ -11,6 +11,11 @@
   beside the paper's; ``critic_table`` the Critic's quality; ``radar_figure`` the paper's Figure 1 kind.
   Its ``average gain %``, set beside the paper's "8.5% improvement ... across multiple benchmarks", averages
   one number per benchmark (``average_columns``), not every column.
+
+Every generating stage here takes ``engine`` (a ``kit.generate.EngineChoice``; None: transformers, as before):
+on ``openai`` the policy, the Critic (its base model plus its adapter, asked for by name) and the DPO-tuned
+policy are answered by the servers of ``engine.servers`` (``vllm serve <base> --enable-lora``), and the stage
+keys record the backend (``engine_key``), never the servers.
 """
 
 from __future__ import annotations
@@ -258,24 +263,27 @@ def critic_stage(critic_base: str | Path, vlfeedback: str | Path, run_dir: str |
 
 
 def judge_quality(judge: str | Path, heldout: Sequence[Any], run_dir: str | Path, *, aggregate: str = "mean",
-                  batch_size: int = 16, max_new_tokens: int = 96, progress: bool = True) -> dict[str, Any]:
-    """A judge's (the Critic's, or an untrained model's) quality on held-out VLFeedback ratings: it scores every
-    held-out response greedily (``kit.critic.score_responses``, resumable, in ``run_dir/judged-<hash>/``) and
-    ``kit.critic.critic_quality`` compares its scores with the gold ones."""
+                  batch_size: int = 16, max_new_tokens: int = 96, progress: bool = True,
+                  engine: Any = None) -> dict[str, Any]:
+    """A judge's (the Critic, an adapter folder; or an untrained model) quality on held-out VLFeedback ratings:
+    it scores every held-out response greedily (``kit.critic.score_responses``, resumable, in
+    ``run_dir/judged-<hash>/``) and ``kit.critic.critic_quality`` compares its scores with the gold ones.
+    ``engine``: a ``kit.generate.EngineChoice`` (None: transformers)."""
     from kit.artifacts import content_hash, fingerprint, stage_dir
     from kit.critic import critic_items, critic_quality, gold_scores, read_scores, score_responses
-    from kit.generate import Sampling, TransformersEngine
+    from kit.generate import Sampling, engine_for, engine_key
 
     items = critic_items(list(heldout))
     folder = stage_dir(run_dir, "judged", {"judge": fingerprint(judge), "max_new_tokens": max_new_tokens,
-                                            "items": content_hash([(i.id, i.index, i.response) for i in items])})
+                                            "items": content_hash([(i.id, i.index, i.response) for i in items]),
+                                            **engine_key(engine)})
     out = folder / "scores.jsonl"
     done = folder / "quality.json"
     if not done.is_file():
         from kit.artifacts import atomic_write_json
 
-        score_responses(TransformersEngine(str(judge), batch_size), items, out, Sampling(max_new_tokens=max_new_tokens),
-                        progress=progress)
+        score_responses(engine_for(engine, judge, batch_size=batch_size), items, out,
+                        Sampling(max_new_tokens=max_new_tokens), progress=progress)
         atomic_write_json(done, critic_quality(read_scores(out), gold_scores(list(heldout), aggregate)))
     return json.loads(done.read_text())
 
@@ -283,16 +291,17 @@ def judge_quality(judge: str | Path, heldout: Sequence[Any], run_dir: str | Path
 def preference_stage(policy: str | Path, critic: str | Path, images_dir: str | Path, instructions: str | Path | None,
                      run_dir: str | Path, *, images: int | None = None, samples: int = 5, temperature: float = 0.2,
                      max_new_tokens: int = 1024, critic_max_new_tokens: int = 96, batch_size: int = 16,
-                     seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                     seed: int = 0, progress: bool = True, engine: Any = None) -> dict[str, Any]:
     """Notebook 07's data: the policy answers each image ``samples`` times (``kit.preference.sample_responses``),
-    the Critic scores every answer, ``build_pairs`` keeps the best against the worst; and the STIC-style
-    baseline pairs from the same policy. Everything lands in ``run_dir/preference-<hash>/``, each file
-    resumable. ``instructions``: an ``instructions.json`` (or its folder) with the description and
-    hallucination instructions, or None for STIC's lists (which the tiny world's file copies). Returns the
-    folder, the pair counts and the two pair files."""
+    the Critic (``critic``: its adapter folder, on its base model) scores every answer, ``build_pairs`` keeps the
+    best against the worst; and the STIC-style baseline pairs from the same policy. Everything lands in
+    ``run_dir/preference-<hash>/``, each file resumable. ``instructions``: an ``instructions.json`` (or its
+    folder) with the description and hallucination instructions, or None for STIC's lists (which the tiny
+    world's file copies). ``engine``: a ``kit.generate.EngineChoice`` (None: transformers). Returns the folder,
+    the pair counts and the two pair files."""
     from kit.artifacts import atomic_write_json, fingerprint, stage_dir
     from kit.critic import score_responses
-    from kit.generate import Sampling, TransformersEngine
+    from kit.generate import Sampling, engine_for, engine_key
     from kit.preference import (
         build_pairs,
         items_from_samples,
@@ -307,20 +316,20 @@ def preference_stage(policy: str | Path, critic: str | Path, images_dir: str | P
     params = {"policy": fingerprint(policy), "critic": fingerprint(critic), "images": fingerprint(images_dir),
               "limit": images, "instructions": [prompts, hallucination], "samples": samples,
               "temperature": temperature, "max_new_tokens": max_new_tokens,
-              "critic_max_new_tokens": critic_max_new_tokens, "seed": seed}
+              "critic_max_new_tokens": critic_max_new_tokens, "seed": seed, **engine_key(engine)}
     folder = stage_dir(run_dir, "preference", params)
     done = folder / "counts.json"
     if not done.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        policy_engine = TransformersEngine(str(policy), batch_size)
+        policy_engine = engine_for(engine, policy, batch_size=batch_size)
         sample_responses(policy_engine, table, prompts, folder / "samples.jsonl", n=samples, temperature=temperature,
                          seed=seed, max_new_tokens=max_new_tokens, progress=progress)
         make_stic_pairs(policy_engine, table, folder / "stic_generations.jsonl", instructions=prompts,
                         hallucination_instructions=hallucination, seed=seed,
                         sampling=Sampling(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
                         pairs_path=folder / "stic_pairs.jsonl", progress=progress)
-        del policy_engine
-        score_responses(TransformersEngine(str(critic), batch_size), items_from_samples(folder / "samples.jsonl"),
+        del policy_engine  # on transformers, the policy leaves memory before the Critic loads
+        score_responses(engine_for(engine, critic, batch_size=batch_size), items_from_samples(folder / "samples.jsonl"),
                         folder / "scores.jsonl", Sampling(max_new_tokens=critic_max_new_tokens), progress=progress)
         counts = build_pairs(folder / "samples.jsonl", folder / "scores.jsonl", folder / "pairs.jsonl")
         atomic_write_json(done, counts)
@@ -331,24 +340,26 @@ def preference_stage(policy: str | Path, critic: str | Path, images_dir: str | P
 def extra_sft_stage(policy: str | Path, dpo_adapter: str | Path, instructions: str | Path, run_dir: str | Path,
                     settings: Any, *, rows: int | None = None, description_prompts: Sequence[str],
                     temperature: float = 0.2, max_new_tokens: int = 1024, batch_size: int = 16, seed: int = 0,
-                    progress: bool = True) -> dict[str, Any]:
-    """EACO's additional SFT: the DPO-tuned policy describes each instruction row's image
-    (``describe_images``), the rows become ``description_sft_set`` examples in ``run_dir/described-<hash>/``,
-    and ``kit.train.train_stage`` continues the DPO adapter on them. Returns the adapter's ``kit_train.json``."""
+                    progress: bool = True, engine: Any = None) -> dict[str, Any]:
+    """EACO's additional SFT: the DPO-tuned policy (``policy`` with ``dpo_adapter``) describes each instruction
+    row's image (``describe_images``), the rows become ``description_sft_set`` examples in
+    ``run_dir/described-<hash>/``, and ``kit.train.train_stage`` continues the DPO adapter on them. ``engine``: a
+    ``kit.generate.EngineChoice`` for the descriptions (None: transformers; training stays here). Returns the
+    adapter's ``kit_train.json``."""
     from kit.artifacts import fingerprint, stage_dir
-    from kit.generate import Sampling, TransformersEngine
+    from kit.generate import Sampling, engine_for, engine_key
     from kit.train import train_stage
     from kit.trainsets import write_set
 
     table = load_instruction_rows(instructions, limit=rows)
     params = {"policy": fingerprint(dpo_adapter), "instructions": fingerprint(instructions), "rows": rows,
               "prompts": list(description_prompts), "temperature": temperature, "max_new_tokens": max_new_tokens,
-              "seed": seed}
+              "seed": seed, **engine_key(engine)}
     folder = stage_dir(run_dir, "described", params)
     data = folder / "extra_sft.jsonl"
     if not data.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        descriptions = describe_images(TransformersEngine(str(dpo_adapter), batch_size), table,
+        descriptions = describe_images(engine_for(engine, policy, adapter=dpo_adapter, batch_size=batch_size), table,
                                        folder / "descriptions.jsonl", description_prompts,
                                        Sampling(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
                                        seed, progress=progress)
@@ -359,17 +370,19 @@ def extra_sft_stage(policy: str | Path, dpo_adapter: str | Path, instructions: s
 def policy_stages(policy: str | Path, critic: str | Path, images_dir: str | Path, instructions: str | Path | None,
                   instruction_rows: str | Path, run_dir: str | Path, *, seed: int, preference: Mapping[str, Any],
                   dpo_settings: Any, extra_settings: Any, extra_sft: Mapping[str, Any],
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, engine: Any = None) -> dict[str, Any]:
     """Everything after the Critic, for one seed: sampled answers scored into pairs (``preference_stage`` with
     the ``preference`` options), DPO on the Critic's pairs and on the STIC pairs, and the extra SFT stage
     continuing the first (``extra_sft_stage`` with the ``extra_sft`` options). ``seed`` replaces the settings'
     seeds, so that one call per seed measures how much the EACO rows move with sampling and training noise.
+    ``engine`` (a ``kit.generate.EngineChoice``; None: transformers) generates the samples, the Critic's scores
+    and the descriptions; training runs here either way.
     Returns ``preference``, ``dpo_critic``, ``dpo_stic`` and ``eaco`` (each stage's record)."""
     from kit.dpo import dpo_stage
     from kit.preference import load_instructions
 
     pairs = preference_stage(policy, critic, images_dir, instructions, run_dir, seed=seed, progress=progress,
-                             **preference)
+                             engine=engine, **preference)
     require_pairs(pairs)
     dpo_settings = replace(dpo_settings, seed=seed)
     dpo_critic = dpo_stage(policy, pairs["pairs"], run_dir, dpo_settings, progress=progress)
@@ -377,7 +390,7 @@ def policy_stages(policy: str | Path, critic: str | Path, images_dir: str | Path
     description_prompts, _ = load_instructions(instructions)
     eaco = extra_sft_stage(policy, dpo_critic["adapter_dir"], instruction_rows, run_dir,
                            replace(extra_settings, seed=seed), description_prompts=description_prompts, seed=seed,
-                           progress=progress, **extra_sft)
+                           progress=progress, engine=engine, **extra_sft)
     return {"preference": pairs, "dpo_critic": dpo_critic, "dpo_stic": dpo_stic, "eaco": eaco}
 
 

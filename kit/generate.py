@@ -1,4 +1,4 @@
-"""The generation engine: one interface, three backends.
+"""The generation engine: one interface, two backends, and one engine choice for every stage.
 
 ::
 
@@ -12,17 +12,27 @@
 - ``openai``: any OpenAI-compatible chat endpoint (a vLLM or SGLang server, ``kit serve``, a hosted API),
   or several servers serving the same model (``base_url`` a list, or URLs separated by commas): each
   request goes to the least busy server, ``concurrency`` requests at a time per server. Images travel as
-  ``data:`` URLs; requests are retried with exponential back-off and have a timeout each.
-- ``vllm``: offline ``vllm.LLM.generate`` with ``multi_modal_data``, for synthesis on several GPUs
-  (``tensor_parallel_size``). Imported only when chosen; it is in the ``gpu`` extra.
+  ``data:`` URLs; requests are retried with exponential back-off and have a timeout each. A trained LoRA
+  adapter is served by name on top of its base model (``adapter=``): the engine makes sure every server has
+  it (``GET /v1/models``, else vLLM's ``POST /v1/load_lora_adapter``) and asks for it by that name, so a
+  student is evaluated without merging.
+
+vLLM is used only as a server (``vllm serve <base model> --enable-lora``): it lives in its own environment,
+pinned to another torch than the kit's, so the kit never imports it. (An in-process ``vllm`` backend existed
+until the servers could serve adapters; asking for it now says what to run instead.)
+
+``EngineChoice`` is the profile's one choice of backend for every generation stage (synthesis, evaluation,
+preference sampling, Critic scoring, descriptions, prompting), with the servers serving each base model;
+``engine_for(choice, model, adapter=...)`` gives the engine a stage uses, and ``engine_key(choice)`` what a
+stage key records of it (nothing for ``transformers``, so the keys of earlier runs stay as they were).
 
 Decoding is the same on every backend: ``decoding_settings`` merges the checkpoint's ``generation_config.json``
 (``generation_defaults``) with the stage's ``Sampling`` into one plain dict (``do_sample``, ``temperature``,
 ``top_p``, ``top_k``, ``repetition_penalty``, ``max_new_tokens``), and each backend sends exactly that:
-``generate`` keyword arguments, ``vllm.SamplingParams``, or request fields. Left to themselves the three
-differ: transformers keeps the checkpoint's ``repetition_penalty`` (Qwen2-VL: 1.05), ``vllm serve`` fills
-unset request fields from the checkpoint, offline vLLM uses its own defaults (1.0). ``engine.decoding(sampling)``
-is the dict an engine uses; the stages write it with their outputs.
+``generate`` keyword arguments, or request fields. Left to themselves the two differ: transformers keeps the
+checkpoint's ``repetition_penalty`` (Qwen2-VL: 1.05), ``vllm serve`` fills unset request fields from the
+checkpoint, and other servers use their own defaults. ``engine.decoding(sampling)`` is the dict an engine
+uses (the ``openai`` engine adds the adapter it asks for); the stages write it with their outputs.
 
 ``generate`` yields ``(chat, text)`` as results arrive (batch by batch, or request by request; the
 ``openai`` backend in input order), so the caller can write each one at once and a killed run loses at most
@@ -41,20 +51,22 @@ import hashlib
 import io
 import json
 import logging
+import os
+import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
 from kit.errors import KitError
 
-BACKENDS = ("transformers", "openai", "vllm")
+BACKENDS = ("transformers", "openai")
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +197,9 @@ def transformers_options(decoding: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def vllm_options(decoding: Mapping[str, Any]) -> dict[str, Any]:
-    """``decoding`` as ``vllm.SamplingParams`` keyword arguments (the same names serve as vLLM's and
-    SGLang's extra request fields). Top-k off is -1: older vLLM and SGLang refuse 0, newer vLLM takes both."""
+    """``decoding`` as the request fields of an OpenAI-compatible server (``top_k`` and ``repetition_penalty``
+    are vLLM's and SGLang's extra fields, the names of ``vllm.SamplingParams``). Top-k off is -1: older vLLM
+    and SGLang refuse 0, newer vLLM takes both."""
     return {"max_tokens": decoding["max_new_tokens"], "temperature": decoding["temperature"],
             "top_p": decoding["top_p"], "top_k": decoding["top_k"] or -1,
             "repetition_penalty": decoding["repetition_penalty"]}
@@ -218,6 +231,21 @@ def _check_images(chats: list[Chat]) -> None:
     for chat in chats:
         if isinstance(chat.image, str | Path) and not Path(chat.image).is_file():
             raise KitError(f"item {chat.id}: image file {chat.image} not found")
+
+
+def prompt_text(processor: Any, chat: Chat) -> str:
+    """The chat as the model's chat template renders it, ready for the assistant's answer."""
+    return processor.apply_chat_template(chat.messages(), add_generation_prompt=True, tokenize=False)
+
+
+def prompt_tokens(processor: Any, chat: Chat) -> int:
+    """Length of the chat in the model's tokens, the image counted as its placeholder tokens. Needs only the
+    processor, so a model served elsewhere is measured the same way as a loaded one."""
+    if chat.image is None:
+        return len(processor.tokenizer(prompt_text(processor, chat))["input_ids"])
+    batch = processor(text=[prompt_text(processor, chat)], images=[open_image(chat.id, chat.image)],
+                      return_tensors="pt")
+    return int(batch["input_ids"].shape[1])
 
 
 # ------------------------------------------------------------------------------------------ transformers
@@ -256,15 +284,11 @@ class TransformersEngine:
         return decoding_settings(self.defaults, sampling)
 
     def prompt_text(self, chat: Chat) -> str:
-        return self.loaded.processor.apply_chat_template(chat.messages(), add_generation_prompt=True, tokenize=False)
+        return prompt_text(self.loaded.processor, chat)
 
     def prompt_tokens(self, chat: Chat) -> int:
         """Length of the chat in tokens, the image counted as its placeholder tokens."""
-        processor = self.loaded.processor
-        if chat.image is None:
-            return len(processor.tokenizer(self.prompt_text(chat))["input_ids"])
-        batch = processor(text=[self.prompt_text(chat)], images=[open_image(chat.id, chat.image)], return_tensors="pt")
-        return int(batch["input_ids"].shape[1])
+        return prompt_tokens(self.loaded.processor, chat)
 
     def generate(self, chats: list[Chat], sampling: Sampling, progress: bool = False) -> Iterator[tuple[Chat, str]]:
         from tqdm.auto import tqdm
@@ -396,6 +420,97 @@ def _checkpoint_name(model: str) -> str | None:
     return model if model.count("/") == 1 and not model.startswith((".", "/")) else None
 
 
+# ------------------------------------------------------------------------------------------ adapters by name
+ADAPTER_CONFIG = "adapter_config.json"  # what makes a folder a PEFT adapter
+
+
+def is_adapter(path: Any) -> bool:
+    """Whether ``path`` is a folder holding a PEFT adapter (``adapter_config.json``)."""
+    return isinstance(path, str | Path) and (Path(path).expanduser() / ADAPTER_CONFIG).is_file()
+
+
+def adapter_config(adapter: str | Path) -> dict[str, Any]:
+    """The adapter folder's ``adapter_config.json``; a folder without one is a ``KitError`` naming it."""
+    path = Path(adapter).expanduser() / ADAPTER_CONFIG
+    if not path.is_file():
+        raise KitError(f"adapter {adapter} is not a PEFT adapter folder: it has no {ADAPTER_CONFIG}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise KitError(f"{path} is not valid JSON: {err}") from None
+
+
+def adapter_base(adapter: str | Path) -> str:
+    """The base model an adapter was trained on (its ``base_model_name_or_path``)."""
+    base = adapter_config(adapter).get("base_model_name_or_path")
+    if not base:
+        raise KitError(f"adapter {adapter}: {ADAPTER_CONFIG} names no base_model_name_or_path")
+    return str(base)
+
+
+def served_adapter_name(adapter: str | Path) -> str:
+    """The name an adapter is served by: its folder's name (in the kit a content-keyed stage folder such as
+    ``adapter-1a2b3c4d5e6f``) made safe for a URL and a log line, then 8 hex of its absolute path, so that two
+    runs' folders of the same name on one server do not take each other's place. Deterministic: every engine
+    on every machine that sees the folder at that path asks for the same name."""
+    folder = Path(adapter).expanduser().resolve()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.name).strip("-.")[:48] or "adapter"
+    return f"{stem}-{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}"
+
+
+def _same_model(name: Any, model: str) -> bool:
+    """Whether ``name`` (a served model's id or root, or a profile's key) names ``model``: the same text, or
+    the same local folder (relative paths are the repository root's, as in profiles: ``kit.profile``)."""
+    from kit.profile import resolve_path
+
+    if not isinstance(name, str) or not name:
+        return False
+    if name == model:
+        return True
+    here, there = resolve_path(model), resolve_path(name)
+    return isinstance(here, Path) and isinstance(there, Path) and here.resolve() == there.resolve()
+
+
+def http_request(url: str, body: dict[str, Any] | None = None, *, api_key: str | None = None,
+                 timeout: float = 60.0, retries: int = 3, backoff: float = 1.0) -> tuple[int, str]:
+    """``GET url`` (or ``POST`` the JSON ``body``): the HTTP status and the answer's text, whatever the status.
+    Refused connections and timeouts are retried ``retries`` times with exponential back-off (a server still
+    starting up), then raise ``OSError``; every HTTP answer is the caller's to judge."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    data = json.dumps(body).encode() if body is not None else None
+    last_error: Exception | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body is not None else "GET")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode(errors="replace")
+        except (urllib.error.URLError, TimeoutError, OSError) as err:
+            last_error = err
+    raise OSError(f"{url} did not answer after {retries + 1} attempts: {last_error}")
+
+
+def _error_text(text: str) -> str:
+    """The message of an OpenAI-style error answer (``{"error": {"message": ...}}``, vLLM's ``{"message":
+    ...}``), else the text itself, shortened."""
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError:
+        return text.strip()[:300]
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:300]
+        if payload.get("message"):
+            return str(payload["message"])[:300]
+    return text.strip()[:300]
+
+
 # How far ahead of the oldest unanswered request new requests may start, in multiples of the total
 # concurrency: answers are yielded in input order, so this bounds the answers held back behind a slow one
 # (what a kill would lose) while letting the other servers work on.
@@ -419,24 +534,47 @@ class OpenAIEngine:
     ``max_tokens``, ``temperature``, ``top_p``, and, when ``extra_fields``, ``top_k`` and
     ``repetition_penalty`` as plain JSON keys (what the OpenAI client's ``extra_body`` sends; vLLM and SGLang
     read them, ``kit serve`` applies its model's own). OpenAI's own API refuses them: ``extra_fields=False``.
+
+    Adapters: with ``adapter`` (a PEFT adapter folder trained on ``model``) every request asks for the
+    adapter by its name (``served_adapter_name``, or ``adapter_name``) instead of the base model, the way
+    ``vllm serve <model> --enable-lora`` serves LoRA adapters; ``model`` stays the base model's served name
+    and its ``generation_config`` the decoding defaults (a transformers engine on the adapter folder decodes
+    with its base's too). Before generating, ``prepare`` makes sure each server has the adapter: listed by
+    ``GET /v1/models`` under that name, or under any name with the folder as its ``root`` (``vllm serve
+    --lora-modules NAME=PATH`` preloads it so; that name is then used), or else loaded through vLLM's runtime
+    API, ``POST /v1/load_lora_adapter`` with ``{"lora_name", "lora_path"}`` (the folder's absolute path,
+    which the server must see: same machine or shared filesystem). A server that cannot is a ``KitError``
+    naming it, the adapter and what to start instead.
     """
 
     backend = "openai"
 
     def __init__(self, base_url: str | Sequence[str], model: str, api_key: str | None = None,
                  concurrency: int = 8, timeout: float = 120.0, retries: int = 3, backoff: float = 1.0,
-                 generation_config: str | Path | None = None, extra_fields: bool = True) -> None:
+                 generation_config: str | Path | None = None, extra_fields: bool = True,
+                 adapter: str | Path | None = None, adapter_name: str | None = None) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise KitError(f"openai engine: concurrency must be a whole number >= 1, not {concurrency!r}")
         self.servers = server_urls(base_url)
         self.urls = tuple(server + "/chat/completions" for server in self.servers)
         self.url = self.urls[0]  # the first server's endpoint, as before there could be several
         self.model = model
-        # The label is the model's name alone, written to every line a synthesis writes and compared when a
-        # file is resumed. The servers are where the work runs, not what it computes: a synthesis started on
-        # two servers must resume on four (or on one) serving the same model. Earlier versions wrote
-        # ``model@base_url``; ``accepts_label`` lets a file written so be resumed.
-        self.model_label = model
+        self.adapter: str | None = None
+        self.adapter_name: str | None = None
+        if adapter is not None:
+            adapter_config(adapter)  # a folder that is no adapter fails here, before any request
+            self.adapter = str(Path(adapter).expanduser().resolve())
+            self.adapter_name = adapter_name or served_adapter_name(self.adapter)
+        elif adapter_name is not None:
+            raise KitError(f"openai engine: adapter_name {adapter_name!r} given without an adapter folder")
+        # The name each server knows the model by: the adapter's can differ per server (preloaded by another
+        # name, ``prepare``); the body is otherwise the same on every server.
+        self.served = {server: self.adapter_name or model for server in self.servers}
+        # The label is the model's name alone (with the adapter's), written to every line a stage writes and
+        # compared when a file is resumed. The servers are where the work runs, not what it computes: a
+        # synthesis started on two servers must resume on four (or on one) serving the same model. Earlier
+        # versions wrote ``model@base_url``; ``accepts_label`` lets a file written so be resumed.
+        self.model_label = f"{model}+{self.adapter_name}" if self.adapter_name else model
         self.api_key, self.concurrency, self.timeout = api_key, concurrency, timeout
         self.retries, self.backoff = retries, backoff
         self.extra_fields = extra_fields
@@ -444,20 +582,28 @@ class OpenAIEngine:
         self.defaults = generation_defaults(source) if source is not None else {}
 
     def decoding(self, sampling: Sampling) -> dict[str, Any]:
-        return decoding_settings(self.defaults, sampling)
+        """``decoding_settings``, plus the adapter asked for (``adapter``) when there is one: the stages write
+        this dict with every output and compare it on resume, so two adapters' outputs never share a file."""
+        decoding = decoding_settings(self.defaults, sampling)
+        return {**decoding, "adapter": self.adapter_name} if self.adapter_name else decoding
 
-    def request_body(self, chat: Chat, sampling: Sampling) -> dict[str, Any]:
-        """The JSON body of the chat's request: the model, the messages, the seed and the decoding."""
+    def request_body(self, chat: Chat, sampling: Sampling, server: int = 0) -> dict[str, Any]:
+        """The JSON body of the chat's request to server number ``server``: the model (the adapter's name
+        when there is one), the messages, the seed and the decoding."""
         fields = vllm_options(self.decoding(sampling))
         if not self.extra_fields:
             fields = {key: value for key, value in fields.items() if key not in ("top_k", "repetition_penalty")}
-        return {"model": self.model, "messages": openai_messages(chat), **fields, "seed": sampling.seed}
+        return {"model": self.served[self.servers[server]], "messages": openai_messages(chat), **fields,
+                "seed": sampling.seed}
 
     def accepts_label(self, label: Any) -> bool:
         """Whether ``label``, read from a file being resumed, names this engine's model: today's label, or a
-        ``model@http(s)://...`` one that earlier versions wrote, whichever server it named."""
+        ``model@http(s)://...`` one that earlier versions wrote, whichever server it named (those versions
+        served no adapters)."""
         if label == self.model_label:
             return True
+        if self.adapter_name:
+            return False
         prefix = f"{self.model}@"
         return isinstance(label, str) and label.startswith(prefix) \
             and label[len(prefix):].startswith(("http://", "https://"))
@@ -467,8 +613,80 @@ class OpenAIEngine:
         """Requests in flight at most: ``concurrency`` per server."""
         return self.concurrency * len(self.servers)
 
+    # ---------------------------------------------------------------- adapters on the servers
+    def prepare(self) -> None:
+        """Make sure every server serves this engine's adapter (see the class docstring); nothing to do
+        without one. ``generate`` calls it first, so that a server restarted between two stages gets the
+        adapter again."""
+        if self.adapter is None:
+            return
+        for server in self.servers:
+            self.served[server] = self._ensure_adapter(server)
+
+    def _models(self, server: str) -> list[dict[str, Any]]:
+        """The model cards a server lists (``GET {server}/models``)."""
+        url = server + "/models"
+        try:
+            status, text = http_request(url, api_key=self.api_key, timeout=self.timeout, retries=self.retries,
+                                        backoff=self.backoff)
+        except OSError as err:
+            raise KitError(f"server {server} is unreachable, so adapter {self.adapter} cannot be served there: "
+                           f"{err}. Start `vllm serve {self.model} --enable-lora` there first") from None
+        try:
+            cards = json.loads(text).get("data") if status == 200 else None
+        except (json.JSONDecodeError, AttributeError):
+            cards = None
+        if not isinstance(cards, list):
+            raise KitError(f"server {server} did not list its models (GET {url}: HTTP {status} "
+                           f"{_error_text(text)}), so adapter {self.adapter} cannot be checked there; an "
+                           "OpenAI-compatible server such as `vllm serve` lists them")
+        return [card for card in cards if isinstance(card, dict)]
+
+    def _ensure_adapter(self, server: str) -> str:
+        """The name ``server`` serves this engine's adapter by, loading it there when it serves it by none."""
+        assert self.adapter is not None and self.adapter_name is not None
+        name, path = self.adapter_name, self.adapter
+        cards = self._models(server)
+        if any(card.get("id") == name for card in cards):
+            return name  # loaded earlier, or preloaded under the kit's name
+        for card in cards:  # preloaded under a name of the user's choosing (vLLM's root is the adapter's path)
+            if card.get("parent") and _same_model(card.get("root"), path):
+                return str(card["id"])
+        bases = [card for card in cards if not card.get("parent")]
+        if not any(_same_model(card.get("id"), self.model) or _same_model(card.get("root"), self.model)
+                   for card in bases):
+            served = ", ".join(str(card.get("id")) for card in bases) or "no model"
+            raise KitError(f"server {server} serves {served}, not {self.model}, the base model of adapter {path}; "
+                           f"start `vllm serve {self.model} --enable-lora` there, or list under engine.servers "
+                           f"the servers that serve {self.model}")
+        rank = adapter_config(path).get("r")
+        hint = (f"start `vllm serve {self.model} --enable-lora"
+                f"{f' --max-lora-rank {rank}' if isinstance(rank, int) and rank > 16 else ''}` with "
+                f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=True in its environment, or preload the adapter with "
+                f"`--lora-modules {name}={path}` (the server must see the folder at that path)")
+        url = server + "/load_lora_adapter"
+        try:
+            status, text = http_request(url, {"lora_name": name, "lora_path": path}, api_key=self.api_key,
+                                        timeout=self.timeout, retries=self.retries, backoff=self.backoff)
+        except OSError as err:
+            raise KitError(f"server {server} did not answer loading adapter {name} ({path}): {err}") from None
+        if status == 200:
+            return name
+        message = _error_text(text)
+        if status == 400 and "already been loaded" in message:
+            return name  # another engine loaded it in the meantime
+        if "no adapter found" in message.lower():  # vLLM's LoRAAdapterNotFoundError (HTTP 404)
+            raise KitError(f"server {server} does not see adapter {name} at {path} ({message}): run it where that "
+                           f"folder is (same machine or a shared filesystem), or preload the adapter with "
+                           f"`--lora-modules {name}=<its path there>`")
+        if status in (404, 405):  # vLLM adds the route only with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True
+            raise KitError(f"server {server} cannot load adapters at runtime (POST {url}: HTTP {status}), so "
+                           f"adapter {name} ({path}) is not served there: {hint}") from None
+        raise KitError(f"server {server} refused to load adapter {name} from {path} (HTTP {status}: {message}): "
+                       f"{hint}")
+
     def _one(self, chat: Chat, sampling: Sampling, server: int, index: int, count: int) -> str:
-        body = self.request_body(chat, sampling)
+        body = self.request_body(chat, sampling, server)
         url, where = self.urls[server], f"server {self.servers[server]}, request #{index} of {count}"
         try:
             answer = post_chat(url, body, api_key=self.api_key, timeout=self.timeout, retries=self.retries,
@@ -485,6 +703,8 @@ class OpenAIEngine:
         from tqdm.auto import tqdm
 
         _check_images(chats)
+        if chats:
+            self.prepare()
         bar = tqdm(total=len(chats), desc=f"generate ({self.backend})", disable=not progress, leave=False)
         total, count = self.total_concurrency, len(chats)
         busy = [0] * len(self.servers)
@@ -524,64 +744,157 @@ class OpenAIEngine:
         bar.close()
 
 
-# ------------------------------------------------------------------------------------------ vllm
-class VLLMEngine:
-    """Offline vLLM: ``LLM(model, tensor_parallel_size=...)`` and ``generate`` with ``multi_modal_data``.
+VLLM_REMOVED = ("the in-process vllm backend is gone: vLLM runs in its own environment (it pins another torch "
+                "than the kit's) and serves the models. Start `vllm serve <base model> --enable-lora` (with "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True to serve trained adapters by name), then use the openai "
+                "backend with its URL (profile: engine.backend: openai and engine.servers: {<base model>: "
+                "[http://host:8000/v1]}; make_engine: base_url=...)")
 
-    ``SamplingParams`` are built from ``decoding_settings`` with every field set, so the checkpoint's
-    ``repetition_penalty`` applies as on the other backends (vLLM applies generation_config offline only
-    through ``get_default_sampling_params``)."""
 
-    backend = "vllm"
+def split_adapter(model: Any, adapter: str | Path | None) -> tuple[str, str | None]:
+    """``(base model, adapter folder or None)`` for an engine that serves ``model``: a ``LoadedModel`` gives its
+    source and adapter, an adapter folder (``adapter_config.json``) its recorded base and itself."""
+    from kit.models import LoadedModel
 
-    def __init__(self, model: str, tensor_parallel_size: int = 1, chunk: int = 256, **llm_options: Any) -> None:
-        try:
-            import vllm
-        except ImportError:
-            raise KitError("the vllm backend needs vLLM on a CUDA machine: pip install -e '.[gpu]'") from None
-        from transformers import AutoProcessor
-
-        self.model_label = str(model)
-        self.chunk = chunk
-        self._vllm = vllm
-        self.processor = AutoProcessor.from_pretrained(model, trust_remote_code=False)
-        self.defaults = generation_defaults(model)
-        self.llm = vllm.LLM(model=str(model), tensor_parallel_size=tensor_parallel_size,
-                            limit_mm_per_prompt={"image": 1}, **llm_options)
-
-    def decoding(self, sampling: Sampling) -> dict[str, Any]:
-        return decoding_settings(self.defaults, sampling)
-
-    def generate(self, chats: list[Chat], sampling: Sampling, progress: bool = False) -> Iterator[tuple[Chat, str]]:
-        _check_images(chats)
-        params = self._vllm.SamplingParams(**vllm_options(self.decoding(sampling)), seed=sampling.seed)
-        # Chunks, so that a killed run keeps every finished chunk.
-        for start in range(0, len(chats), self.chunk):
-            part = chats[start:start + self.chunk]
-            requests = []
-            for chat in part:
-                prompt = self.processor.apply_chat_template(chat.messages(), add_generation_prompt=True, tokenize=False)
-                request: dict[str, Any] = {"prompt": prompt}
-                if chat.image is not None:
-                    request["multi_modal_data"] = {"image": open_image(chat.id, chat.image)}
-                requests.append(request)
-            outputs = self.llm.generate(requests, params, use_tqdm=progress)
-            for chat, output in zip(part, outputs, strict=True):
-                yield chat, output.outputs[0].text
+    if isinstance(model, LoadedModel):
+        if adapter is not None and model.adapter is not None:
+            raise KitError(f"model {model.source} already carries adapter {model.adapter}; give one adapter")
+        return str(model.source), str(adapter) if adapter is not None else model.adapter
+    if adapter is None and is_adapter(model):
+        return adapter_base(model), str(model)
+    return str(model), str(adapter) if adapter is not None else None
 
 
 def make_engine(backend: str, model: Any, **options: Any) -> Engine:
-    """An engine by name: ``transformers`` (``batch_size``), ``openai`` (``base_url`` required: one server,
-    a list of servers or URLs separated by commas; ``api_key``, ``concurrency`` per server, ``timeout``,
-    ``retries``, ``backoff``, ``generation_config``, ``extra_fields``) or ``vllm`` (``tensor_parallel_size``,
-    any ``vllm.LLM`` option). ``model`` is a ``LoadedModel``, a folder or a hub id (for ``openai``: the name the
-    servers know the model by)."""
+    """An engine by name: ``transformers`` (``batch_size``) or ``openai`` (``base_url`` required: one server,
+    a list of servers or URLs separated by commas; ``adapter``: a LoRA adapter folder to ask for by name;
+    ``api_key``, ``concurrency`` per server, ``timeout``, ``retries``, ``backoff``, ``generation_config``,
+    ``extra_fields``, ``adapter_name``). ``model`` is a ``LoadedModel``, a folder or a hub id (for ``openai``:
+    the name the servers know the base model by; an adapter folder stands for its base model plus itself).
+    ``vllm`` is no longer a backend of its own: ``VLLM_REMOVED`` says what replaces it."""
     if backend == "transformers":
         return TransformersEngine(model, **options)
     if backend == "openai":
         if options.get("base_url") is None:
             raise KitError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1, or a list of servers)")
-        return OpenAIEngine(model=str(model), **options)
+        base, adapter = split_adapter(model, options.pop("adapter", None))
+        return OpenAIEngine(model=base, adapter=adapter, **options)
     if backend == "vllm":
-        return VLLMEngine(str(model), **options)
+        raise KitError(VLLM_REMOVED)
     raise KitError(f"unknown generation backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
+# ------------------------------------------------------------------------------------------ one choice, every stage
+def _servers_from_rows(rows: Sequence[Any]) -> dict[str, list[str]]:
+    """``engine.servers`` as a profile writes it: notebook parameters are plain literals, so a list of
+    ``[base model, server URL, ...]`` rows (a model in several rows gets all their servers)."""
+    servers: dict[str, list[str]] = {}
+    for number, row in enumerate(rows):
+        if (not isinstance(row, list | tuple) or len(row) < 2
+                or not all(isinstance(part, str) and part for part in row)):
+            raise KitError(f"engine.servers[{number}] must be [base model, server URL, ...], e.g. "
+                           f"[Qwen/Qwen2-VL-7B-Instruct, http://127.0.0.1:8000/v1], not {row!r}")
+        servers.setdefault(row[0], []).extend(row[1:])
+    return servers
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """How every generation stage generates (the profile's ``engine:`` section).
+
+    ``backend``: ``transformers`` (each stage loads its model, with its adapter, in its own process) or
+    ``openai`` (the stages talk to servers). ``servers``: base model (a hub id or folder, as the profile's
+    ``models:`` names it) -> the URLs of the servers serving it (``server_urls``: one URL, a list, or URLs
+    separated by commas), or the profile's list of ``[base model, URL, ...]`` rows; a stage asks them for the
+    base model, or for an adapter trained on it by name (``vllm serve <base model> --enable-lora``). ``concurrency``: requests in flight per server (the openai
+    engine's default when None). ``api_key_env``: the environment variable holding the servers' API key, if
+    they want one (the key itself stays out of profiles and run records).
+
+    Where the work runs is not what it computes: ``engine_key`` records the backend, never the servers, so a
+    stage started on two servers resumes on four."""
+
+    backend: str = "transformers"
+    servers: Mapping[str, Any] = field(default_factory=dict)
+    concurrency: int | None = None
+    api_key_env: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend == "vllm":
+            raise KitError(f"engine.backend: {VLLM_REMOVED}")
+        if self.backend not in BACKENDS:
+            raise KitError(f"engine.backend: unknown generation backend {self.backend!r}; choose from "
+                           f"{', '.join(BACKENDS)}")
+        servers = {} if self.servers is None else self.servers  # a profile's `servers: null`
+        if isinstance(servers, list | tuple):
+            servers = _servers_from_rows(servers)
+        if not isinstance(servers, Mapping):
+            raise KitError(f"engine.servers must map each base model to its server URLs, not "
+                           f"{type(servers).__name__} {servers!r}")
+        checked: dict[str, tuple[str, ...]] = {}
+        for model, urls in servers.items():
+            try:
+                checked[str(model)] = server_urls(urls)
+            except KitError as err:
+                raise KitError(f"engine.servers[{model}]: {err}") from None
+        # A plain dict of tuples: frozen, compared and copied like the other fields, and its repr readable.
+        object.__setattr__(self, "servers", checked)
+        if self.concurrency is not None and (isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int)
+                                             or self.concurrency < 1):
+            raise KitError(f"engine.concurrency must be a whole number >= 1 (or null), not {self.concurrency!r}")
+        if self.api_key_env is not None and (not isinstance(self.api_key_env, str) or not self.api_key_env):
+            raise KitError(f"engine.api_key_env must name an environment variable (or be null), not "
+                           f"{self.api_key_env!r}")
+        if self.backend == "openai" and not checked:
+            raise KitError("engine.backend openai needs engine.servers: each base model the stages use -> the URLs "
+                           "of the servers serving it, e.g. {Qwen/Qwen2-VL-7B-Instruct: [http://gpu1:8000/v1]}")
+
+    def servers_for(self, model: str | Path) -> tuple[str, ...]:
+        """The servers serving base model ``model``: its entry in ``servers``, found by its text or, for a
+        local folder, by the folder it names (a relative and an absolute path name the same model)."""
+        text = str(model)
+        if text in self.servers:
+            return self.servers[text]
+        for key, urls in self.servers.items():
+            if _same_model(key, text):
+                return urls
+        listed = ", ".join(self.servers) or "nothing"
+        raise KitError(f"engine.servers names no server for model {text} (it lists {listed}); add "
+                       f"`{text}: [http://host:8000/v1]` under engine.servers in the profile, served by "
+                       f"`vllm serve {text} --enable-lora`")
+
+    def api_key(self) -> str | None:
+        """The API key, read from ``api_key_env`` now (an unset variable is a ``KitError`` naming it)."""
+        if self.api_key_env is None:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise KitError(f"engine.api_key_env names {self.api_key_env}, which is not set in this environment")
+        return key
+
+
+def engine_for(choice: EngineChoice | None, model: Any, *, adapter: str | Path | None = None,
+               batch_size: int = 16) -> Engine:
+    """The engine a stage generates with: on ``transformers`` a ``TransformersEngine`` on the adapter folder
+    when one is given (its base loaded with it), else on ``model``; on ``openai`` an ``OpenAIEngine`` on
+    ``choice.servers_for(base model)`` asking for the adapter by name. ``model`` is the base model (a hub id,
+    a folder or a ``LoadedModel``), or an adapter folder standing for its base plus itself. ``choice`` None is
+    ``EngineChoice()``: transformers, as every stage generated before there was a choice."""
+    choice = choice or EngineChoice()
+    if choice.backend == "transformers":
+        from kit.models import LoadedModel
+
+        target = adapter if adapter is not None else model
+        return TransformersEngine(target if isinstance(target, LoadedModel) else str(target), batch_size=batch_size)
+    base, adapter = split_adapter(model, adapter)
+    options: dict[str, Any] = {"concurrency": choice.concurrency} if choice.concurrency is not None else {}
+    return OpenAIEngine(choice.servers_for(base), base, api_key=choice.api_key(), adapter=adapter, **options)
+
+
+def engine_key(choice: EngineChoice | None) -> dict[str, Any]:
+    """What a stage key records of the engine choice: nothing for ``transformers`` (so the stage folders of runs
+    made before there was a choice keep their hash), ``{"engine": backend}`` otherwise (a server's numerics
+    differ from transformers', so its outputs get folders of their own). Never the servers, the concurrency or
+    the key: they say where and how fast the work runs, not what it computes. The model and the adapter are in
+    every stage's key already, by content."""
+    choice = choice or EngineChoice()
+    return {} if choice.backend == "transformers" else {"engine": choice.backend}

@@ -226,6 +226,14 @@ def _validate_recipes(path: Path, data: dict[str, Any]) -> None:
             raise KitError(f"profile {path}: {section}: {err}") from None
         except TypeError as err:
             raise KitError(f"profile {path}: {section}: {err}") from None
+    engine = data.get("engine")
+    if isinstance(engine, dict):
+        from kit.generate import EngineChoice
+
+        try:
+            EngineChoice(**engine)
+        except (KitError, TypeError) as err:
+            raise KitError(f"profile {path}: engine: {err}") from None
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

@@ -396,15 +396,14 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class SynthesisConfig:
     """What notebook 01 synthesises (the profile's ``models.teacher``, ``datasets.mathv360k`` and
-    ``synthesis:`` section). ``items``: the first N source rows, before the source filters. ``base_url``
-    (openai backend): one server, a list of servers serving the teacher, or URLs separated by commas
-    (``kit.generate.server_urls``); each server gets the engine's default concurrency."""
+    ``synthesis:`` section). ``items``: the first N source rows, before the source filters. Where the teacher
+    runs is ``engine_choice``: a ``kit.generate.EngineChoice``, the profile's ``engine:`` section shared by every
+    generation stage (in process by default; ``openai``: the servers it lists for ``teacher``).
+    ``batch_size`` applies to the transformers backend."""
 
     teacher: str
     source: str
     items: int | None = None
-    backend: str = "transformers"
-    base_url: str | list[str] | tuple[str, ...] | None = None
     batch_size: int = 16
     samples: int = 1
     max_new_tokens: int = 512
@@ -412,7 +411,7 @@ class SynthesisConfig:
     top_p: float = 1.0
     seed: int = 0
     prompts: tuple[str, ...] = SYNTHESIS_PROMPTS
-    tensor_parallel_size: int = 1  # vllm backend: GPUs per model
+    engine_choice: Any = None  # kit.generate.EngineChoice | None (typed loosely: kit.generate is imported lazily)
 
     def sampling(self):
         from kit.generate import Sampling
@@ -420,14 +419,21 @@ class SynthesisConfig:
         return Sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
                         seed=self.seed)
 
-    def engine(self):
-        from kit.generate import make_engine
+    def choice(self):
+        """The ``EngineChoice`` the teacher runs on (the transformers backend when none was given)."""
+        from kit.generate import EngineChoice
 
-        if self.backend == "transformers":
-            return make_engine("transformers", self.teacher, batch_size=self.batch_size)
-        if self.backend == "openai":
-            return make_engine("openai", self.teacher, base_url=self.base_url)
-        return make_engine(self.backend, self.teacher, tensor_parallel_size=self.tensor_parallel_size)
+        if self.engine_choice is None:
+            return EngineChoice()
+        if not isinstance(self.engine_choice, EngineChoice):
+            raise KitError(f"synthesis: engine_choice must be a kit.generate.EngineChoice, not "
+                           f"{type(self.engine_choice).__name__}")
+        return self.engine_choice
+
+    def engine(self):
+        from kit.generate import engine_for
+
+        return engine_for(self.choice(), self.teacher, batch_size=self.batch_size)
 
     def key(self) -> dict[str, Any]:
         """What the synthesis depends on: every setting but the servers, and the teacher's and source's
@@ -435,12 +441,15 @@ class SynthesisConfig:
         from kit.artifacts import file_hash, fingerprint, tree_hash
 
         teacher = Path(self.teacher)
+        settings = {field: value for field, value in asdict(self).items() if field != "engine_choice"}
         # The servers are where the work runs, not what it computes (the engine's label leaves them out too):
-        # a synthesis started on two servers resumes in the same folder on four. ``base_url`` stays in the key
-        # as null, so that the folders of runs without servers (both profiles' backends) keep their hash.
+        # a synthesis started on two servers resumes in the same folder on four. The key keeps the fields the
+        # synthesis stage had before the engine choice (``backend``; ``base_url`` as null; the removed in-process
+        # vllm backend's ``tensor_parallel_size`` at its default 1), so that earlier runs' folders keep their hash.
         # A hub id is keyed with the commit it resolves to (kit.artifacts.fingerprint), so that a new upload or
         # another pinned revision is a new synthesis; a local one by its content, as before.
-        return {**asdict(self), "base_url": None,
+        backend = self.choice().backend
+        return {**settings, "backend": backend, "base_url": None, "tensor_parallel_size": 1,
                 "teacher_hash": tree_hash(teacher) if teacher.is_dir() else fingerprint(self.teacher),
                 "source_hash": file_hash(source_file(self.source)) if Path(self.source).exists()
                 else fingerprint(self.source)}

@@ -79,6 +79,7 @@ def test_a_dpo_step_changes_the_adapter_and_logs_the_rewards(dpo_adapter):
     assert recorded["loss_formula"] == LOSSES["draft"]
 
 
+@pytest.mark.peft_sft
 def test_the_extra_sft_stage_continues_the_same_adapter(dpo_adapter, pairs, tmp_path):
     _, adapter = dpo_adapter
     examples = [{"id": p["id"], "kind": "description", "images": [p["image"]], "train_turns": [0],
@@ -130,6 +131,7 @@ def test_settings_carry_the_draft_recipe_and_refuse_bad_values(tmp_path):
             DPOSettings(**bad)
 
 
+@pytest.mark.trl_fused_head
 def test_an_explicit_reference_model_is_used_instead_of_the_disabled_adapter(pairs, tmp_path, monkeypatch):
     import trl
 
@@ -255,7 +257,7 @@ def _tables() -> tuple[torch.Tensor, torch.Tensor]:
     return policy, reference
 
 
-@pytest.mark.parametrize("loss", ["draft", "trl_sigmoid"])
+@pytest.mark.parametrize("loss", ["draft", pytest.param("trl_sigmoid", marks=pytest.mark.trl_fused_head)])
 def test_each_loss_on_a_hand_made_batch_is_the_hand_computed_one(loss, tmp_path):
     policy_table, reference_table = _tables()
     # The batch exercises both of the draft's rules on the rejected rows.

@@ -410,3 +410,47 @@ def test_extraction_table_counts_how_each_benchmark_was_read():
         ["HallusionBench", "llm", "gpt-4", 2], ["MME", "llm", "gpt-4", 2]]
     assert "GPT-4 judge" in table.loc[2, "answers read by"] and table.loc[3, "answers read by"] == NO_LLM_STEP
     assert "documented deviation" in table.loc[1, "answers read by"]
+
+
+def test_the_stage_key_records_an_openai_engine_but_never_its_servers(model_dir, world, tmp_path, monkeypatch):
+    from kit import evaluate as evaluate_module
+    from kit.evaluate import evaluate_stage
+    from kit.generate import EngineChoice
+
+    engines = []
+    monkeypatch.setattr(evaluate_module, "evaluate_many",
+                        lambda *args, **kwargs: engines.append(kwargs.get("engine")) or {"mathvista": {"n": 0}})
+    sources = {"mathvista": world / "mathvista"}
+    evaluate_stage(model_dir, sources, "direct", tmp_path, limit=2)
+    evaluate_stage(model_dir, sources, "direct", tmp_path / "b", limit=2, engine=EngineChoice())
+    assert [p.name for p in tmp_path.glob("eval-*")] == [p.name for p in (tmp_path / "b").glob("eval-*")]
+    for servers in (["http://h1:8000/v1"], ["http://h1:8000/v1", "http://h2:8000/v1"]):
+        evaluate_stage(model_dir, sources, "direct", tmp_path, limit=2,
+                       engine=EngineChoice("openai", {str(model_dir): servers}))
+    folders = sorted(tmp_path.glob("eval-*"))
+    assert len(folders) == 2  # transformers, and openai on one server or two alike
+    assert {json.loads((f / "metrics.json").read_text())["params"].get("engine") for f in folders} == {None, "openai"}
+    assert engines[-1].backend == "openai" and engines[0] is None
+
+
+def test_the_tiny_runs_evaluation_folders_keep_their_hash(repo_dir, tmp_path, monkeypatch):
+    """Each committed tiny-run evaluation folder is found again by the same call (transformers, no engine given,
+    or EngineChoice()): the key did not change with the engine choice."""
+    from kit import artifacts
+    from kit import evaluate as evaluate_module
+    from kit.evaluate import evaluate_stage
+    from kit.generate import EngineChoice
+
+    folders = sorted((repo_dir / "results" / "runs").glob("tiny-*/*/eval-*"))[:4]
+    if not folders:
+        pytest.skip("no committed tiny run")
+    monkeypatch.setattr(evaluate_module, "evaluate_many", lambda *args, **kwargs: {})
+    for folder in folders:
+        params = json.loads((folder / "PARAMS.json").read_text())
+        hashes = {params["model_path"]: params["model"], **{f"/{name}": h for name, h in params["benchmarks"].items()}}
+        monkeypatch.setattr(artifacts, "fingerprint", lambda source, hashes=hashes: hashes[str(source)])
+        options = {key: value for key, value in params["options"].items()}
+        for engine in (None, EngineChoice()):
+            found = evaluate_stage(params["model_path"], {name: f"/{name}" for name in params["benchmarks"]},
+                                   params["strategy"], tmp_path, engine=engine, **options)
+            assert found == {} and (tmp_path / folder.name / "metrics.json").is_file()

@@ -1,16 +1,15 @@
 """The generation engine: batched transformers generation, the openai backend against a real loopback
 server (``kit serve``) with server errors and timeouts injected, the openai backend over several servers,
-the vllm guard, one decoding configuration across the three backends, ``kit bench generation``."""
+the removed in-process vllm backend's pointer to ``vllm serve``, one decoding configuration across the
+backends, ``kit bench generation``. Adapters served by name: ``tests/test_served_adapters.py``."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
-import sys
 import threading
 import time
-import types
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,7 +24,6 @@ from kit.generate import (
     OpenAIEngine,
     Sampling,
     TransformersEngine,
-    VLLMEngine,
     data_url,
     decoding_settings,
     generation_defaults,
@@ -117,16 +115,14 @@ def test_openai_messages_carry_the_image_as_a_data_url(chats):
     assert openai_messages(chats[4]) == [{"role": "user", "content": [{"type": "text", "text": "Is it blue? yes no"}]}]
 
 
-def test_unknown_backend_and_missing_vllm_are_clear_errors(model_dir):
+def test_unknown_backend_and_the_removed_vllm_backend_are_clear_errors(model_dir):
     with pytest.raises(KitError, match="unknown generation backend"):
         make_engine("tgi", model_dir)
     with pytest.raises(KitError, match="base_url"):
         make_engine("openai", "m")
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        with pytest.raises(KitError, match=r"pip install -e '\.\[gpu\]'"):
-            make_engine("vllm", model_dir)
+    # vLLM is a server now, in its own environment: asking for it in process says what to run instead.
+    with pytest.raises(KitError, match=r"vllm backend is gone.*`vllm serve <base model> --enable-lora`.*openai"):
+        make_engine("vllm", model_dir)
 
 
 # ------------------------------------------------------------------------------------------ loopback server
@@ -420,30 +416,7 @@ def test_decoding_settings_merge_qwen2vl_generation_config_with_the_stage(tmp_pa
     assert decoding_settings(generation_defaults(tmp_path / "bare"), Sampling())["repetition_penalty"] == 1.0
 
 
-class _FakeSamplingParams:
-    def __init__(self, **kwargs) -> None:
-        self.kwargs = kwargs
-
-
-def _fake_vllm(calls: list) -> types.ModuleType:
-    """A stand-in ``vllm`` module: ``LLM.generate`` records its ``SamplingParams`` and answers "ok"."""
-
-    class LLM:
-        def __init__(self, model, **options) -> None:
-            self.model, self.options = model, options
-
-        def generate(self, requests, params, use_tqdm=False):
-            calls.append(params.kwargs)
-            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="ok")]) for _ in requests]
-
-    module = types.ModuleType("vllm")
-    module.LLM, module.SamplingParams = LLM, _FakeSamplingParams
-    return module
-
-
 def test_every_backend_sends_the_same_decoding(qwen_dir, chats, reply_servers, monkeypatch):
-    import transformers
-
     local = TransformersEngine(models.load(qwen_dir, device="cpu"), batch_size=4)
     generate_calls: list[dict] = []
     real_generate = local.loaded.model.generate
@@ -453,33 +426,25 @@ def test_every_backend_sends_the_same_decoding(qwen_dir, chats, reply_servers, m
         return real_generate(**kwargs)
 
     monkeypatch.setattr(local.loaded.model, "generate", recording_generate)
-    vllm_calls: list[dict] = []
-    monkeypatch.setitem(sys.modules, "vllm", _fake_vllm(vllm_calls))
-    # The vllm engine reads the processor with AutoProcessor, which needs torchvision for Qwen2-VL.
-    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained",
-                        staticmethod(lambda *args, **kwargs: local.loaded.processor))
-    offline = VLLMEngine(str(qwen_dir))
     server = reply_servers("vllm-serve")
     remote = OpenAIEngine(server.url, str(qwen_dir))  # the served name is the folder, as `vllm serve <folder>`
 
     for sampling in (Sampling(max_new_tokens=4, temperature=0.7, top_p=0.9, seed=3), Sampling(max_new_tokens=4)):
         decoding = local.decoding(sampling)
         assert decoding["repetition_penalty"] == 1.05 and decoding["max_new_tokens"] == 4
-        assert offline.decoding(sampling) == remote.decoding(sampling) == decoding
+        assert remote.decoding(sampling) == decoding
         generate_calls.clear()
-        vllm_calls.clear()
         server.bodies.clear()
-        for engine in (local, offline, remote):
+        for engine in (local, remote):
             assert len(list(engine.generate(chats[:2], sampling))) == 2
         sent = {key: generate_calls[0][key] for key in DECODING_FIELDS}
         wire = {"max_tokens": 4, "temperature": decoding["temperature"], "top_p": decoding["top_p"], "top_k": -1,
                 "repetition_penalty": 1.05}
-        assert vllm_calls == [{**wire, "seed": sampling.seed}]
         assert all({key: body[key] for key in (*wire, "seed")} == {**wire, "seed": sampling.seed}
                    for body in server.bodies) and len(server.bodies) == 2
         if sampling.temperature:
             assert sent == decoding
-        else:  # greedy everywhere: no sampling in transformers, temperature 0 for vLLM and the server
+        else:  # greedy everywhere: no sampling in transformers, temperature 0 for the server
             assert sent["do_sample"] is False and sent["repetition_penalty"] == 1.05 and wire["temperature"] == 0.0
     # A hosted OpenAI API refuses vLLM's extra fields: they can be left out.
     bare = OpenAIEngine(server.url, str(qwen_dir), extra_fields=False).request_body(chats[4], Sampling())

@@ -193,6 +193,29 @@ def test_training_recipes_are_checked_when_the_profile_loads(tmp_path: Path, sec
     load_profile(write_profile(tmp_path, {**MINIMAL, section: {"rows": None, "lora_r": 8}}))
 
 
+@pytest.mark.parametrize(("engine", "message"), [
+    ({"backend": "vllm"}, r"engine: engine.backend: the in-process vllm backend is gone"),
+    ({"backend": "openai", "servers": []}, r"engine: engine.backend openai needs engine.servers"),
+    ({"backend": "openai", "servers": [["Qwen/Qwen2-VL-2B-Instruct"]]}, r"engine.servers\[0\] must be"),
+    ({"backend": "transformers", "port": 8000}, r"engine: .*port"),
+])
+def test_the_engine_choice_is_checked_when_the_profile_loads(tmp_path: Path, engine, message) -> None:
+    with pytest.raises(KitError, match=message):
+        load_profile(write_profile(tmp_path, {**MINIMAL, "engine": engine}))
+    servers = [["Qwen/Qwen2-VL-2B-Instruct", "http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1"]]
+    profile = load_profile(write_profile(tmp_path, {**MINIMAL, "engine": {"backend": "openai", "servers": servers}}))
+    assert profile.flatten()["engine_servers"] == servers  # plain literals, as a notebook parameter must be
+
+
+def test_the_paper_profile_generates_on_vllm_servers_for_each_base_model() -> None:
+    from kit.generate import EngineChoice
+
+    profile = load_profile("paper")
+    choice = EngineChoice(**profile.get("engine"))
+    for role in ("teacher", "student", "policy", "critic_base"):
+        assert choice.servers_for(profile.get(f"models.{role}"))  # every model a stage generates with is served
+
+
 def test_kit_run_dry_run_refuses_a_bad_recipe(tmp_path: Path) -> None:
     import subprocess
     import sys

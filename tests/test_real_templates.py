@@ -86,6 +86,7 @@ def test_the_real_templates_have_no_generation_markers_and_get_trl_training_vari
     assert training_chat_template(models.load(MODELS / REAL[family][0]).processor) is None  # the tiny one is marked
 
 
+@pytest.mark.peft_sft
 def test_labels_cover_exactly_the_assistant_tokens_with_the_end_of_turn(real, image):
     family, _, processor = real
     end = REAL[family][2]
@@ -99,6 +100,7 @@ def test_labels_cover_exactly_the_assistant_tokens_with_the_end_of_turn(real, im
     assert batch["pixel_values"].shape[0] > 0
 
 
+@pytest.mark.peft_sft
 def test_an_example_with_nothing_to_learn_is_an_error_naming_it(real, image):
     _, _, processor = real
     example = {**cot(1, image), "id": "no-such-turn", "train_turns": [2]}
@@ -134,6 +136,7 @@ def test_unsloth_response_markers_label_what_the_training_template_labels(real, 
                      f"{prefix}Step 1 is wrong.\nThe answer is 2{end_of_turn}{separator}"]
 
 
+@pytest.mark.peft_sft
 def test_training_on_the_real_template_learns(real, image, tmp_path):
     _, folder, _ = real
     examples = [cot(i, image) for i in range(4)] + [reflection(i, image) for i in range(4)]
@@ -148,6 +151,7 @@ def test_training_on_the_real_template_learns(real, image, tmp_path):
     assert lora_b and any(float(w.abs().max()) > 0 for w in lora_b)  # the adapter moved off its zero start
 
 
+@pytest.mark.peft_sft
 def test_examples_longer_than_max_length_are_skipped_and_counted(image, tmp_path):
     folder = with_real_template("qwen2_vl", tmp_path / "model")
     processor = models.load(folder).processor

@@ -294,19 +294,54 @@ def test_a_file_labelled_with_its_one_server_resumes_on_several(source, tmp_path
 def test_the_synthesis_stage_key_leaves_the_servers_out(source):
     from dataclasses import asdict
 
+    from kit.generate import EngineChoice
     from kit.synthesis import SynthesisConfig
 
-    def config(base_url):
-        return SynthesisConfig(teacher="teacher-7b", source=str(source), backend="openai", base_url=base_url)
+    def config(servers, teacher="teacher-7b", concurrency=None):
+        choice = EngineChoice("openai", {teacher: servers}, concurrency=concurrency)
+        return SynthesisConfig(teacher=teacher, source=str(source), engine_choice=choice)
 
     key = config(SERVERS[0]).key()
-    assert config(SERVERS[:2]).key() == config(",".join(SERVERS)).key() == config(None).key() == key
-    assert key["base_url"] is None  # as before for runs without servers: their folders keep their hash
-    assert {k: v for k, v in key.items() if k not in ("teacher_hash", "source_hash")} == asdict(config(None))
-    assert SynthesisConfig(teacher="teacher-2b", source=str(source), backend="openai").key() != key
-    assert config(SERVERS[:2]).engine().servers == tuple(SERVERS[:2])
+    assert config(SERVERS[:2]).key() == config(",".join(SERVERS)).key() == config(SERVERS[3:], concurrency=2).key()
+    assert key["base_url"] is None and key["backend"] == "openai"  # the fields runs before the engine choice had
+    settings = {k: v for k, v in asdict(config(SERVERS[0])).items() if k != "engine_choice"}
+    assert {k: v for k, v in key.items() if k not in ("teacher_hash", "source_hash")} == \
+        {**settings, "backend": "openai", "base_url": None, "tensor_parallel_size": 1}
+    assert config(SERVERS[0], teacher="teacher-2b").key() != key
+    engine = config(SERVERS[:3], concurrency=2).engine()
+    assert engine.servers == tuple(SERVERS[:3]) and engine.concurrency == 2 and engine.model_label == "teacher-7b"
     assert config(SERVERS[:2]).engine().model_label == config(SERVERS[0]).engine().model_label
     with pytest.raises(KitError, match="ftp://gpu0"):
         config(["ftp://gpu0/v1"]).engine()
-    with pytest.raises(KitError, match="needs base_url"):
-        config(None).engine()
+    choice = EngineChoice("openai", {"student-2b": SERVERS[3:]})
+    with pytest.raises(KitError, match=r"engine.servers names no server for model teacher-7b"):
+        SynthesisConfig(teacher="teacher-7b", source=str(source), engine_choice=choice).engine()
+    with pytest.raises(KitError, match=r"engine.backend: the in-process vllm backend is gone.*vllm serve"):
+        EngineChoice("vllm")
+    transformers = SynthesisConfig(teacher="teacher-7b", source=str(source), engine_choice=EngineChoice())
+    assert transformers.key() == SynthesisConfig(teacher="teacher-7b", source=str(source)).key()
+    assert transformers.key()["backend"] == "transformers"
+
+
+def test_the_tiny_runs_synthesis_folder_keeps_its_hash(repo_dir, monkeypatch):
+    """The committed tiny run's synthesis folder is found again: the key of the same settings hashes as it did
+    before the engine choice (the teacher's and the source's hashes taken from its PARAMS.json)."""
+    import kit.artifacts
+    from kit.artifacts import stage_dir
+    from kit.selection import DEFAULT_ANSWER_KINDS
+    from kit.synthesis import SynthesisConfig
+
+    folders = sorted((repo_dir / "results" / "runs").glob("tiny-*/casseat/synthesis-*"))
+    if not folders:
+        pytest.skip("no committed tiny run")
+    params = json.loads((folders[0] / "PARAMS.json").read_text())
+    hashes = {params["teacher"]: params["teacher_hash"], params["source"]: params["source_hash"]}
+    monkeypatch.setattr(kit.artifacts, "tree_hash", lambda path, *a, **k: hashes[str(path)])
+    monkeypatch.setattr(kit.artifacts, "file_hash", lambda path, *a, **k: hashes[str(path)])
+    monkeypatch.setattr(kit.artifacts, "fingerprint", lambda path: hashes[str(path)])
+    monkeypatch.setattr("kit.synthesis.source_file", lambda source, revision=None: source)
+    config = SynthesisConfig(teacher=params["teacher"], source=params["source"], items=params["items"],
+                             batch_size=params["batch_size"], max_new_tokens=params["max_new_tokens"])
+    assert list(params["answer_kinds"]) == list(DEFAULT_ANSWER_KINDS)
+    key = {**config.key(), "answer_kinds": list(DEFAULT_ANSWER_KINDS)}
+    assert stage_dir(folders[0].parent, "synthesis", key) == folders[0]

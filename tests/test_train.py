@@ -93,6 +93,7 @@ def test_both_backends_get_the_same_recipe(tmp_path):
     assert not any(getattr(peft_config, name, False) for name in ("activation_checkpointing", "gradient_checkpointing"))
 
 
+@pytest.mark.peft_sft
 def test_label_mask_keeps_only_the_trained_assistant_turns(examples):
     loaded = models.load(STUDENT)
     dataset = to_hf_dataset(examples[:2])
@@ -104,6 +105,7 @@ def test_label_mask_keeps_only_the_trained_assistant_turns(examples):
     assert batch["pixel_values"].shape[0] > 0
 
 
+@pytest.mark.peft_sft
 def test_adapter_round_trip_and_merge(examples, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
@@ -130,6 +132,7 @@ def test_adapter_round_trip_and_merge(examples, tmp_path):
         assert torch.allclose(merged.model(**inputs).logits, a, atol=1e-4)
 
 
+@pytest.mark.peft_sft
 def test_accelerate_launch_with_two_cpu_processes(examples, tmp_path):
     data = write_set(tmp_path / "train.jsonl", examples)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
@@ -143,6 +146,7 @@ def test_accelerate_launch_with_two_cpu_processes(examples, tmp_path):
     assert models.load(tmp_path / "adapter").adapter is not None
 
 
+@pytest.mark.peft_sft
 def test_bench_train_measures_the_peft_backend(tmp_path):
     from kit.bench import bench_train
 
@@ -160,6 +164,7 @@ def _lora_weights(folder) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
+@pytest.mark.peft_sft
 def test_a_killed_run_resumes_from_its_last_checkpoint(examples, tmp_path, monkeypatch):
     settings = SFTSettings(lora_r=4, lora_dropout=0.0, learning_rate=5e-3, max_steps=4, batch_size=4,
                            checkpoint_steps=2, logging_steps=1)
@@ -193,6 +198,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(examples, tmp_path, monke
     assert straight.resumed_from_step == 0
 
 
+@pytest.mark.peft_sft
 def test_train_stage_reuses_a_finished_adapter_and_keys_on_the_data(examples, tmp_path, monkeypatch):
     from kit import train
 
