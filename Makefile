@@ -96,7 +96,8 @@ $(SERVE_VENV)/.installed: envs/serve-gpu.lock
 	$(SERVE_VENV)/bin/vllm --version
 	touch $@
 
-# The prepared GPU check (kit/gpucheck.py): Unsloth against peft on models of the real shapes; it rewrites
-# docs/gpu-validation.md with what it measured.
-gpu-check: $(TRAIN_VENV)/.installed
-	$(TRAIN_VENV)/bin/kit check --gpu
+# The prepared GPU check (kit/gpucheck.py): Unsloth (in .venv-train) against peft (in .venv, which `make`
+# builds with PyPI's CUDA torch on a GPU machine: peft's masks need transformers >= 5.18, newer than Unsloth
+# accepts) on models of the real shapes; it rewrites docs/gpu-validation.md with what it measured.
+gpu-check: $(STAMP) $(TRAIN_VENV)/.installed
+	$(TRAIN_VENV)/bin/kit check --gpu --gpu-peft-python $(PY)

@@ -98,6 +98,10 @@ def environment_report() -> dict[str, str]:
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    if args.gpu:
+        from kit.gpucheck import run_from_cli  # imports nothing heavy until it runs
+
+        return run_from_cli(args.gpu_output, args.gpu_workdir, args.gpu_peft_python)
     report = environment_report()
     width = max(len(label) for label in report)
     for label, value in report.items():
@@ -111,6 +115,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check",
         help="print the environment (versions, CUDA, training backend)",
         description="Print python, torch, transformers, trl, peft and papermill versions, whether CUDA "
-        "is available and which training backend will be used.",
+        "is available and which training backend will be used. With --gpu: the GPU check (kit/gpucheck.py).",
     )
+    parser.add_argument("--gpu", action="store_true",
+                        help="run the GPU check (about 8 minutes on one H100): Unsloth against peft on models of the "
+                        "real shapes, one DPO step, adapter reloads; writes its figures to --gpu-output. Needs CUDA")
+    parser.add_argument("--gpu-output", type=Path, default=REPO_DIR / "docs" / "gpu-validation.md",
+                        help="the Markdown file whose measured section --gpu rewrites (default: docs/gpu-validation.md)")
+    parser.add_argument("--gpu-workdir", type=Path, default=None,
+                        help="where --gpu writes its model folders (about 36 GB; default: the system's temp folder)")
+    parser.add_argument("--gpu-peft-python", type=Path, default=None,
+                        help="the Python that runs --gpu's builds, peft rows and DPO step (default: this one); for an "
+                        "environment where kit.train accepts backend peft on CUDA, which Unsloth's pins do not")
     parser.set_defaults(func=_run_check)

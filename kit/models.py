@@ -340,6 +340,13 @@ def load_processor(source: str, family: str, trust_remote_code: bool = False):
     from transformers import AutoProcessor
 
     if _torchvision_available():
+        from transformers import ProcessorMixin, Qwen2VLProcessor
+
+        saved, _ = ProcessorMixin.get_processor_dict(source, **_revision(source))
+        if saved.get("processor_class") == "Qwen2VLImageOnlyProcessor":
+            # The tiny Qwen2-VL folders name the kit's class, which AutoProcessor does not know; with torchvision
+            # the real processor (video slot included) opens them. Not run on this project's CPU machines.
+            return Qwen2VLProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, **_revision(source))
         return AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, **_revision(source))
     return _processor_without_torchvision(source, family, trust_remote_code=trust_remote_code, **_revision(source))
 
