@@ -23,7 +23,8 @@ CUDA_ONLY_PACKAGES = {
         "its only reachable wheel is a CUDA build whose operators fail to load and break "
         "transformers' image processors"
     ),
-    "unsloth": "it downgrades transformers and trl when installed and its import fails without a CUDA device",
+    "unsloth": ("its import fails without a CUDA device; it belongs in the GPU training environment "
+                "(make train-env, envs/train-gpu.lock)"),
 }
 REPORTED_PACKAGES = ("torch", "transformers", "trl", "peft", "papermill")
 

@@ -400,6 +400,25 @@ def default_dtype(config: Mapping[str, Any], cuda: bool | None = None) -> str:
     return "bfloat16"
 
 
+def _sources(name_or_path: str | Path, adapter: str | Path | None,
+             trust_remote_code: bool) -> tuple[str, str | Path | None, dict, str, str]:
+    """(base model, adapter, base config, family, where the processor is) for ``load``'s arguments: a folder
+    holding a PEFT adapter stands for its base plus itself, and an adapter saved with its processor brings it."""
+    source = _resolve(name_or_path)
+    if adapter is None and is_local(source) and (Path(source) / "adapter_config.json").is_file():
+        adapter = source
+        source = _resolve(json.loads((Path(source) / "adapter_config.json").read_text())["base_model_name_or_path"])
+    config = _read_config(source, trust_remote_code)
+    processor_source = str(adapter) if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else source
+    return source, adapter, config, family_of(config), processor_source
+
+
+def open_processor(name_or_path: str | Path, *, adapter: str | Path | None = None, trust_remote_code: bool = False):
+    """The processor ``load`` would give, without loading any weights."""
+    _, _, _, family, processor_source = _sources(name_or_path, adapter, trust_remote_code)
+    return load_processor(processor_source, family, trust_remote_code)
+
+
 def load(
     name_or_path: str | Path,
     *,
@@ -419,12 +438,7 @@ def load(
     import torch
     from transformers import AutoModelForImageTextToText
 
-    source = _resolve(name_or_path)
-    if adapter is None and is_local(source) and (Path(source) / "adapter_config.json").is_file():
-        adapter = source
-        source = _resolve(json.loads((Path(source) / "adapter_config.json").read_text())["base_model_name_or_path"])
-    config = _read_config(source, trust_remote_code)
-    family = family_of(config)
+    source, adapter, config, family, processor_source = _sources(name_or_path, adapter, trust_remote_code)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     # The device the weights go to decides, not the machine: ``device="cpu"`` on a GPU machine stays float32.
@@ -432,7 +446,6 @@ def load(
     model = AutoModelForImageTextToText.from_pretrained(
         source, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code, **_revision(source)
     )
-    processor_source = str(adapter) if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else source
     processor = load_processor(processor_source, family, trust_remote_code)
     if adapter is not None:
         from peft import PeftModel

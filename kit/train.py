@@ -311,19 +311,25 @@ LOSS_MASKS = {
 }
 
 
-def fitting_examples(examples: list[dict], processor: Any, max_length: int | None) -> tuple[list[dict], list[str]]:
-    """The examples whose whole conversation, image tokens included, fits ``max_length``, and the ids of
-    those that do not (each rendered and measured once, as the collator renders it)."""
+def example_lengths(examples: list[dict], processor: Any) -> list[int]:
+    """Each example's whole conversation in tokens, image tokens included, rendered as the collator renders
+    it (no truncation)."""
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
     from kit.trainsets import to_hf_dataset
 
+    render = DataCollatorForVisionLanguageModeling(processor=processor)
+    return [int(render([{"messages": row["messages"], "images": row["images"]}])["input_ids"].shape[1])
+            for row in to_hf_dataset(examples)]
+
+
+def fitting_examples(examples: list[dict], processor: Any, max_length: int | None) -> tuple[list[dict], list[str]]:
+    """The examples whose whole conversation, image tokens included, fits ``max_length``, and the ids of
+    those that do not (each rendered and measured once, as the collator renders it)."""
     if max_length is None:
         return examples, []
-    render = DataCollatorForVisionLanguageModeling(processor=processor)  # the same text, no truncation
     kept, skipped = [], []
-    for example, row in zip(examples, to_hf_dataset(examples), strict=True):
-        length = int(render([{"messages": row["messages"], "images": row["images"]}])["input_ids"].shape[1])
+    for example, length in zip(examples, example_lengths(examples, processor), strict=True):
         (kept if length <= max_length else skipped).append(example)
     if not kept:
         raise KitError(f"fine-tuning: none of the {len(examples)} examples fits max_length {max_length}")
@@ -405,6 +411,18 @@ def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, 
     return trainer, model, loaded.processor, skipped
 
 
+def unsloth_length_limit(examples: list[dict], settings: SFTSettings, model_source: Any,
+                         adapter: str | Path | None = None) -> int:
+    """The ``max_seq_length`` the unsloth backend trains with: the settings' ``max_length``, or else
+    ``UNSLOTH_MAX_LENGTH`` raised to the longest example (measured with the model's processor, no weights)."""
+    if settings.max_length is not None:
+        return settings.max_length
+    from kit.models import open_processor
+
+    longest = max(example_lengths(examples, open_processor(model_source, adapter=adapter)), default=0)
+    return max(UNSLOTH_MAX_LENGTH, longest)
+
+
 def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path,
                    adapter: str | Path | None = None, **config: bool):
     import unsloth  # noqa: F401 - first, so that it patches transformers and TRL before they load
@@ -414,9 +432,10 @@ def _train_unsloth(model_source: Any, examples: list[dict], settings: SFTSetting
     from kit.trainsets import to_hf_dataset
 
     # An adapter folder opens on its base with the adapter trainable (Unsloth reads adapter_config.json).
-    # Unsloth always has a length limit (its collator truncates at the model's max_seq_length): without one
-    # in the settings, examples longer than its default are skipped rather than cut.
-    limit = settings.max_length or UNSLOTH_MAX_LENGTH
+    # Unsloth always has a length limit (its collator truncates at the model's max_seq_length), so without one
+    # in the settings it gets its default or the longest example, whichever is longer: as on peft, nothing is
+    # skipped then (LLaVA-NeXT's AnyRes tiles alone are ~2,300 tokens for a 640 x 480 image).
+    limit = unsloth_length_limit(examples, settings, model_source, adapter)
     model, processor = FastVisionModel.from_pretrained(str(adapter or model_source), load_in_4bit=False,
                                                        max_seq_length=limit)
     if adapter is None:

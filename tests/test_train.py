@@ -226,3 +226,20 @@ def test_checkpoint_steps_must_be_positive():
     with pytest.raises(KitError, match="checkpoint_steps"):
         SFTSettings(checkpoint_steps=0)
     assert "checkpoint_steps" not in SFTSettings().recipe()  # how often to save is not part of the recipe
+
+
+def test_unsloth_trains_every_example_when_no_max_length_is_set(examples, monkeypatch):
+    """Unsloth always has a length limit: without max_length it is its default raised to the longest example,
+    measured with the processor alone, so nothing is skipped (LLaVA-NeXT rows outgrow 2048 tokens)."""
+    import kit.train
+    from kit.models import open_processor
+    from kit.train import example_lengths, fitting_examples, unsloth_length_limit
+
+    lengths = example_lengths(examples, open_processor(str(STUDENT)))
+    assert len(lengths) == len(examples) and min(lengths) > 0
+    assert unsloth_length_limit(examples, SFTSettings(max_length=77), str(STUDENT)) == 77
+    assert unsloth_length_limit(examples, SFTSettings(), str(STUDENT)) == max(kit.train.UNSLOTH_MAX_LENGTH, *lengths)
+    monkeypatch.setattr(kit.train, "UNSLOTH_MAX_LENGTH", 8)  # a default shorter than every example
+    limit = unsloth_length_limit(examples, SFTSettings(), str(STUDENT))
+    assert limit == max(lengths)
+    assert fitting_examples(examples, open_processor(str(STUDENT)), limit) == (examples, [])
