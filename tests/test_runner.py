@@ -279,3 +279,13 @@ def test_an_unset_answer_reader_stops_the_run_before_its_first_notebook(project:
     assert not project.results.exists()  # 00 and 01 never ran
     # Once 02 has nothing left to do, nothing needs the reader: the other notebooks run without it.
     assert [o.status for o in project.run(only="00")] == ["done"]
+
+
+def test_every_shipped_notebook_cell_has_its_own_id(repo_dir):
+    """nbformat 4.5 cells carry ids; one without makes papermill rewrite the notebook on every run, so a
+    finished stage would no longer be recognised as unchanged."""
+    import json
+
+    for path in sorted((repo_dir / "notebooks").glob("*.ipynb")):
+        ids = [cell.get("id") for cell in json.loads(path.read_text())["cells"]]
+        assert None not in ids and len(set(ids)) == len(ids), f"{path.name}: cell ids {ids}"
