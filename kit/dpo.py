@@ -66,9 +66,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -87,7 +85,7 @@ from kit.train import (
     checkpoint_folder,
     lora_targets,
     no_activation_checkpointing,
-    stage_metadata,
+    run_training_command,
 )
 
 DRAFT_SFT_WEIGHT = 1 / 1024  # EACO/dpo_trainer.py line 458: `losses -= policy_chosen_logps / 1024`
@@ -457,23 +455,11 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m kit.dpo POLICY PAIRS OUTPUT [options]`` (or ``accelerate launch -m kit.dpo ...``)."""
-    parser = argument_parser()
-    args = parser.parse_args(argv)
-    try:
-        settings = DPO_OPTIONS.settings(args)
-    except KitError as err:
-        parser.error(str(err))  # usage and the message on stderr, exit status 2
-    try:
-        metadata = stage_metadata(args.output, "dpo", lambda run_dir: _stage(args.policy, args.pairs, run_dir, settings))
-        result = dpo(args.policy, args.pairs, args.output, settings, checkpoint_dir=args.checkpoint_dir,
-                     metadata=metadata)
-    except KitError as err:
-        print(f"python -m kit.dpo: error: {err}", file=sys.stderr)
-        return 2
-    if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
-        print(json.dumps(asdict(result)))
-    return 0
-
+    return run_training_command(
+        argument_parser(), DPO_OPTIONS, argv, "dpo",
+        stage=lambda args, settings, run_dir: _stage(args.policy, args.pairs, run_dir, settings),
+        train=lambda args, settings, metadata: dpo(args.policy, args.pairs, args.output, settings,
+                                                   checkpoint_dir=args.checkpoint_dir, metadata=metadata))
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -394,6 +394,35 @@ def policy_stages(policy: str | Path, critic: str | Path, images_dir: str | Path
     return {"preference": pairs, "dpo_critic": dpo_critic, "dpo_stic": dpo_stic, "eaco": eaco}
 
 
+def policy_launch_commands(policy: str | Path, stages: Mapping[str, Any], run_dir: str | Path, dpo_settings: Any,
+                           extra_settings: Any, *, seed: int, processes: int = 2) -> dict[str, list[str]]:
+    """The ``accelerate launch`` commands (``kit.dpo.launch_command``, ``kit.train.launch_command``) that train
+    ``policy_stages``' three adapters on several GPUs: DPO on the Critic's pairs and on STIC's, and the extra SFT
+    continuing the first. ``stages`` is what ``policy_stages`` returned for ``seed``; each command's output folder
+    is checked to be the adapter that call used, so a command run before the notebook is reused by it."""
+    from kit import dpo, train
+
+    dpo_settings, extra_settings = replace(dpo_settings, seed=seed), replace(extra_settings, seed=seed)
+    pairs, dpo_adapter = stages["preference"], stages["dpo_critic"]["adapter_dir"]
+    extra_data = stages["eaco"]["data"]  # the extra SFT's training set, as its kit_train.json records it
+    plans = {
+        "DPO on the Critic's pairs": (
+            dpo.launch_command(policy, pairs["pairs"], run_dir, dpo_settings, processes=processes),
+            dpo.stage_folder(policy, pairs["pairs"], run_dir, dpo_settings), dpo_adapter),
+        "DPO on STIC's pairs": (
+            dpo.launch_command(policy, pairs["stic_pairs"], run_dir, dpo_settings, processes=processes),
+            dpo.stage_folder(policy, pairs["stic_pairs"], run_dir, dpo_settings), stages["dpo_stic"]["adapter_dir"]),
+        "the extra SFT, continuing the DPO adapter": (
+            train.launch_command(policy, extra_data, run_dir, extra_settings, adapter=dpo_adapter, processes=processes),
+            train.stage_folder(policy, extra_data, run_dir, extra_settings, adapter=dpo_adapter),
+            stages["eaco"]["adapter_dir"]),
+    }
+    for label, (_, folder, used) in plans.items():
+        if Path(folder).resolve() != Path(used).resolve():
+            raise KitError(f"{label}: the launch command would train into {folder}, but the stage used {used}")
+    return {label: command for label, (command, _, _) in plans.items()}
+
+
 def constant_judge_quality(train_rows: Sequence[Any], heldout: Sequence[Any], aggregate: str = "mean") -> dict:
     """The reference a Critic has to beat: a judge that gives every held-out response the most common training
     score. It never orders two responses, so its pairwise accuracy is 0 and its Spearman undefined."""

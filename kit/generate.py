@@ -57,7 +57,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -355,30 +355,31 @@ def openai_messages(chat: Chat) -> list[dict[str, Any]]:
 
 def post_chat(url: str, body: dict[str, Any], *, api_key: str | None = None, timeout: float = 60.0,
               retries: int = 3, backoff: float = 1.0, what: str = "") -> dict[str, Any]:
-    """POST one chat completion. Server errors (5xx), rate limits (429), refused connections and timeouts
-    are retried ``retries`` times with exponential back-off; a client error (other 4xx) raises at once."""
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    data = json.dumps(body).encode()
-    last_error: Exception | None = None
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(backoff * 2 ** (attempt - 1))
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            if err.code == 429 or err.code >= 500:
-                last_error = err
-                continue
-            detail = err.read()[:300].decode(errors="replace")
-            raise KitError(f"{url} refused {what or 'the request'}: HTTP {err.code} {err.reason} {detail}") from err
-        except (urllib.error.URLError, TimeoutError, OSError, json.JSONDecodeError) as err:
-            last_error = err
-            continue
-    raise KitError(f"{url} did not answer{' ' + what if what else ''} after {retries + 1} attempts: {last_error}")
+    """POST one chat completion. Server errors (5xx), rate limits (429), answers that are not JSON, refused
+    connections and timeouts are retried ``retries`` times with exponential back-off (``http_request``); a
+    client error (other 4xx) raises at once."""
+    def worth_retrying(status: int, text: str) -> bool:
+        return status == 429 or status >= 500 or (status < 400 and _json_or_none(text) is None)
+
+    gave_up = f"{url} did not answer{' ' + what if what else ''} after {retries + 1} attempts"
+    try:
+        status, text = http_request(url, body, api_key=api_key, timeout=timeout, retries=retries, backoff=backoff,
+                                    retry_if=worth_retrying)
+    except OSError as err:
+        raise KitError(f"{gave_up}: {err.__cause__ or err}") from err
+    if status >= 400 and not worth_retrying(status, text):
+        raise KitError(f"{url} refused {what or 'the request'}: HTTP {status} {text[:300]}")
+    answer = _json_or_none(text)
+    if worth_retrying(status, text) or not isinstance(answer, dict):
+        raise KitError(f"{gave_up}: HTTP {status} {text[:300]}")
+    return answer
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 def server_urls(base_url: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -472,10 +473,12 @@ def _same_model(name: Any, model: str) -> bool:
 
 
 def http_request(url: str, body: dict[str, Any] | None = None, *, api_key: str | None = None,
-                 timeout: float = 60.0, retries: int = 3, backoff: float = 1.0) -> tuple[int, str]:
+                 timeout: float = 60.0, retries: int = 3, backoff: float = 1.0,
+                 retry_if: Callable[[int, str], bool] | None = None) -> tuple[int, str]:
     """``GET url`` (or ``POST`` the JSON ``body``): the HTTP status and the answer's text, whatever the status.
     Refused connections and timeouts are retried ``retries`` times with exponential back-off (a server still
-    starting up), then raise ``OSError``; every HTTP answer is the caller's to judge."""
+    starting up), then raise ``OSError`` (from the last error); so are answers ``retry_if(status, text)`` calls
+    passing (the last one is returned). Every HTTP answer is the caller's to judge."""
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -487,12 +490,16 @@ def http_request(url: str, body: dict[str, Any] | None = None, *, api_key: str |
         request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body is not None else "GET")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.read().decode(errors="replace")
+                answer = response.status, response.read().decode(errors="replace")
         except urllib.error.HTTPError as err:
-            return err.code, err.read().decode(errors="replace")
+            answer = err.code, err.read().decode(errors="replace")
         except (urllib.error.URLError, TimeoutError, OSError) as err:
-            last_error = err
-    raise OSError(f"{url} did not answer after {retries + 1} attempts: {last_error}")
+            last_error, answer = err, None
+        if answer is not None:
+            if retry_if is None or attempt == retries or not retry_if(*answer):
+                return answer
+            last_error = None
+    raise OSError(f"{url} did not answer after {retries + 1} attempts: {last_error}") from last_error
 
 
 def _error_text(text: str) -> str:

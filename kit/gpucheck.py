@@ -857,13 +857,10 @@ class _Stage:
 
 def _peft_refusal() -> str | None:
     """Why ``kit.train`` refuses backend peft in this process's environment (its own check), or ``None``."""
-    from kit import train
+    from kit.train import check_peft_masks
 
-    check = getattr(train, "check_peft_masks", None)
-    if check is None:
-        return None
     try:
-        check()
+        check_peft_masks()
     except KitError as err:
         return f"{sys.executable}: {err} (to measure the peft rows on this machine, pass --gpu-peft-python with a " \
                "Python whose environment has CUDA torch and a transformers kit.train accepts for peft)"

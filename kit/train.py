@@ -678,26 +678,36 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m kit.train MODEL DATA OUTPUT [options]`` (or ``accelerate launch -m kit.train ...``)."""
-    parser = argument_parser()
+def run_training_command(parser: argparse.ArgumentParser, options: SettingsOptions, argv: list[str] | None,
+                         kind: str, stage: Callable[[argparse.Namespace, Any, Path], tuple[Path, dict[str, Any]]],
+                         train: Callable[[argparse.Namespace, Any, dict[str, Any] | None], Any]) -> int:
+    """The body of ``python -m kit.train`` and ``python -m kit.dpo``: settings from the options (bad ones: usage
+    and exit 2), the stage metadata when OUTPUT is a ``kind`` stage folder (``stage_metadata``; ``stage(args,
+    settings, run_dir)``), then ``train(args, settings, metadata)``; a ``KitError`` exits 2, and the main process
+    prints the result as one JSON line."""
     args = parser.parse_args(argv)
     try:
-        settings = SFT_OPTIONS.settings(args)
+        settings = options.settings(args)
     except KitError as err:
         parser.error(str(err))  # usage and the message on stderr, exit status 2
     try:
-        metadata = stage_metadata(args.output, "adapter",
-                                  lambda run_dir: _stage(args.model, args.data, run_dir, settings, args.adapter))
-        result = sft(args.model, args.data, args.output, settings, adapter=args.adapter,
-                     checkpoint_dir=args.checkpoint_dir, metadata=metadata)
+        metadata = stage_metadata(args.output, kind, lambda run_dir: stage(args, settings, run_dir))
+        result = train(args, settings, metadata)
     except KitError as err:
-        print(f"python -m kit.train: error: {err}", file=sys.stderr)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
         print(json.dumps(asdict(result)))
     return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kit.train MODEL DATA OUTPUT [options]`` (or ``accelerate launch -m kit.train ...``)."""
+    return run_training_command(
+        argument_parser(), SFT_OPTIONS, argv, "adapter",
+        stage=lambda args, settings, run_dir: _stage(args.model, args.data, run_dir, settings, args.adapter),
+        train=lambda args, settings, metadata: sft(args.model, args.data, args.output, settings, adapter=args.adapter,
+                                                   checkpoint_dir=args.checkpoint_dir, metadata=metadata))
 
 if __name__ == "__main__":
     raise SystemExit(main())

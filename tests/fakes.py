@@ -77,3 +77,16 @@ def random_tiny_qwen2vl(folder: Path, texts: list[str], vocab: int = 320) -> Pat
             if parameter.ndim >= 2:
                 parameter.normal_(0.0, 0.5, generator=generator)
     return models.save(model, processor, folder)
+
+
+def preference_pairs(folder: Path) -> list[dict]:
+    """Four ``kit.preference`` pair rows, each on its own plain-coloured 112 x 112 image written to ``folder``:
+    a plain chosen description against a hallucinated rejected one."""
+    rows = []
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]):
+        path = folder / f"{i}.png"
+        Image.new("RGB", (112, 112), colour).save(path)
+        rows.append({"id": f"img{i}", "image": str(path), "prompt": "Describe the image.",
+                     "chosen": "The picture shows a large square.", "rejected": "There are 5 red circles and a dog.",
+                     "scores": [4, 1], "chosen_index": 0, "rejected_index": 1})
+    return rows

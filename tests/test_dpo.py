@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from PIL import Image
+from fakes import preference_pairs
 
 from kit import REPO_DIR
 from kit.dpo import (
@@ -39,15 +39,7 @@ pytestmark = [pytest.mark.skipif(not POLICY.is_dir(), reason="the shipped tiny p
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    rows = []
-    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]):
-        path = folder / f"{i}.png"
-        Image.new("RGB", (112, 112), colour).save(path)
-        rows.append({"id": f"img{i}", "image": str(path), "prompt": "Describe the image.",
-                     "chosen": "The picture shows a large square.", "rejected": "There are 5 red circles and a dog.",
-                     "scores": [4, 1], "chosen_index": 0, "rejected_index": 1})
-    return rows
+    return preference_pairs(tmp_path_factory.mktemp("images"))
 
 
 def _weights(folder) -> dict[str, torch.Tensor]:

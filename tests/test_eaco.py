@@ -174,3 +174,38 @@ def test_the_average_takes_one_headline_number_per_benchmark():
     gains = table.loc["STIC", [f"{c} gain %" for c in average_columns(table.columns)]]
     assert table.loc["STIC", "average gain %"] == round(gains.mean(), 2)
     assert "HEADLINE_METRIC" in get("eaco-average-basis").kit
+
+
+def test_policy_launch_commands_write_where_the_stages_read(tmp_path):
+    """Each command's output is the adapter folder policy_stages used (under the seed it was given); a command
+    whose folder is not that adapter's is refused rather than printed."""
+    from kit import dpo, train
+    from kit.eaco import policy_launch_commands
+
+    policy = tmp_path / "policy"  # a local folder: stage folders key it by its content
+    policy.mkdir()
+    (policy / "config.json").write_text("{}")
+    policy = str(policy)
+    files = {name: tmp_path / name for name in ("pairs.jsonl", "stic.jsonl", "described.jsonl")}
+    for path in files.values():
+        path.write_text(f'{{"id": "{path.stem}"}}\n')
+    dpo_settings, extra_settings = dpo.DPOSettings(lora_r=4, seed=0), train.SFTSettings(lora_r=4, seed=0)
+    dpo_critic = dpo.stage_folder(policy, files["pairs.jsonl"], tmp_path, dpo.DPOSettings(lora_r=4, seed=7))
+    stages = {
+        "preference": {"pairs": str(files["pairs.jsonl"]), "stic_pairs": str(files["stic.jsonl"])},
+        "dpo_critic": {"adapter_dir": str(dpo_critic)},
+        "dpo_stic": {"adapter_dir": str(dpo.stage_folder(policy, files["stic.jsonl"], tmp_path,
+                                                         dpo.DPOSettings(lora_r=4, seed=7)))},
+        "eaco": {"data": str(files["described.jsonl"]),
+                 "adapter_dir": str(train.stage_folder(policy, files["described.jsonl"], tmp_path,
+                                                       train.SFTSettings(lora_r=4, seed=7), adapter=dpo_critic))},
+    }
+    commands = policy_launch_commands(policy, stages, tmp_path, dpo_settings, extra_settings, seed=7, processes=3)
+    assert list(commands) == ["DPO on the Critic's pairs", "DPO on STIC's pairs",
+                              "the extra SFT, continuing the DPO adapter"]
+    outputs = [command[command.index(module) + 3] for command, module in zip(commands.values(),
+                                                                           ["kit.dpo", "kit.dpo", "kit.train"], strict=True)]
+    assert outputs == [stages[key]["adapter_dir"] for key in ("dpo_critic", "dpo_stic", "eaco")]
+    assert all(command[command.index("--num_processes") + 1] == "3" for command in commands.values())
+    with pytest.raises(KitError, match="DPO on the Critic's pairs: the launch command would train into"):
+        policy_launch_commands(policy, stages, tmp_path, dpo_settings, extra_settings, seed=0)

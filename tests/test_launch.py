@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from fakes import preference_pairs
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from kit import REPO_DIR, dpo, train
 from kit.dpo import DPO_OPTIONS, DPOSettings
@@ -283,13 +283,7 @@ def launched_dpo(tmp_path_factory) -> dict[str, Any]:
     if not POLICY.is_dir():
         pytest.skip("the shipped tiny policy is needed")
     root = tmp_path_factory.mktemp("launch")
-    rows = []
-    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]):
-        image = root / f"{i}.png"
-        Image.new("RGB", (112, 112), colour).save(image)
-        rows.append({"id": f"img{i}", "image": str(image), "prompt": "Describe the image.",
-                     "chosen": "The picture shows a large square.", "rejected": "There are 5 red circles and a dog.",
-                     "scores": [4, 1], "chosen_index": 0, "rejected_index": 1})
+    rows = preference_pairs(root)
     pairs = root / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     settings = DPOSettings(lora_r=4, lora_alpha=8, learning_rate=5e-3, max_steps=2, batch_size=1,
