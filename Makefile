@@ -14,7 +14,7 @@ LAB_ARGS ?=
 # Jupyter refuses to start as root (containers, CI) without being told.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: install reproduce test test-fast lint lab strip clean-runs test-unsloth-pins locks check-locks train-env serve-env gpu-check
+.PHONY: install reproduce test test-fast lint lab strip hooks clean-runs test-unsloth-pins locks check-locks train-env serve-env gpu-check
 
 install: $(STAMP)
 
@@ -46,6 +46,14 @@ lab: $(STAMP)
 
 strip: $(STAMP)
 	$(VENV)/bin/nbstripout notebooks/*.ipynb
+
+# nbstripout as a git filter (filter and diff driver in .git/config, the patterns in .gitattributes): notebooks are
+# staged without outputs, whatever the working copy holds. The pre-commit framework's hooks
+# (.pre-commit-config.yaml: ruff and nbstripout from .venv) are installed too when `pre-commit` is on the PATH.
+hooks: $(STAMP)
+	$(VENV)/bin/nbstripout --install --attributes .gitattributes
+	@if command -v pre-commit >/dev/null 2>&1; then pre-commit install; \
+	else echo "pre-commit not found: the git filter is installed; .pre-commit-config.yaml needs pre-commit"; fi
 
 clean-runs:
 	rm -rf results/runs
@@ -96,7 +104,7 @@ $(SERVE_VENV)/.installed: envs/serve-gpu.lock
 	$(SERVE_VENV)/bin/vllm --version
 	touch $@
 
-# The prepared GPU check (kit/gpucheck.py): Unsloth (in .venv-train) against peft (in .venv, which `make`
+# The prepared GPU check (kit/tools/gpucheck.py): Unsloth (in .venv-train) against peft (in .venv, which `make`
 # builds with PyPI's CUDA torch on a GPU machine: peft's masks need transformers >= 5.18, newer than Unsloth
 # accepts) on models of the real shapes; it rewrites docs/gpu-validation.md with what it measured.
 gpu-check: $(STAMP) $(TRAIN_VENV)/.installed

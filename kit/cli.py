@@ -11,13 +11,13 @@ from kit.errors import KitError
 
 # sub-command -> module exposing ``register(subparsers)``; the module sets ``func`` on its parser.
 SUBCOMMANDS = {
-    "run": "kit.runner",
-    "world": "kit.world.cli",
-    "models": "kit.pretrain",
-    "score": "kit.benchmarks.cli",
-    "check": "kit.envcheck",
-    "bench": "kit.bench",
-    "serve": "kit.serve",
+    "run": "kit.core.runner",
+    "world": "kit.tiny.world.cli",
+    "models": "kit.tiny.pretrain",
+    "score": "kit.eval.benchmarks.cli",
+    "check": "kit.tools.check",
+    "bench": "kit.tools.speed",
+    "serve": "kit.llm.serve",
     "report": "kit.report",
 }
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kit.envcheck import check_environment
+    from kit.core.envcheck import check_environment
 
     parser = build_parser()
     args = parser.parse_args(argv)

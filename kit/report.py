@@ -1,11 +1,11 @@
 """``kit report``: what a reviewer reads. ``results/REPORT.md`` (the papers' claims beside the reproduced
 numbers, with what each paper's figure is relative to and how the benchmark's answers were read, every table
 and figure of a run, under each benchmark table how its answers were read, the run's provenance), ``results/ASSUMPTIONS.md`` (every value the
-papers leave open, from the profiles, and the deviations from the authors' code, from ``kit.deviations``),
+papers leave open, from the profiles, and the deviations from the authors' code, from ``kit.core.deviations``),
 and ``kit report --compare RUN_A RUN_B`` (two runs side by side, the differences in bold).
 
 Every number in the report is copied from a file of the run: its tables (``<run>/tables/*.csv``, written by
-``kit.tables.write_table``), ``provenance.json``, ``profile.json`` and ``stages.json`` (written by ``kit run``).
+``kit.core.tables.write_table``), ``provenance.json``, ``profile.json`` and ``stages.json`` (written by ``kit run``).
 Nothing is typed in or recomputed here; the tests check that.
 """
 
@@ -14,30 +14,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import re
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kit import REPO_DIR
-from kit.artifacts import atomic_write_json, atomic_write_text, content_hash, fingerprint
-from kit.envcheck import installed_version
+from kit.core.artifacts import atomic_write_json, atomic_write_text
+from kit.core.provenance import PROVENANCE_FILE, RESULTS_DIR
 from kit.errors import KitError
 
-RESULTS_DIR = REPO_DIR / "results"
-PROVENANCE_FILE = "provenance.json"
 REPORT_FILE = "REPORT.md"
 ASSUMPTIONS_FILE = "ASSUMPTIONS.md"
 RUN_RECORD_FILE = "RUN.json"
-# Libraries whose versions a reader needs to rerun a number (those not installed are said to be so).
-LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "papermill", "numpy", "pandas",
-             "seaborn", "unsloth", "vllm", "bitsandbytes")
 SOURCE_LABELS = {"paper": "paper text", "authors_code": "authors' code", "ours": "our choice"}
 
 
@@ -50,13 +41,13 @@ class Claim:
     row: str
     column: str  # the reproduced number
     paper_column: str  # the table's copy of the paper's number
-    seeds_table: str  # kit.tables.spread_table over seeds
+    seeds_table: str  # kit.core.tables.spread_table over seeds
     paper_baseline: str  # what the paper's number is relative to (the reproduced one is relative to `base`)
 
 
 CAS_SEAT = "Cas-SEAT (arXiv 2501.05662)"
 EACO = "EACO (arXiv 2412.04903)"
-# The v1 abstract gives Cas-SEAT's gains "compared to existing methods" (kit.casseat.PAPER_GAINS); EACO's
+# The v1 abstract gives Cas-SEAT's gains "compared to existing methods" (kit.casseat.tables.PAPER_GAINS); EACO's
 # abstract gives its gains over LLaVA-v1.6-Mistral-7B, the base policy. Written without digits: every number in
 # the report must come from the run's files (unsourced_numbers).
 CAS_SEAT_BASELINE = "existing methods (the abstract's words), not necessarily the untrained student"
@@ -75,118 +66,13 @@ TABLE_ORDER = ("tiny_world_models", "casseat_synthesis", "casseat_selection", "c
                "casseat_training", "casseat_main", "casseat_main_seeds", "casseat_strategies", "casseat_quantity",
                "casseat_mixing", "casseat_extraction", "eaco_critic", "eaco_training", "eaco_main",
                "eaco_main_seeds", "eaco_extraction")
-# The table in which a notebook records how its evaluations read answers (kit.evaluate.extraction_table), and
+# The table in which a notebook records how its evaluations read answers (kit.eval.evaluate.extraction_table), and
 # the benchmark tables those evaluations fill.
 EXTRACTION_TABLES: dict[str, tuple[str, ...]] = {
     "casseat_extraction": ("casseat_main", "casseat_main_seeds", "casseat_strategies", "casseat_quantity",
                            "casseat_mixing"),
     "eaco_extraction": ("eaco_main", "eaco_main_seeds"),
 }
-
-
-# ------------------------------------------------------------------------------------------------- provenance
-def _git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", *args], cwd=REPO_DIR, capture_output=True, text=True, timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
-
-
-def kit_commit() -> dict[str, Any]:
-    """The checkout's commit and whether its code has uncommitted changes (None outside a git checkout).
-    ``results/`` does not count: a run rewrites it."""
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results") if commit else None
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
-
-
-def hardware() -> dict[str, Any]:
-    """CPU, memory and GPUs of this machine."""
-    import psutil
-    import torch
-
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "gpus": gpus,
-            "cuda": torch.version.cuda if torch.cuda.is_available() else None}
-
-
-def _listing_signature(path: Path) -> str:
-    files = sorted(path.rglob("*")) if path.is_dir() else [path]
-    return content_hash([(p.relative_to(path).as_posix() if path.is_dir() else p.name, p.stat().st_size,
-                          p.stat().st_mtime_ns) for p in files if p.is_file()])
-
-
-def content_fingerprint(source: str | Path, kind: str, cache_file: Path | None = None) -> str:
-    """A content hash of a local model or dataset (``kit.artifacts.fingerprint``), or for a hub id the commit
-    of its local snapshot (``hub:<id>@<commit>``), or ``hub:<id> (not in the local cache)``. Local hashes are
-    cached in ``cache_file`` by the files' names, sizes and modification times, so a 13 GB image folder is
-    read once."""
-    from kit.profile import resolve_path
-
-    path = resolve_path(source)
-    if not isinstance(path, Path):
-        try:
-            from huggingface_hub import snapshot_download
-
-            snapshot = Path(snapshot_download(str(source), repo_type=kind, local_files_only=True))
-            return f"hub:{source}@{snapshot.name}"
-        except Exception:  # noqa: BLE001 - any failure means the same thing here: not downloaded
-            return f"hub:{source} (not in the local cache)"
-    if not path.exists():
-        return f"missing: {source}"
-    cache: dict[str, Any] = {}
-    if cache_file is not None and cache_file.is_file():
-        try:
-            cache = json.loads(cache_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            cache = {}
-    signature = _listing_signature(path)
-    entry = cache.get(str(path.resolve()))
-    if entry and entry.get("signature") == signature:
-        return entry["hash"]
-    digest = fingerprint(path)
-    if cache_file is not None:
-        cache[str(path.resolve())] = {"signature": signature, "hash": digest}
-        atomic_write_json(cache_file, cache)
-    return digest
-
-
-def _seeds(profile_data: Mapping[str, Any]) -> dict[str, Any]:
-    from kit.profile import Profile
-
-    flat = Profile(name="x", path=Path("."), data=dict(profile_data), assumptions={}, hash="").flatten()
-    return {key: value for key, value in flat.items()
-            if "seed" in key.split("_")[-1] and not key.startswith("datasets_")
-            and (isinstance(value, int) or (isinstance(value, list) and all(isinstance(v, int) for v in value)))}
-
-
-def collect_provenance(profile: Any, results_dir: str | Path = RESULTS_DIR) -> dict[str, Any]:
-    """What ``kit run`` records in ``<run>/provenance.json`` before it executes a notebook: the kit's commit,
-    the profile, library versions, hardware, seeds and a content hash of every model and dataset the profile
-    names."""
-    cache = Path(results_dir) / "cache" / "fingerprints.json"
-    return {
-        "kit": kit_commit(),
-        "profile": {"name": profile.name, "reference": profile.reference, "hash": profile.hash},
-        "python": platform.python_version(),
-        "libraries": {name: installed_version(name) for name in LIBRARIES},
-        "hardware": hardware(),
-        "seeds": _seeds(profile.data),
-        "models": {name: {"source": str(value), "hash": content_fingerprint(value, "model", cache)}
-                   for name, value in profile.get("models", {}).items()},
-        "datasets": {name: {"source": str(value), "hash": content_fingerprint(value, "dataset", cache)}
-                     for name, value in profile.get("datasets", {}).items()},
-        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def write_provenance(run_dir: str | Path, profile: Any, results_dir: str | Path = RESULTS_DIR) -> Path:
-    path = Path(run_dir) / PROVENANCE_FILE
-    atomic_write_json(path, collect_provenance(profile, results_dir))
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------- runs
@@ -288,9 +174,9 @@ def _lookup(table: Any, row: str, column: str) -> Any:
 
 
 def _titles_in(names: Sequence[str]) -> list[str]:
-    """The benchmarks (``kit.evaluate.TITLES``) whose numbers the column names or metric names hold, in
+    """The benchmarks (``kit.eval.evaluate.TITLES``) whose numbers the column names or metric names hold, in
     registry order: a name is the title, or starts with it and a space or a hyphen (``MME-C``)."""
-    from kit.evaluate import TITLES
+    from kit.eval.evaluate import TITLES
 
     return [title for title in TITLES.values()
             if any(n == title or n.startswith((title + " ", title + "-")) for n in map(str, names))]
@@ -337,7 +223,7 @@ def _claim_label(claim: Claim, table: Any) -> tuple[str, list[str]]:
     """The claim's label and the benchmarks its number comes from (the average: one column per benchmark)."""
     if claim.column != "average gain %":
         return f"{claim.row}: {claim.column}", _titles_in([claim.column])
-    from kit.eaco import average_columns
+    from kit.eaco.pipeline import average_columns
 
     columns = average_columns([c for c in table.columns if "gain" not in c])
     return f"{claim.row}: {claim.column} (mean of {', '.join(columns)})", _titles_in(columns)
@@ -451,11 +337,11 @@ def render_report(run: Run, figures_prefix: str = "figures") -> str:
 # ------------------------------------------------------------------------------------------------ assumptions
 def render_assumptions(profiles: Sequence[Any]) -> str:
     """ASSUMPTIONS.md: for each profile, every open value with its setting, its source and reason and the
-    tables it affects; then ``kit.deviations``."""
-    from kit.deviations import DEVIATIONS
+    tables it affects; then ``kit.core.deviations``."""
+    from kit.core.deviations import DEVIATIONS
 
     parts = ["# Assumptions and deviations", "",
-             "Generated by `kit report` from the profiles' `assumptions:` sections and `kit/deviations.py`. A value "
+             "Generated by `kit report` from the profiles' `assumptions:` sections and `kit/core/deviations.py`. A value "
              "here is one the papers leave open; its source is the paper text, the authors' released code (the "
              "file is named) or our choice (with the reason).", ""]
     for profile in profiles:
@@ -482,7 +368,7 @@ def _shown(path: Path) -> str:
 
 
 def shipped_profiles(extra: Sequence[str | Path] = ()) -> list[Any]:
-    from kit.profile import available_profiles, load_profile
+    from kit.core.profile import available_profiles, load_profile
 
     profiles = [load_profile(name) for name in available_profiles()]
     paths = {p.path for p in profiles}
@@ -539,14 +425,6 @@ def published_sources(results_dir: str | Path = RESULTS_DIR) -> list[Path]:
         results_dir / RUN_RECORD_FILE]
 
 
-def run_sources(folder: str | Path) -> list[Path]:
-    """The files a run folder's REPORT.md may take numbers from."""
-    folder = Path(folder)
-    return (sorted((folder / "tables").glob("*.csv")) + sorted((folder / "tables").glob("*.md"))
-            + [folder / PROVENANCE_FILE, folder / "profile.json", folder / "stages.json"])
-
-
-# Citations, not results: the papers' arXiv identifiers in the report's own text.
 CITATIONS = ("2501.05662", "2412.04903")
 _TOKEN = re.compile(r"[\w.:+\-@]*\d[\w.:+\-@]*")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")

@@ -51,7 +51,7 @@ def one_thread():
 def small_world(tmp_path_factory) -> Path:
     """A small tiny world built for the tests (``data/tiny`` exists only after ``kit world build``; a fresh
     clone's tests must not depend on it)."""
-    from kit.world import WorldConfig, build_world
+    from kit.tiny.world import WorldConfig, build_world
 
     config = WorldConfig(train_pool=4, mathvista_testmini=4, mathvision_test=2, mathvision_testmini=2,
                          wemath_problems=2, hallusionbench_sets=5, mme_images_per_subtask=1, eaco_images=6,
@@ -63,7 +63,7 @@ def small_world(tmp_path_factory) -> Path:
 
 def _peft_masks_missing() -> str | None:
     from kit.errors import KitError
-    from kit.train import PEFT_MASKS_TRANSFORMERS, check_peft_masks
+    from kit.training.sft import PEFT_MASKS_TRANSFORMERS, check_peft_masks
 
     try:
         check_peft_masks()

@@ -67,10 +67,11 @@ def random_tiny_qwen2vl(folder: Path, texts: list[str], vocab: int = 320) -> Pat
     "batched equals one-at-a-time" hold trivially; large weights make responses depend on the input."""
     import torch
 
-    from kit import models
+    from kit.llm import models
+    from kit.tiny import models as tiny_models
 
-    tokenizer = models.train_tokenizer(texts, models.QWEN2VL, vocab)
-    model, processor = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=64, layers=1, ffn=128))
+    tokenizer = tiny_models.train_tokenizer(texts, models.QWEN2VL, vocab)
+    model, processor = tiny_models.build_tiny(models.QWEN2VL, tokenizer, tiny_models.TinySize(hidden=64, layers=1, ffn=128))
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for parameter in model.parameters():
@@ -80,7 +81,7 @@ def random_tiny_qwen2vl(folder: Path, texts: list[str], vocab: int = 320) -> Pat
 
 
 def preference_pairs(folder: Path) -> list[dict]:
-    """Four ``kit.preference`` pair rows, each on its own plain-coloured 112 x 112 image written to ``folder``:
+    """Four ``kit.eaco.preference`` pair rows, each on its own plain-coloured 112 x 112 image written to ``folder``:
     a plain chosen description against a hallucinated rejected one."""
     rows = []
     for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]):

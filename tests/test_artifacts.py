@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kit import artifacts
-from kit.artifacts import (
+from kit.core import artifacts
+from kit.core.artifacts import (
     JsonlAppender,
     atomic_dir,
     atomic_write_bytes,
@@ -146,7 +146,7 @@ def test_cached_stage_builds_once_then_skips(tmp_path: Path, caplog: pytest.LogC
     assert done["params"] == {"n": 3, "model": "data/models/x"}
     assert done["seconds"] >= 0
 
-    with caplog.at_level(logging.INFO, logger="kit.artifacts"):
+    with caplog.at_level(logging.INFO, logger="kit.core.artifacts"):
         again = cached_stage(tmp_path, "synthesis", dict(reversed(params.items())), build)
     assert again == first
     assert len(calls) == 1
@@ -199,7 +199,7 @@ def test_jsonl_partial_last_line_is_dropped_with_a_warning(tmp_path: Path, caplo
     with open(path, "ab") as handle:  # what a kill in the middle of a write leaves behind
         handle.write(b'{"id": 3, "text": "ans')
 
-    with caplog.at_level(logging.WARNING, logger="kit.artifacts"), JsonlAppender(path, ["id"]) as appender:
+    with caplog.at_level(logging.WARNING, logger="kit.core.artifacts"), JsonlAppender(path, ["id"]) as appender:
         assert appender.keys == {(0,), (1,), (2,)}
         appender.append({"id": 3, "text": "answer 3"})
     assert str(path) in caplog.text and "partial last line" in caplog.text
@@ -229,7 +229,7 @@ def test_jsonl_damage_before_the_last_line_is_an_error(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from kit.artifacts import JsonlAppender
+from kit.core.artifacts import JsonlAppender
 with JsonlAppender(sys.argv[1], ["id"]) as appender:
     for index in range(int(sys.argv[2])):
         if not appender.has(index):
@@ -259,3 +259,24 @@ def test_jsonl_survives_a_real_kill(tmp_path: Path, repo_dir: Path) -> None:
     assert resumed.returncode == 0
     ids = [json.loads(line)["id"] for line in path.read_text().splitlines()]
     assert ids == list(range(done + 20))
+
+
+def test_resumable_stage_builds_in_place_once_and_resumes_after_a_failed_build(tmp_path):
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        (folder / "part.txt").write_text("kept")  # what a killed run leaves for the next one to resume
+        if len(calls) == 1:
+            raise RuntimeError("killed")
+        return {"rows": 3}
+
+    with pytest.raises(RuntimeError):
+        artifacts.resumable_stage(tmp_path, "gen", {"a": 1}, build, done="summary.json")
+    folder = artifacts.stage_dir(tmp_path, "gen", {"a": 1})
+    assert (folder / "part.txt").is_file() and not (folder / "summary.json").exists()
+    assert artifacts.resumable_stage(tmp_path, "gen", {"a": 1}, build, done="summary.json") == (folder, {"rows": 3})
+    assert artifacts.resumable_stage(tmp_path, "gen", {"a": 1}, build, done="summary.json") == (folder, {"rows": 3})
+    assert len(calls) == 2
+    other, _ = artifacts.resumable_stage(tmp_path, "gen", {"a": 2}, build, done="summary.json")
+    assert other != folder and len(calls) == 3

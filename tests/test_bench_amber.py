@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kit.benchmarks import amber
 from kit.cli import main
 from kit.errors import KitError
+from kit.eval.benchmarks import amber
 
 RELATION = {"dog": [], "cat": [], "person": ["man", "woman"], "man": ["person"], "grass": ["ground"], "ground": [],
             "sky": [], "light": [], "bed": ["puppy"], "child": ["kid", "person"]}

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kit.benchmarks import hallusionbench as hb
 from kit.cli import main
 from kit.errors import KitError
+from kit.eval.benchmarks import hallusionbench as hb
 
 
 @pytest.fixture(scope="module")

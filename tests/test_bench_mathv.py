@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kit.benchmarks import _common, mathv
 from kit.cli import main
 from kit.errors import KitError
+from kit.eval.benchmarks import _common, mathv
 
 # released output -> correct answers out of the 3040 test problems (from its *_result.json)
 RELEASED = {"Random-Chance": 218, "LLaVA-v1.5-7B": 259, "Gemini-Pro-CoT": 436, "Qwen-VL-Max": 474}

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kit.benchmarks import _common, mathvista
 from kit.cli import main
 from kit.errors import KitError
+from kit.eval.benchmarks import _common, mathvista
 
 # model -> (integer rule of its released score file, released correct count out of 1000)
 RELEASED = {

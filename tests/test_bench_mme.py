@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kit.benchmarks import mme
 from kit.cli import main
 from kit.errors import KitError
+from kit.eval.benchmarks import mme
 
 RESULTS = {
     # 4 questions, 3 right; 1 of 2 images with both right: 75 + 50 = 125

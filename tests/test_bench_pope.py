@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kit.benchmarks import pope
 from kit.cli import main
 from kit.errors import KitError
+from kit.eval.benchmarks import pope
 
 
 def _labels(category: str, labels: list[str]) -> list[dict]:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kit import benchmarks
-from kit.benchmarks import _common
 from kit.errors import KitError
+from kit.eval import benchmarks
+from kit.eval.benchmarks import _common
 
 
 def test_registry_names_and_aliases() -> None:
@@ -153,7 +153,7 @@ def test_eaco_benchmark_hubs_map_their_columns(monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_every_benchmark_has_headline_numbers_a_table_can_pick() -> None:
-    from kit.evaluate import HEADLINES, metrics_table
+    from kit.eval.evaluate import HEADLINES, metrics_table
 
     assert list(HEADLINES) == benchmarks.names()
     pope = benchmarks.get("pope").score([{"question_id": i, "category": c, "label": label, "prediction": "yes"}

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kit.benchmarks import scienceqa as sqa
 from kit.cli import main
 from kit.errors import KitError
+from kit.eval.benchmarks import scienceqa as sqa
 
 
 @pytest.mark.parametrize(("response", "parsed"), [

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kit.benchmarks import seed
 from kit.cli import main
 from kit.errors import KitError
+from kit.eval.benchmarks import seed
 
 QUESTION = {"answer": "B", "choice_a": "One", "choice_b": "Two", "choice_c": "Three", "choice_d": "Four",
             "data_id": "1454426_2591111986", "data_type": "image", "question": "How many towels are in the image?",

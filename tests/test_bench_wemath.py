@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kit.benchmarks import wemath
 from kit.cli import main
 from kit.errors import KitError
+from kit.eval.benchmarks import wemath
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_extract_never_raises(text: str) -> None:
 
 
 def test_is_correct_is_the_rows_joker():
-    from kit.benchmarks import wemath
+    from kit.eval.benchmarks import wemath
 
     record = {"answer": "B"}
     assert wemath.is_correct("B", record) and not wemath.is_correct("C", record) and not wemath.is_correct(None, record)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from kit.casseat import (
+from kit.casseat.tables import (
     PAPER_GAINS,
     describe_main,
     grid_table,
@@ -16,8 +16,8 @@ from kit.casseat import (
     student_sets,
     sweep_table,
 )
+from kit.core.tables import relative_gain
 from kit.errors import KitError
-from kit.tables import relative_gain
 
 
 def _metrics(mathvista: float, mathv: float, strict: float, loose: float) -> dict:
@@ -91,7 +91,7 @@ def test_describe_main_names_benchmarks_without_a_gain():
 
 
 def test_training_table_lists_every_student_run():
-    from kit.casseat import training_table
+    from kit.casseat.tables import training_table
 
     run = {"examples": 10, "steps": 3, "train_loss": 1.5, "seconds": 2.0, "samples_per_second": 15.0, "backend": "peft"}
     table = training_table({"seat": run, "cas_seat": {**run, "examples": 20}})
@@ -103,8 +103,8 @@ def test_the_papers_gains_are_quoted_with_their_baseline():
     """The v1 abstract gives the gains "compared to existing methods"; the kit says so and records it."""
     import inspect
 
-    from kit import casseat
-    from kit.deviations import get
+    from kit.casseat import tables as casseat
+    from kit.core.deviations import get
 
     assert casseat.PAPER_BASELINE == "existing methods"
     source = inspect.getsource(casseat)

@@ -11,11 +11,11 @@ import pytest
 from fakes import ScriptedEngine
 from PIL import Image
 
-from kit import critic
-from kit.critic import Completion, CriticItem, FeedbackRow, ScoreParse, critic_quality, parse_score
+from kit.eaco import critic
+from kit.eaco.critic import Completion, CriticItem, FeedbackRow, ScoreParse, critic_quality, parse_score
 from kit.errors import KitError
-from kit.generate import Sampling
-from kit.prompts import get
+from kit.llm.generate import Sampling
+from kit.llm.prompts import get
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_spearman_is_one_for_the_same_order_and_none_without_variance():
 
 # ------------------------------------------------------------------------------------------ training rows
 def test_scoring_instructions_on_two_rows_of_the_tiny_file(tiny_rows, tmp_path):
-    from kit.trainsets import read_set, write_set
+    from kit.training.data import read_set, write_set
 
     examples = critic.scoring_instructions(tiny_rows)
     assert len(examples) == 8

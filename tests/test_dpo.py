@@ -18,7 +18,9 @@ import torch
 from fakes import preference_pairs
 
 from kit import REPO_DIR
-from kit.dpo import (
+from kit.errors import KitError
+from kit.training.data import conversation
+from kit.training.dpo import (
     DRAFT_SFT_WEIGHT,
     LOSSES,
     DPOSettings,
@@ -28,9 +30,7 @@ from kit.dpo import (
     dpo,
     dpo_dataset,
 )
-from kit.errors import KitError
-from kit.train import SFTSettings, lora_targets, sft
-from kit.trainsets import conversation
+from kit.training.sft import SFTSettings, lora_targets, sft
 
 POLICY = REPO_DIR / "data" / "models" / "tiny-llava-policy"
 pytestmark = [pytest.mark.skipif(not POLICY.is_dir(), reason="the shipped tiny policy is needed"),
@@ -88,12 +88,12 @@ def test_the_extra_sft_stage_continues_the_same_adapter(dpo_adapter, pairs, tmp_
 
 
 def test_a_bad_pair_stops_the_run_before_training(pairs, tmp_path, monkeypatch):
-    import kit.dpo
+    import kit.training.dpo
 
     def no_trainer(*args, **kwargs):
         raise AssertionError("a trainer was built")
 
-    monkeypatch.setattr(kit.dpo, "_trainer", no_trainer)
+    monkeypatch.setattr(kit.training.dpo, "_trainer", no_trainer)
     missing = [*pairs[:2], {**pairs[2], "image": str(tmp_path / "gone.png")}]
     with pytest.raises(KitError, match="img2"):
         dpo(POLICY, missing, tmp_path / "adapter", DPOSettings(max_steps=1))
@@ -277,7 +277,7 @@ def test_each_loss_on_a_hand_made_batch_is_the_hand_computed_one(loss, tmp_path)
 
 
 def test_the_draft_loss_on_the_tiny_policy_is_the_hand_computed_one(pairs, tmp_path):
-    from kit.models import load
+    from kit.llm.models import load
 
     settings = DPOSettings(lora_r=4, lora_alpha=8, max_steps=1, batch_size=2, gradient_accumulation=1, warmup=0,
                            beta=0.5, sft_weight=0.25)

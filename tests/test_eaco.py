@@ -10,7 +10,7 @@ import pytest
 from fakes import ScriptedEngine
 from PIL import Image
 
-from kit.eaco import (
+from kit.eaco.pipeline import (
     PAPER_GAINS,
     critic_table,
     describe_images,
@@ -20,7 +20,7 @@ from kit.eaco import (
     radar_figure,
 )
 from kit.errors import KitError
-from kit.generate import Sampling
+from kit.llm.generate import Sampling
 
 
 @pytest.fixture
@@ -124,8 +124,8 @@ def test_critic_table_and_radar_figure():
 
 
 def test_the_constant_judge_is_right_as_often_as_its_score_is_common(small_world):
-    from kit.critic import load_vlfeedback
-    from kit.eaco import constant_judge_quality
+    from kit.eaco.critic import load_vlfeedback
+    from kit.eaco.pipeline import constant_judge_quality
 
     rows = load_vlfeedback(small_world / "vlfeedback")
     quality = constant_judge_quality(rows[:5], rows[5:])
@@ -134,7 +134,7 @@ def test_the_constant_judge_is_right_as_often_as_its_score_is_common(small_world
 
 
 def test_no_pairs_is_a_clear_error():
-    from kit.eaco import require_pairs
+    from kit.eaco.pipeline import require_pairs
 
     counts = {"pairs": 0, "images": 8, "skipped": {"all_equal": 0, "too_few_parseable": 8}, "unparseable_scores": 40}
     with pytest.raises(KitError, match=r"no preference pair from 8 images .*unparseable scores: 40.*critic.epochs"):
@@ -143,7 +143,7 @@ def test_no_pairs_is_a_clear_error():
 
 
 def test_describe_main_and_training_table_come_from_their_inputs():
-    from kit.eaco import describe_main, training_table
+    from kit.eaco.pipeline import describe_main, training_table
 
     text = describe_main(main_table(MAIN), "tiny")
     assert "**EACO**: average gain" in text and "largest on HallusionBench fAcc (+50.00 %)" in text
@@ -159,9 +159,9 @@ def test_describe_main_and_training_table_come_from_their_inputs():
 def test_the_average_takes_one_headline_number_per_benchmark():
     """EACO's "+8.5% ... across multiple benchmarks" is set beside a mean over benchmarks, not over the 13
     columns (3 HallusionBench, 2 MME, 2 POPE, 3 AMBER ...); the choice is a recorded deviation."""
-    from kit.deviations import get
-    from kit.eaco import average_columns, average_sentence
-    from kit.evaluate import HEADLINE_METRIC, HEADLINES
+    from kit.core.deviations import get
+    from kit.eaco.pipeline import average_columns, average_sentence
+    from kit.eval.evaluate import HEADLINE_METRIC, HEADLINES
 
     every = ["HallusionBench aAcc", "HallusionBench fAcc", "HallusionBench qAcc", "MME-C", "MME-P", "MathVista",
              "POPE accuracy", "POPE F1", "SEED-Bench image", "ScienceQA-IMG", "AMBER score", "AMBER CHAIR", "AMBER F1"]
@@ -179,8 +179,9 @@ def test_the_average_takes_one_headline_number_per_benchmark():
 def test_policy_launch_commands_write_where_the_stages_read(tmp_path):
     """Each command's output is the adapter folder policy_stages used (under the seed it was given); a command
     whose folder is not that adapter's is refused rather than printed."""
-    from kit import dpo, train
-    from kit.eaco import policy_launch_commands
+    from kit.eaco.pipeline import policy_launch_commands
+    from kit.training import dpo
+    from kit.training import sft as train
 
     policy = tmp_path / "policy"  # a local folder: stage folders key it by its content
     policy.mkdir()
@@ -204,7 +205,7 @@ def test_policy_launch_commands_write_where_the_stages_read(tmp_path):
     assert list(commands) == ["DPO on the Critic's pairs", "DPO on STIC's pairs",
                               "the extra SFT, continuing the DPO adapter"]
     outputs = [command[command.index(module) + 3] for command, module in zip(commands.values(),
-                                                                           ["kit.dpo", "kit.dpo", "kit.train"], strict=True)]
+                                                                           ["kit.training.dpo", "kit.training.dpo", "kit.training.sft"], strict=True)]
     assert outputs == [stages[key]["adapter_dir"] for key in ("dpo_critic", "dpo_stic", "eaco")]
     assert all(command[command.index("--num_processes") + 1] == "3" for command in commands.values())
     with pytest.raises(KitError, match="DPO on the Critic's pairs: the launch command would train into"):

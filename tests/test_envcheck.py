@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from kit import cli, envcheck
+from kit import cli
+from kit.core import envcheck
 from kit.errors import KitError
 
 

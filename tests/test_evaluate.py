@@ -11,12 +11,13 @@ import shutil
 import pytest
 from fakes import random_tiny_qwen2vl
 
-from kit import benchmarks, models
-from kit.benchmarks import hallusionbench, mathvista
 from kit.cli import main
 from kit.errors import KitError
-from kit.evaluate import evaluate, evaluate_many, generate_batch, item_ids, metrics_table
-from kit.world import WorldConfig, build_world
+from kit.eval import benchmarks
+from kit.eval.benchmarks import hallusionbench, mathvista
+from kit.eval.evaluate import evaluate, evaluate_many, generate_batch, item_ids, metrics_table
+from kit.llm import models
+from kit.tiny.world import WorldConfig, build_world
 
 TOKENS = 12  # enough for responses to differ between items, short enough to keep the file fast
 LINE_FIELDS = {"id", "benchmark", "strategy", "model", "max_new_tokens", "prompt", "response", "extractor",
@@ -277,7 +278,7 @@ def test_bench_evaluate_cli_prints_the_speedup(model_dir, world, capsys):
 
 # ------------------------------------------------------------------------------------------ strategies
 def test_single_pass_strategies_use_the_authors_prompts(loaded, world, tmp_path):
-    from kit.prompts import get
+    from kit.llm.prompts import get
 
     record = mathvista.load(world / "mathvista", limit=1)[0]
     query = mathvista.build_prompt(record)
@@ -303,7 +304,7 @@ def test_cas_seat_reflects_on_every_item_as_a_second_turn(loaded, world, tmp_pat
 
 
 def test_oracle_reflects_only_on_items_already_wrong(loaded, world, tmp_path, monkeypatch, rows_generated):
-    from kit import infer
+    from kit.eval import strategies as infer
 
     records = mathvista.load(world / "mathvista", limit=8)
     right = {r["pid"] for r in records[:3]}
@@ -320,8 +321,8 @@ def test_oracle_reflects_only_on_items_already_wrong(loaded, world, tmp_path, mo
 
 
 def test_evaluate_stage_caches_resumes_and_keys_on_the_strategy(model_dir, world, tmp_path, monkeypatch):
-    from kit import evaluate as evaluate_module
-    from kit.evaluate import evaluate_stage
+    from kit.eval import evaluate as evaluate_module
+    from kit.eval.evaluate import evaluate_stage
 
     sources = {"mathvista": world / "mathvista"}
     options = {"limit": 4, "max_new_tokens": 4, "batch_size": 2, "progress": False}
@@ -348,8 +349,8 @@ def test_evaluate_stage_caches_resumes_and_keys_on_the_strategy(model_dir, world
 
 
 def test_cas_seat_strategies_read_the_final_answer_they_ask_for(world):
-    from kit.benchmarks import wemath
-    from kit.evaluate import extract_prediction
+    from kit.eval.benchmarks import wemath
+    from kit.eval.evaluate import extract_prediction
 
     record = wemath.load(world / "wemath", limit=1)[0]
     response = "Step 1: Count the green shapes: 3.\nStep 2: Compare.\nThe answer is B"
@@ -384,8 +385,8 @@ def test_the_reading_model_is_recorded_and_a_change_of_it_reads_again(loaded, wo
 
 
 def test_the_stage_key_follows_the_reader_but_not_the_default(model_dir, world, tmp_path, monkeypatch):
-    from kit import evaluate as evaluate_module
-    from kit.evaluate import evaluate_stage
+    from kit.eval import evaluate as evaluate_module
+    from kit.eval.evaluate import evaluate_stage
 
     monkeypatch.setattr(evaluate_module, "evaluate_many", lambda *args, **kwargs: {"mathvista": {"n": 0}})
     sources = {"mathvista": world / "mathvista"}
@@ -398,7 +399,7 @@ def test_the_stage_key_follows_the_reader_but_not_the_default(model_dir, world, 
 
 
 def test_extraction_table_counts_how_each_benchmark_was_read():
-    from kit.evaluate import NO_LLM_STEP, extraction_table
+    from kit.eval.evaluate import NO_LLM_STEP, extraction_table
 
     read = {"mathvista": {"benchmark": "mathvista", "extractor": "llm", "extractor_model": "Qwen/Qwen2.5-14B-Instruct"},
             "hallusionbench": {"benchmark": "hallusionbench", "extractor": "llm", "extractor_model": "gpt-4"},
@@ -413,9 +414,9 @@ def test_extraction_table_counts_how_each_benchmark_was_read():
 
 
 def test_the_stage_key_records_an_openai_engine_but_never_its_servers(model_dir, world, tmp_path, monkeypatch):
-    from kit import evaluate as evaluate_module
-    from kit.evaluate import evaluate_stage
-    from kit.generate import EngineChoice
+    from kit.eval import evaluate as evaluate_module
+    from kit.eval.evaluate import evaluate_stage
+    from kit.llm.generate import EngineChoice
 
     engines = []
     monkeypatch.setattr(evaluate_module, "evaluate_many",
@@ -436,10 +437,10 @@ def test_the_stage_key_records_an_openai_engine_but_never_its_servers(model_dir,
 def test_the_tiny_runs_evaluation_folders_keep_their_hash(repo_dir, tmp_path, monkeypatch):
     """Each committed tiny-run evaluation folder is found again by the same call (transformers, no engine given,
     or EngineChoice()): the key did not change with the engine choice."""
-    from kit import artifacts
-    from kit import evaluate as evaluate_module
-    from kit.evaluate import evaluate_stage
-    from kit.generate import EngineChoice
+    from kit.core import artifacts
+    from kit.eval import evaluate as evaluate_module
+    from kit.eval.evaluate import evaluate_stage
+    from kit.llm.generate import EngineChoice
 
     folders = sorted((repo_dir / "results" / "runs").glob("tiny-*/*/eval-*"))[:4]
     if not folders:

@@ -17,9 +17,9 @@ import pytest
 from fakes import random_tiny_qwen2vl
 from PIL import Image
 
-from kit import models
 from kit.errors import KitError
-from kit.generate import (
+from kit.llm import models
+from kit.llm.generate import (
     Chat,
     OpenAIEngine,
     Sampling,
@@ -31,7 +31,7 @@ from kit.generate import (
     openai_messages,
     server_urls,
 )
-from kit.serve import make_server
+from kit.llm.serve import make_server
 
 TOKENS = 10
 
@@ -359,16 +359,12 @@ def test_the_model_label_does_not_depend_on_the_servers():
     labels = {OpenAIEngine(urls, "tiny-gen").model_label
               for urls in (servers[0], servers[:2], servers, ",".join(servers[1:]))}
     assert labels == {"tiny-gen"}
-    engine = OpenAIEngine(servers[:2], "tiny-gen")
-    # a file written when the label named the one server goes on, whichever servers resume it
-    assert engine.accepts_label("tiny-gen") and engine.accepts_label("tiny-gen@http://old:8000/v1")
-    assert not engine.accepts_label("other@http://h0:8000/v1") and not engine.accepts_label("tiny-gen@ftp://h")
 
 
 def test_bench_generation_reports_a_speedup(model_dir, tmp_path):
     from fakes import row, write_source
 
-    from kit.bench import bench_generation
+    from kit.tools.speed import bench_generation
 
     source = write_source(tmp_path / "src", [row(f"q{i}", "a.png", f"How many red circles are there? {i}", "3")
                                              for i in range(6)], {"a.png": (9, 9, 9)})
@@ -457,7 +453,8 @@ def test_a_served_name_that_names_no_checkpoint_decodes_with_neutral_values():
 
 
 def test_synthesis_records_the_engine_decoding(engine, chats, tmp_path):
-    from kit.synthesis import SourceItem, synthesize
+    from kit.casseat.mathv360k import SourceItem
+    from kit.casseat.synthesis import synthesize
 
     items = [SourceItem(id=f"i{n}", row=n + 1, image=str(chats[n].image), question="How many red circles?",
                         answer="3", choices=None, answer_type="integer", precision=None) for n in range(2)]
@@ -466,3 +463,31 @@ def test_synthesis_records_the_engine_decoding(engine, chats, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(r["decoding"] == engine.decoding(sampling) for r in records)
     assert records[0]["decoding"]["repetition_penalty"] == 1.0  # the tiny model's generation_config sets none
+
+
+
+def test_generate_into_appends_resumes_and_refuses_other_settings(tmp_path):
+    from fakes import ScriptedEngine
+
+    from kit.llm.generate import generate_into
+
+    chats = {(f"q{i}", 0): Chat(f"q{i}|0", [f"question {i}"]) for i in range(3)}
+    out = tmp_path / "answers.jsonl"
+    settings = {"model": "scripted", "temperature": 0.0}
+
+    def record(key, chat, text):
+        return {"turns": chat.turns, "response": text}
+
+    crashing = ScriptedEngine(lambda chat: "an answer", fail_after=2)
+    with pytest.raises(RuntimeError):
+        generate_into(out, ("item_id", "sample"), settings, crashing, chats, Sampling(), record, progress=False)
+    engine = ScriptedEngine(lambda chat: "an answer")
+    stored, written = generate_into(out, ("item_id", "sample"), settings, engine, chats, Sampling(), record,
+                                    progress=False)
+    assert written == 1 and engine.calls == ["q2|0"] and len(stored) == 3
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["item_id"], r["sample"]) for r in lines] == [("q0", 0), ("q1", 0), ("q2", 0)]
+    assert list(lines[0])[:4] == ["item_id", "sample", "model", "temperature"]
+    with pytest.raises(KitError, match="temperature"):
+        generate_into(out, ("item_id", "sample"), {**settings, "temperature": 0.7}, engine, chats, Sampling(),
+                      record, progress=False)

@@ -1,4 +1,4 @@
-"""``kit check --gpu`` (kit/gpucheck.py): the whole pipeline (build, SFT on both backends, the mask, dtype and
+"""``kit check --gpu`` (kit/tools/gpucheck.py): the whole pipeline (build, SFT on both backends, the mask, dtype and
 speed probes, the DPO step, the plain-PEFT reloads, the report) runs here on CPU with tiny shapes of the same
 architectures; the real shapes are checked against the hub's parameter and image-token counts without building
 them. The ``gpu``-marked tests run the same check on CUDA and skip without it."""
@@ -11,8 +11,9 @@ import pytest
 import torch
 from test_real_templates import cot, reflection, with_real_template
 
-from kit import REPO_DIR, cli, models
-from kit.gpucheck import (
+from kit import REPO_DIR, cli
+from kit.llm import models
+from kit.tools.gpucheck import (
     BEGIN,
     END,
     REAL_SHAPES,
@@ -27,17 +28,17 @@ from kit.gpucheck import (
     shape_config,
     shape_processor,
 )
-from kit.train import TurnMaskingCollator
-from kit.trainsets import to_hf_dataset
+from kit.training.data import to_hf_dataset
+from kit.training.sft import TurnMaskingCollator
 
 pytestmark = pytest.mark.skipif(not (REPO_DIR / "data" / "models" / "tiny-qwen2vl-student").is_dir(),
                                 reason="the shipped tiny models are needed")
 TINY = tuple(shape.key for shape in TINY_SHAPES)
 UNSLOTH_ABSENT = ("unsloth not installed", "unsloth needs CUDA; this run is on the CPU")
-# Under Unsloth's pins (transformers 5.17: make test-unsloth-pins) kit.train refuses backend peft, and the check
+# Under Unsloth's pins (transformers 5.17: make test-unsloth-pins) kit.training.sft refuses backend peft, and the check
 # says so in those rows instead of measuring them.
 PEFT_REFUSED = _peft_refusal()
-needs_peft = pytest.mark.skipif(PEFT_REFUSED is not None, reason="kit.train refuses backend peft in this environment")
+needs_peft = pytest.mark.skipif(PEFT_REFUSED is not None, reason="kit.training.sft refuses backend peft in this environment")
 
 
 def _tiny_plan(device: str) -> Plan:
@@ -68,7 +69,7 @@ def test_the_whole_check_runs_on_tiny_shapes_and_every_check_passes(tiny_check):
         assert results["models"][key]["template_ok"]
         assert results["sft"][f"{key}/unsloth"]["status"] in UNSLOTH_ABSENT  # said, never measured
         if PEFT_REFUSED:
-            assert results["sft"][f"{key}/peft"]["status"].startswith("not run: kit.train refuses backend peft")
+            assert results["sft"][f"{key}/peft"]["status"].startswith("not run: kit.training.sft refuses backend peft")
             continue
         assert results["sft"][f"{key}/peft"]["status"] == "ok"
         reloads = results["reload"][key]["adapters"]
@@ -175,7 +176,7 @@ def test_the_real_shapes_are_the_hub_models_with_their_image_token_counts():
         assert added == tokens_added and int(ids.max()) < config.get_text_config().vocab_size
 
 
-@needs_peft  # its batches come from the peft backend's collator, whose masks need what kit.train checks
+@needs_peft  # its batches come from the peft backend's collator, whose masks need what kit.training.sft checks
 def test_the_mask_check_catches_labels_on_the_wrong_tokens(tmp_path):
     from fakes import row, write_source
 
@@ -203,7 +204,7 @@ def test_the_mask_check_catches_labels_on_the_wrong_tokens(tmp_path):
 def test_probing_leaves_transformers_and_the_collators_as_they_were():
     import transformers.trainer as hf_trainer
 
-    from kit import train
+    from kit.training import sft as train
 
     callbacks = list(hf_trainer.DEFAULT_CALLBACKS)
     calls = (train.TurnMaskingCollator.__call__, train.UnslothTurnCollator.__call__)
@@ -225,7 +226,7 @@ def test_kit_check_gpu_without_cuda_stops_and_writes_nothing(tmp_path, capsys):
 def test_a_process_stopped_at_its_limit_leaves_a_note_and_its_rows_no_figure(tmp_path):
     import time
 
-    from kit import gpucheck
+    from kit.tools import gpucheck
 
     plan = Plan(shapes=("tiny-qwen2vl",), backends=("peft",), device="cpu", dpo_shape=None, command="stopped")
     past = time.time() - 60  # the process gets 1 s: it is stopped while still importing
@@ -260,7 +261,7 @@ def test_tiny_shapes_on_cuda_train_in_bf16_on_both_backends(tmp_path):  # pragma
     assert failures(results) == [], failures(results)
     measured = [row for key in TINY for backend in ("peft", "unsloth")
                 if (row := results["sft"][f"{key}/{backend}"])["status"] == "ok"]
-    assert measured  # peft or Unsloth: whichever this environment lets kit.train run
+    assert measured  # peft or Unsloth: whichever this environment lets kit.training.sft run
     for row in measured:
         assert row["dtypes"]["frozen"] == ["bfloat16"] and row["dtypes"]["compute"] == "bfloat16"
         assert row["bf16_autocast"] and row["steps_per_s"] > 0 and row["peak_memory_mb"] > 0

@@ -16,9 +16,11 @@ import pytest
 from fakes import row as mathv_row
 from PIL import Image
 
-from kit import artifacts, critic, synthesis
-from kit.benchmarks import _common
+from kit.casseat import mathv360k
+from kit.core import artifacts
+from kit.eaco import critic
 from kit.errors import KitError
+from kit.eval.benchmarks import _common
 
 VLF = "MMInstruction/VLFeedback"
 MATHV = "Zhiqiang007/MathV360K"
@@ -241,12 +243,12 @@ def test_offline_without_a_cached_copy_says_so(fake_hub, monkeypatch):
 
 
 def test_critic_stage_records_the_rows_left_out(fake_hub, tmp_path, monkeypatch):
-    import kit.train
-    from kit.eaco import critic_stage
+    import kit.training.sft
+    from kit.eaco.pipeline import critic_stage
 
     rows = [_vlf_row(f"g{i}") for i in range(4)] + [_vlf_row("lost")]
     fake_hub["folders"][VLF] = _vlf_repo(tmp_path / "snapshot", rows, [f"g{i}" for i in range(4)], "merged_images")
-    monkeypatch.setattr(kit.train, "train_stage", lambda *args, **kwargs: {"adapter": "stub"})
+    monkeypatch.setattr(kit.training.sft, "train_stage", lambda *args, **kwargs: {"adapter": "stub"})
     monkeypatch.setattr(artifacts, "_ask_hub", lambda *args: None)  # no network: the key takes the bare id
     result = critic_stage("unused-base", VLF, tmp_path / "run", settings=None, heldout=0.25, progress=False)
     assert result["vlfeedback_rows"]["problems"] == {"image_not_found": 1} and result["vlfeedback_rows"]["kept"] == 4
@@ -303,7 +305,7 @@ def _png(colour: tuple[int, int, int] = (10, 200, 10)) -> bytes:
 
 def _mathv_repo(folder: Path, rows: list[dict[str, Any]], images: list[str], top: bool) -> Path:
     folder.mkdir(parents=True)
-    (folder / synthesis.SOURCE_FILE).write_text(json.dumps(rows))
+    (folder / mathv360k.SOURCE_FILE).write_text(json.dumps(rows))
     _write_zip(folder / "data_images.zip", {("data_images/" if top else "") + name: _png() for name in images})
     return folder
 
@@ -314,8 +316,8 @@ def test_mathv360k_images_resolve_whichever_way_the_zip_is_laid_out(fake_hub, tm
             mathv_row("2", "geoqa+/images/2.png", "What angle?", "40")]
     repo = _mathv_repo(tmp_path / "snapshot", rows, ["TabMWP/images/1.png", "geoqa+/images/2.png"], top)
     fake_hub["folders"][MATHV] = repo
-    loaded = synthesis.read_source(MATHV)
-    assert fake_hub["calls"][0]["allow_patterns"] == [synthesis.SOURCE_FILE, "data_images.zip"]
+    loaded = mathv360k.read_source(MATHV)
+    assert fake_hub["calls"][0]["allow_patterns"] == [mathv360k.SOURCE_FILE, "data_images.zip"]
     assert [item.image for item in loaded.items] == [str(repo / "data_images" / "TabMWP/images/1.png"),
                                                      str(repo / "data_images" / "geoqa+/images/2.png")]
     assert loaded.report.problems == {}
@@ -326,17 +328,17 @@ def test_mathv360k_unzipped_by_hand_into_data_images_is_found(tmp_path):
     image = folder / "data_images" / "data_images" / "TabMWP" / "1.png"
     image.parent.mkdir(parents=True)
     image.write_bytes(_png())
-    (folder / synthesis.SOURCE_FILE).write_text(json.dumps([mathv_row("1", "TabMWP/1.png", "How many?", "3")]))
-    assert synthesis.load_source(folder)[0].image == str(image)
+    (folder / mathv360k.SOURCE_FILE).write_text(json.dumps([mathv_row("1", "TabMWP/1.png", "How many?", "3")]))
+    assert mathv360k.load_source(folder)[0].image == str(image)
 
 
 def test_mathv360k_most_images_missing_is_an_error_naming_the_folders(tmp_path):
     folder = tmp_path / "MathV360K"
     (folder / "data_images" / "other").mkdir(parents=True)
     rows = [mathv_row(str(i), f"TabMWP/{i}.png", "How many?", "3") for i in range(3)]
-    (folder / synthesis.SOURCE_FILE).write_text(json.dumps(rows))
+    (folder / mathv360k.SOURCE_FILE).write_text(json.dumps(rows))
     with pytest.raises(KitError) as err:
-        synthesis.load_source(folder)
+        mathv360k.load_source(folder)
     message = str(err.value)
     assert "3 of 3 rows are missing" in message and str(folder / "data_images" / "data_images") in message
     assert "row 1 (id 0)" in message and str(folder / "TabMWP/0.png") in message
@@ -348,10 +350,10 @@ def test_mathv360k_damaged_rows_are_counted_with_skip_invalid(tmp_path):
     (folder / "img" / "a.png").write_bytes(_png())
     rows = [mathv_row(str(i), "img/a.png", f"How many {i}?", "3") for i in range(3)]
     rows += [{"id": "x", "conversations": []}, mathv_row("gone", "img/none.png", "How many?", "1")]
-    (folder / synthesis.SOURCE_FILE).write_text(json.dumps(rows))
+    (folder / mathv360k.SOURCE_FILE).write_text(json.dumps(rows))
     with pytest.raises(KitError, match=r"row 4 \(id x\): no 'image'"):
-        synthesis.load_source(folder)
-    loaded = synthesis.read_source(folder, skip_invalid=True)
+        mathv360k.load_source(folder)
+    loaded = mathv360k.read_source(folder, skip_invalid=True)
     assert [i.id for i in loaded.items] == ["0", "1", "2", "gone"]  # a missing image is the filters' to remove
     assert loaded.report.problems == {"no_image": 1, "image_not_found": 1} and loaded.report.read == 5
 
@@ -412,7 +414,7 @@ def test_online_the_hubs_answer_wins_over_an_old_cache(tmp_path, monkeypatch):
 def test_a_profile_pins_revisions_for_every_kernel(tmp_path, monkeypatch):
     import yaml
 
-    from kit.profile import apply_runtime, load_profile
+    from kit.core.profile import apply_runtime, load_profile
 
     monkeypatch.delenv(artifacts.HUB_REVISIONS_ENV, raising=False)
     base = {"name": "pinned", "seed": 0, "offline": False, "models": {"teacher": "Qwen/Qwen2-VL-7B-Instruct"},
@@ -431,7 +433,7 @@ def test_a_profile_pins_revisions_for_every_kernel(tmp_path, monkeypatch):
 
 
 def test_the_tiny_profile_pins_nothing_and_resolves_without_the_network(monkeypatch, tmp_path):
-    from kit.profile import load_profile, resolve_path
+    from kit.core.profile import load_profile, resolve_path
 
     tiny = load_profile("tiny")
     assert tiny.get("revisions", {}) == {}

@@ -21,12 +21,14 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from kit import REPO_DIR, dpo, train
-from kit.dpo import DPO_OPTIONS, DPOSettings
+from kit import REPO_DIR
+from kit.core.settings_cli import SettingsOptions, accelerate_command, field_comments
 from kit.errors import KitError
-from kit.settings_cli import SettingsOptions, accelerate_command, field_comments
-from kit.train import SFT_OPTIONS, SFTSettings
-from kit.trainsets import conversation, write_set
+from kit.training import dpo
+from kit.training import sft as train
+from kit.training.data import conversation, write_set
+from kit.training.dpo import DPO_OPTIONS, DPOSettings
+from kit.training.sft import SFT_OPTIONS, SFTSettings
 
 POLICY = REPO_DIR / "data" / "models" / "tiny-llava-policy"
 
@@ -56,7 +58,7 @@ dpo_settings = st.builds(DPOSettings, **_common(), scheduler=st.text(max_size=12
 
 
 def _through_the_command_line(module: Any, options: SettingsOptions, settings: Any, every: bool) -> Any:
-    # The module's own parser, positionals and all, as `python -m kit.train` reads it.
+    # The module's own parser, positionals and all, as `python -m kit.training.sft` reads it.
     args = module.argument_parser().parse_args(["MODEL", "DATA", "OUT", *options.argv(settings, every=every)])
     return options.settings(args)
 
@@ -169,7 +171,7 @@ def test_bad_options_exit_non_zero_naming_the_option(module, argv, message, caps
 
 
 def test_a_bad_option_from_the_real_command_line_exits_2():
-    done = subprocess.run([sys.executable, "-m", "kit.dpo", "P", "D", "O", "--beta", "-1"], cwd=REPO_DIR,
+    done = subprocess.run([sys.executable, "-m", "kit.training.dpo", "P", "D", "O", "--beta", "-1"], cwd=REPO_DIR,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "beta must be > 0" in done.stderr
 
@@ -214,7 +216,7 @@ def test_train_launch_command_trains_into_the_stage_folder(inputs, tmp_path, mon
     assert command[1:5] == ["launch", "--multi_gpu", "--num_processes", "3"]
     shlex.join(command)  # printable
     folder = train.stage_folder("model", "train.jsonl", "run", settings, **given).absolute()
-    positionals, options = _parts(command, "kit.train")
+    positionals, options = _parts(command, "kit.training.sft")
     assert positionals == [str(inputs["model"]), str(inputs["data"]), str(folder)]
     args = train.argument_parser().parse_args([*positionals, *options])
     assert train.SFT_OPTIONS.settings(args) == settings and args.checkpoint_dir == train.checkpoint_folder(folder)
@@ -222,7 +224,7 @@ def test_train_launch_command_trains_into_the_stage_folder(inputs, tmp_path, mon
 
 
 def test_critic_launch_command_trains_where_critic_stage_looks(small_world, tmp_path, monkeypatch):
-    from kit.eaco import critic_stage
+    from kit.eaco.pipeline import critic_stage
 
     calls = []
 
@@ -236,7 +238,7 @@ def test_critic_launch_command_trains_where_critic_stage_looks(small_world, tmp_
     (model, data, run_dir, given), _ = calls[0]
     assert Path(data).name == "train.jsonl" and given == settings
     command = train.launch_command(model, data, run_dir, given, processes=4)
-    assert _parts(command, "kit.train")[0][1:] == [str(data), str(train.stage_folder(model, data, run_dir, given))]
+    assert _parts(command, "kit.training.sft")[0][1:] == [str(data), str(train.stage_folder(model, data, run_dir, given))]
 
 
 def test_dpo_launch_command_trains_into_the_stage_folder(inputs, tmp_path):
@@ -244,7 +246,7 @@ def test_dpo_launch_command_trains_into_the_stage_folder(inputs, tmp_path):
     command = dpo.launch_command(inputs["model"], inputs["data"], tmp_path / "run", settings,
                                  extra_launch_args=["--main_process_port", "29511"])
     folder = dpo.stage_folder(inputs["model"], inputs["data"], tmp_path / "run", settings)
-    positionals, options = _parts(command, "kit.dpo")
+    positionals, options = _parts(command, "kit.training.dpo")
     assert positionals[2] == str(folder) and command[command.index("-m") - 2:command.index("-m")] == [
         "--main_process_port", "29511"]
     args = dpo.argument_parser().parse_args([*positionals, *options])
@@ -252,9 +254,9 @@ def test_dpo_launch_command_trains_into_the_stage_folder(inputs, tmp_path):
 
 
 def test_accelerate_command_processes():
-    assert "--multi_gpu" not in accelerate_command("kit.train", ["a"], processes=1)
+    assert "--multi_gpu" not in accelerate_command("kit.training.sft", ["a"], processes=1)
     with pytest.raises(KitError, match="processes"):
-        accelerate_command("kit.train", [], processes=0)
+        accelerate_command("kit.training.sft", [], processes=0)
 
 
 def test_an_output_named_for_other_settings_is_refused_before_training(inputs, tmp_path, monkeypatch, capsys):

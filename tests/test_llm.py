@@ -7,9 +7,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from kit import llm, models
-from kit.benchmarks import mathvista
 from kit.errors import KitError
+from kit.eval.benchmarks import mathvista
+from kit.llm import judges as llm
+from kit.llm import models
+from kit.tiny import models as tiny_models
 
 
 class ChatServer:
@@ -103,8 +105,8 @@ def test_mathvista_extractor_through_the_endpoint():
 
 
 def test_local_chat_on_a_tiny_model(tmp_path):
-    tokenizer = models.train_tokenizer(["The answer is 3."] * 20, models.QWEN2VL, 300)
-    model, processor = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=32, ffn=64))
+    tokenizer = tiny_models.train_tokenizer(["The answer is 3."] * 20, models.QWEN2VL, 300)
+    model, processor = tiny_models.build_tiny(models.QWEN2VL, tokenizer, tiny_models.TinySize(hidden=32, ffn=64))
     models.save(model, processor, tmp_path / "m")
     chat = llm.local_chat(str(tmp_path / "m"), max_new_tokens=4)
     answer = chat("Extract the answer")
@@ -113,7 +115,7 @@ def test_local_chat_on_a_tiny_model(tmp_path):
 
 # ------------------------------------------------------------------------------------------ the profile's judge
 def _evaluation(profile_name: str) -> dict:
-    from kit.profile import load_profile
+    from kit.core.profile import load_profile
 
     section = load_profile(profile_name).get("evaluation")
     return {"extractor": section["extractor"], "judge_url": section["judge_url"],
@@ -162,7 +164,7 @@ def test_evaluation_through_a_fake_endpoint_records_the_extractor(small_world, t
     read them."""
     from fakes import random_tiny_qwen2vl
 
-    from kit.evaluate import evaluate_stage, extraction_table
+    from kit.eval.evaluate import evaluate_stage, extraction_table
 
     records = mathvista.load(small_world / "mathvista")
     model = random_tiny_qwen2vl(tmp_path / "model", [mathvista.build_prompt(r) for r in records])

@@ -6,16 +6,17 @@ import pytest
 import torch
 from PIL import Image
 
-from kit import models
 from kit.errors import KitError
+from kit.llm import models
+from kit.tiny import models as tiny_models
 
 TEXTS = ["How many red shapes are there? Step 1: Count the red shapes: 3. The answer is 3."] * 20
 
 
 @pytest.fixture(scope="module", params=[models.QWEN2VL, models.LLAVA])
 def built(request):
-    tokenizer = models.train_tokenizer(TEXTS, request.param, 320)
-    model, processor = models.build_tiny(request.param, tokenizer, models.TinySize(hidden=64, ffn=128), seed=0)
+    tokenizer = tiny_models.train_tokenizer(TEXTS, request.param, 320)
+    model, processor = tiny_models.build_tiny(request.param, tokenizer, tiny_models.TinySize(hidden=64, ffn=128), seed=0)
     return request.param, model, processor
 
 
@@ -105,7 +106,7 @@ def test_load_without_dtype_keeps_float32_on_the_cpu(built, tmp_path, monkeypatc
 def test_a_pinned_hub_revision_reaches_every_from_pretrained(monkeypatch):
     import transformers
 
-    from kit.artifacts import HUB_REVISIONS_ENV
+    from kit.core.artifacts import HUB_REVISIONS_ENV
 
     seen: list[tuple[str, dict]] = []
 

@@ -1,5 +1,5 @@
 """The tiny profile makes no network call: HF offline variables plus a socket guard around the real
-path a notebook takes (build the world, load a shipped model through kit.models.load, generate, score)."""
+path a notebook takes (build the world, load a shipped model through kit.llm.models.load, generate, score)."""
 
 import ipaddress
 import socket
@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from kit import REPO_DIR
-from kit.profile import apply_runtime, load_profile
+from kit.core.profile import apply_runtime, load_profile
 
 SHIPPED_TEACHER = REPO_DIR / "data" / "models" / "tiny-qwen2vl-teacher"
 
@@ -69,10 +69,10 @@ def test_tiny_profile_sets_offline_mode(monkeypatch):
 
 @pytest.mark.skipif(not SHIPPED_TEACHER.is_dir(), reason="shipped tiny teacher missing (run `kit models build`)")
 def test_tiny_path_runs_without_network(socket_guard, tmp_path, monkeypatch):
-    from kit.benchmarks import mathvista
-    from kit.models import load
-    from kit.pretrain import mathvista_score
-    from kit.world import WorldConfig, build_world
+    from kit.eval.benchmarks import mathvista
+    from kit.llm.models import load
+    from kit.tiny.pretrain import mathvista_score
+    from kit.tiny.world import WorldConfig, build_world
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = WorldConfig(train_pool=20, mathvista_testmini=8, mathvision_test=4, mathvision_testmini=2,

@@ -9,8 +9,9 @@ import pytest
 from fakes import ScriptedEngine
 from PIL import Image
 
-from kit import critic, preference
+from kit.eaco import critic, preference
 from kit.errors import KitError
+from kit.training import data
 
 
 class SeedRecordingEngine(ScriptedEngine):
@@ -134,13 +135,13 @@ def _critic(chat) -> str:
 def test_build_pairs_keeps_every_score_and_skips_equal_ones(images, instructions, tmp_path):
     samples, scores, out = tmp_path / "samples.jsonl", tmp_path / "scores.jsonl", tmp_path / "pairs.jsonl"
     preference.sample_responses(ScriptedEngine(_describe), images, instructions[0], samples, n=3)
-    with pytest.raises(KitError, match="run kit.critic.score_responses"):
+    with pytest.raises(KitError, match="run kit.eaco.critic.score_responses"):
         preference.build_pairs(samples, scores, out)
     critic.score_responses(ScriptedEngine(_critic), preference.items_from_samples(samples), scores)
     summary = preference.build_pairs(samples, scores, out)
     assert summary["pairs"] == 2 and summary["skipped"] == {"all_equal": 1, "too_few_parseable": 0}
     assert summary["unparseable_scores"] == 1
-    rows = {r["id"]: r for r in preference.read_pairs(out)}
+    rows = {r["id"]: r for r in data.read_pairs(out)}
     assert set(rows) == {"images/0.png", "images/2.png"}
     first = rows["images/0.png"]
     assert first["scores"] == [2, 5, None]
@@ -154,23 +155,23 @@ def test_validate_pairs_names_the_pair_and_the_file(tmp_path):
     image = tmp_path / "a.png"
     Image.new("RGB", (8, 8)).save(image)
     good = {"id": "img-a", "image": str(image), "prompt": "Describe.", "chosen": "A red square.", "rejected": "A cat."}
-    preference.validate_pairs([good], "pairs.jsonl")
+    data.validate_pairs([good], "pairs.jsonl")
     with pytest.raises(KitError, match=r"pairs.jsonl: pair img-b: image file .*gone.png not found"):
-        preference.validate_pairs([good, {**good, "id": "img-b", "image": str(tmp_path / "gone.png")}], "pairs.jsonl")
+        data.validate_pairs([good, {**good, "id": "img-b", "image": str(tmp_path / "gone.png")}], "pairs.jsonl")
     with pytest.raises(KitError, match="pairs.jsonl: pair img-a: the rejected response is empty"):
-        preference.validate_pairs([{**good, "rejected": "  "}], "pairs.jsonl")
+        data.validate_pairs([{**good, "rejected": "  "}], "pairs.jsonl")
     with pytest.raises(KitError, match="pair img-a: the chosen response is empty"):
-        preference.validate_pairs([{**good, "chosen": ""}], "pairs.jsonl")
+        data.validate_pairs([{**good, "chosen": ""}], "pairs.jsonl")
     bad = tmp_path / "pairs.jsonl"
     bad.write_text(json.dumps({**good, "chosen": ""}) + "\n")
     with pytest.raises(KitError, match=f"{bad}: pair img-a: the chosen response is empty"):
-        preference.read_pairs(bad)
+        data.read_pairs(bad)
 
 
 def test_dpo_rows_are_trls_conversational_vision_format():
     pair = {"id": "i", "image": "/x/a.png", "prompt": "Describe the image.", "chosen": "Good.", "rejected": "Bad.",
             "scores": [5, 1], "chosen_index": 0, "rejected_index": 1}
-    (row,) = preference.to_dpo_rows([pair])
+    (row,) = data.to_dpo_rows([pair])
     assert set(row) == {"images", "prompt", "chosen", "rejected"}
     assert row["images"] == ["/x/a.png"]
     assert row["prompt"] == [{"role": "user", "content": [{"type": "image"},
@@ -206,7 +207,7 @@ def _stic_answer(chat) -> str:
 
 
 def test_stic_pairs_pair_the_detailed_answer_against_a_hallucinated_or_corrupted_one(instructions, tmp_path):
-    from kit.prompts import get
+    from kit.llm.prompts import get
 
     folder = tmp_path / "coco"
     folder.mkdir()
@@ -233,7 +234,7 @@ def test_stic_pairs_pair_the_detailed_answer_against_a_hallucinated_or_corrupted
             with Image.open(rejected["input_image"]) as seen:
                 assert row["corruption"]["kind"] in ("resize", "color_jitter")
                 assert seen.size == ((26, 20) if row["corruption"]["kind"] == "resize" else (40, 30))
-    assert [r["id"] for r in preference.read_pairs(pairs_path)] == [r["id"] for r in rows]
+    assert [r["id"] for r in data.read_pairs(pairs_path)] == [r["id"] for r in rows]
 
     again = ScriptedEngine(_stic_answer)
     assert preference.stic_pairs(again, images, out, instructions=describe,

@@ -7,12 +7,14 @@ import json
 import pytest
 import torch
 
-from kit import models, pretrain
-from kit.artifacts import file_hash
+from kit.core.artifacts import file_hash
+from kit.core.profile import load_profile
 from kit.errors import KitError
-from kit.profile import load_profile
-from kit.world import WorldConfig, build_world
-from kit.world.scenes import scene_hash, scene_split
+from kit.llm import models
+from kit.tiny import models as tiny_models
+from kit.tiny import pretrain
+from kit.tiny.world import WorldConfig, build_world
+from kit.tiny.world.scenes import scene_hash, scene_split
 
 SMALL = WorldConfig(train_pool=40, mathvista_testmini=6, mathvision_test=4, mathvision_testmini=2,
                     wemath_problems=2, hallusionbench_sets=5, mme_images_per_subtask=2, eaco_images=2,
@@ -27,7 +29,7 @@ def world(tmp_path_factory):
 
 
 def test_fresh_scenes_stay_on_the_training_side(world):
-    from kit.world import read_scenes
+    from kit.tiny.world import read_scenes
 
     records = pretrain.fresh_records(300, seed=7)
     hashes = {scene_hash(r["image"]) for r in records}
@@ -52,8 +54,8 @@ def test_corpus_styles(world):
 @pytest.mark.parametrize("family", [models.QWEN2VL, models.LLAVA])
 def test_labels_cover_assistant_tokens_only(world, family):
     examples = pretrain.corpus_examples(world, ("cot", "instructions"), 1.0, seed=0)
-    tokenizer = models.train_tokenizer(pretrain.corpus_texts(world), family, 400)
-    _, processor = models.build_tiny(family, tokenizer, models.TinySize(hidden=32, ffn=64))
+    tokenizer = tiny_models.train_tokenizer(pretrain.corpus_texts(world), family, 400)
+    _, processor = tiny_models.build_tiny(family, tokenizer, tiny_models.TinySize(hidden=32, ffn=64))
     multi_turn = next(e for e in examples if len(e.turns) > 1)
     batch = pretrain.collate(processor, [examples[0], multi_turn])
     for row, example in enumerate([examples[0], multi_turn]):
@@ -64,7 +66,7 @@ def test_labels_cover_assistant_tokens_only(world, family):
 
 def tiny_spec(**changes):
     spec = pretrain.PretrainSpec(name="test-student", family=models.QWEN2VL,
-                                 size=models.TinySize(hidden=32, ffn=64, vocab=400),
+                                 size=tiny_models.TinySize(hidden=32, ffn=64, vocab=400),
                                  corpus=("cot",), steps=3, batch_size=4, warmup=1, seed=5,
                                  eval_every=2, curve_items=3)
     return dataclasses.replace(spec, **changes)
@@ -128,16 +130,16 @@ def test_teacher_is_clearly_stronger_than_a_student_that_is_still_learning():
 
 
 def test_logits_are_reproducible_from_seed():
-    tokenizer = models.train_tokenizer(["a b c"] * 5, models.QWEN2VL, 300)
-    first, _ = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=32, ffn=64), seed=3)
-    second, _ = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=32, ffn=64), seed=3)
+    tokenizer = tiny_models.train_tokenizer(["a b c"] * 5, models.QWEN2VL, 300)
+    first, _ = tiny_models.build_tiny(models.QWEN2VL, tokenizer, tiny_models.TinySize(hidden=32, ffn=64), seed=3)
+    second, _ = tiny_models.build_tiny(models.QWEN2VL, tokenizer, tiny_models.TinySize(hidden=32, ffn=64), seed=3)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 
 def test_seat_and_cas_styles_use_the_authors_prompts_and_parse_well_formed(world):
-    from kit import seat
-    from kit.prompts import get
+    from kit.eval import seat_format as seat
+    from kit.llm.prompts import get
 
     examples = pretrain.corpus_examples(world, ("seat", "cas"), 1.0, seed=0)
     by_style: dict[str, list] = {}
@@ -162,8 +164,8 @@ def test_seat_and_cas_styles_use_the_authors_prompts_and_parse_well_formed(world
 
 def test_loss_turns_leave_only_the_chosen_assistant_turn_labelled(world):
     examples = pretrain.corpus_examples(world, ("cas",), 1.0, seed=0)
-    tokenizer = models.train_tokenizer(pretrain.corpus_texts(world), models.QWEN2VL, 400)
-    _, processor = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=32, ffn=64))
+    tokenizer = tiny_models.train_tokenizer(pretrain.corpus_texts(world), models.QWEN2VL, 400)
+    _, processor = tiny_models.build_tiny(models.QWEN2VL, tokenizer, tiny_models.TinySize(hidden=32, ffn=64))
     reflection = next(e for e in examples if e.source == "cas_reflection")
     batch = pretrain.collate(processor, [reflection])
     kept = batch["input_ids"][0][batch["labels"][0] != -100]
@@ -182,8 +184,8 @@ def test_by_style_batches_hold_one_style_and_weights_are_checked(world, monkeypa
 
     monkeypatch.setattr(pretrain, "collate", spy)
     examples = pretrain.corpus_examples(world, ("cot", "direct"), 1.0, seed=0)
-    tokenizer = models.train_tokenizer(pretrain.corpus_texts(world), models.QWEN2VL, 400)
-    model, processor = models.build_tiny(models.QWEN2VL, tokenizer, models.TinySize(hidden=32, ffn=64))
+    tokenizer = tiny_models.train_tokenizer(pretrain.corpus_texts(world), models.QWEN2VL, 400)
+    model, processor = tiny_models.build_tiny(models.QWEN2VL, tokenizer, tiny_models.TinySize(hidden=32, ffn=64))
     spec = tiny_spec(corpus=("cot", "direct"), steps=6, eval_every=0, batching="by_style",
                      style_weights=(("cot", 1.0), ("direct", 1.0)))
     pretrain.train(model, processor, examples, spec, log=lambda m: None)

@@ -8,9 +8,8 @@ import pytest
 import yaml
 
 from kit import REPO_DIR
-from kit import profile as profile_module
-from kit.errors import KitError
-from kit.profile import (
+from kit.core import profile as profile_module
+from kit.core.profile import (
     OFFLINE_VARIABLES,
     Profile,
     apply_runtime,
@@ -18,6 +17,7 @@ from kit.profile import (
     load_profile,
     notebook_parameters,
 )
+from kit.errors import KitError
 
 MINIMAL = {
     "name": "mini",
@@ -94,7 +94,9 @@ def test_hash_ignores_yaml_formatting(tmp_path: Path) -> None:
 
 
 def test_resolve_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(profile_module, "REPO_DIR", tmp_path)
+    from kit.core import paths
+
+    monkeypatch.setattr(paths, "REPO_DIR", tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "local-model").mkdir()
@@ -208,7 +210,7 @@ def test_the_engine_choice_is_checked_when_the_profile_loads(tmp_path: Path, eng
 
 
 def test_the_paper_profile_generates_on_vllm_servers_for_each_base_model() -> None:
-    from kit.generate import EngineChoice
+    from kit.llm.generate import EngineChoice
 
     profile = load_profile("paper")
     choice = EngineChoice(**profile.get("engine"))

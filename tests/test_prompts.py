@@ -6,7 +6,7 @@ repositories. Python evaluates them exactly as it evaluates the authors' code: e
 the literals, the real line breaks and the indentation inside triple-quoted strings all count. Each kit prompt
 is formatted with the placeholders filled the way the authors fill them and compared byte for byte.
 
-Where the kit knowingly differs, the test says so and checks that ``kit.deviations`` records it:
+Where the kit knowingly differs, the test says so and checks that ``kit.core.deviations`` records it:
 - the MathV360K question and answer are ``.strip()``ped before formatting (``seat-question-stripped``);
 - ``eaco_critic_additive`` adds the question and response lines (``eaco-critic-sees-no-question``); the
   draft's exact text is ``eaco_critic_draft``.
@@ -14,8 +14,8 @@ Where the kit knowingly differs, the test says so and checks that ``kit.deviatio
 
 import pytest
 
-from kit import prompts
 from kit.errors import KitError
+from kit.llm import prompts
 
 # ------------------------------------------------------------------------------------------------ the authors'
 # github.com/HelloZicky/Cas-SEAT @ 6d80fb4 (HEAD 15dbbf2 has the same files). The statements are re-indented to
@@ -134,8 +134,8 @@ def test_seat_synthesis_is_the_authors_prompt_byte_for_byte(raw: str, answer: st
 
 
 def test_seat_inference_and_the_cascade_are_the_authors_prompts_byte_for_byte() -> None:
-    from kit import infer
-    from kit.benchmarks import mathvista
+    from kit.eval import strategies as infer
+    from kit.eval.benchmarks import mathvista
 
     query = mathvista.build_prompt(MATHVISTA_RECORD)  # MathVista's zero-shot query, as query_data holds it
     assert infer.first_prompt("seat", mathvista, MATHVISTA_RECORD) == _authors_seat_inference(query)
@@ -157,8 +157,8 @@ def test_the_eaco_critic_prompt_is_the_drafts_byte_for_byte(response: str) -> No
 
 
 def test_stic_prompts_and_instruction_lists_are_the_authors() -> None:
-    from kit.preference import load_instructions
-    from kit.world.families import DESCRIPTION_INSTRUCTIONS, HALLUCINATION_INSTRUCTIONS
+    from kit.eaco.preference import load_instructions
+    from kit.llm.prompts import DESCRIPTION_INSTRUCTIONS, HALLUCINATION_INSTRUCTIONS
 
     prompt_list, full_prompt, hallu_prompt_list = _authors_stic()
     assert prompts.get("stic_full_description").format() == prompts.STIC_FULL_DESCRIPTION == full_prompt
@@ -167,12 +167,13 @@ def test_stic_prompts_and_instruction_lists_are_the_authors() -> None:
 
 
 def test_where_the_kit_knowingly_differs_is_recorded(tmp_path) -> None:
-    """kit.synthesis strips the question and the answer (the authors keep the row's leading newline and any
-    outer spaces): the prompt differs in whitespace only, and kit.deviations says so."""
+    """kit.casseat.synthesis strips the question and the answer (the authors keep the row's leading newline and any
+    outer spaces): the prompt differs in whitespace only, and kit.core.deviations says so."""
     from fakes import row, write_source
 
-    from kit.deviations import get
-    from kit.synthesis import chat_for, load_source
+    from kit.casseat.mathv360k import load_source
+    from kit.casseat.synthesis import chat_for
+    from kit.core.deviations import get
 
     raw, answer = MATHV360K_QUERIES[0]
     folder = write_source(tmp_path, [row("1", "a.png", raw.removeprefix("<image>\n"), answer)], {"a.png": (1, 2, 3)})
@@ -216,7 +217,7 @@ def test_missing_field_and_unknown_id_are_named():
 
 
 def test_the_authors_code_defects_are_recorded_as_deviations():
-    from kit.deviations import DEVIATIONS, get
+    from kit.core.deviations import DEVIATIONS, get
 
     ids = {d.id for d in DEVIATIONS}
     assert {"seat-teacher-128-tokens", "cas-seat-reflection-label-leak", "cas-seat-first-43-skipped"} <= ids

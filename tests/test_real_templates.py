@@ -17,9 +17,11 @@ import torch
 import trl
 from fakes import row, write_source
 
-from kit import REPO_DIR, models
+from kit import REPO_DIR
 from kit.errors import KitError
-from kit.train import (
+from kit.llm import models
+from kit.training.data import conversation, to_hf_dataset, write_set
+from kit.training.sft import (
     SFTSettings,
     TurnMaskingCollator,
     fitting_examples,
@@ -27,7 +29,6 @@ from kit.train import (
     sft,
     training_chat_template,
 )
-from kit.trainsets import conversation, to_hf_dataset, write_set
 
 MODELS = REPO_DIR / "data" / "models"
 TEMPLATES = Path(trl.__file__).parent / "chat_templates"
@@ -177,7 +178,7 @@ def test_a_missing_training_image_names_the_file_and_the_row(image, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and unsloth")
 def test_unsloth_collator_labels_what_the_peft_collator_labels(real, image):  # pragma: no cover - GPU only
     pytest.importorskip("unsloth")
-    from kit.train import UnslothTurnCollator
+    from kit.training.sft import UnslothTurnCollator
 
     family, folder, processor = real
     loaded = models.load(folder)

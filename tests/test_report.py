@@ -1,6 +1,6 @@
 """kit.report: REPORT.md holds every table, figure and claim of a run and no number that is not in the run's
 files; ASSUMPTIONS.md lists every open value and deviation; a report never mixes two runs; --compare shows
-what differs. Also kit.tables.spread_table, and the committed results/REPORT.md against the committed tables."""
+what differs. Also kit.core.tables.spread_table, and the committed results/REPORT.md against the committed tables."""
 
 from __future__ import annotations
 
@@ -14,19 +14,19 @@ from matplotlib import pyplot as plt
 
 from kit import REPO_DIR
 from kit.cli import main
-from kit.deviations import DEVIATIONS
+from kit.core.deviations import DEVIATIONS
+from kit.core.profile import load_profile
+from kit.core.provenance import write_provenance
+from kit.core.tables import save_figure, spread_sentence, spread_table, write_table
 from kit.errors import KitError
-from kit.profile import load_profile
 from kit.report import (
     compare_runs,
     published_sources,
     render_assumptions,
     shipped_profiles,
     unsourced_numbers,
-    write_provenance,
     write_report,
 )
-from kit.tables import save_figure, spread_sentence, spread_table, write_table
 
 
 def _casseat_main(cas_seat_mathvista: float) -> pd.DataFrame:
@@ -57,8 +57,8 @@ JUDGE = "Qwen/Qwen2.5-14B-Instruct"
 
 
 def _extraction(benchmarks: dict[str, str]) -> pd.DataFrame:
-    """kit.evaluate.extraction_table over two evaluations that read each benchmark as `benchmarks` says."""
-    from kit.evaluate import extraction_table
+    """kit.eval.evaluate.extraction_table over two evaluations that read each benchmark as `benchmarks` says."""
+    from kit.eval.evaluate import extraction_table
 
     metrics = {name: {"benchmark": name, "extractor": how, **({"extractor_model": JUDGE} if how == "llm" else {})}
                for name, how in benchmarks.items()}

@@ -15,7 +15,7 @@ import yaml
 
 from kit import REPO_DIR
 from kit.cli import main
-from kit.profile import PROFILES_DIR
+from kit.core.profile import PROFILES_DIR
 
 pytestmark = pytest.mark.slow
 SMALL = {"finetune": {"max_steps": 3, "checkpoint_steps": 2}, "casseat_eval": {"limit": 12},
@@ -71,7 +71,7 @@ def _synthesis_folder(results):
 
 
 def test_notebook_01_records_what_the_synthesis_file_holds(tiny_run):
-    from kit.synthesis import read_records, summarize
+    from kit.casseat.synthesis import read_records, summarize
 
     code, results = tiny_run
     assert code == 0
@@ -90,7 +90,7 @@ def test_notebook_01_records_what_the_synthesis_file_holds(tiny_run):
 
 
 def test_notebook_02_writes_the_sets_selection_kept(tiny_run):
-    from kit.trainsets import read_set
+    from kit.training.data import read_set
 
     code, results = tiny_run
     assert code == 0

@@ -10,9 +10,10 @@ import nbformat
 import pytest
 import yaml
 
-from kit import cli, runner
+from kit import cli
+from kit.core import runner
+from kit.core.profile import Profile, load_profile
 from kit.errors import KitError
-from kit.profile import Profile, load_profile
 
 PARAMETERS = 'seed = 0\nmodels_teacher = ""\nworld_train_pool = 0\nprofile = ""\nrun_dir = ""\n'
 WRITE_PARAMETERS = """

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from kit import seat
+from kit.eval import seat_format as seat
+from kit.tiny import seat_targets
 
 WELL_FORMED = """Step 1: Bar B has height 6.
 Step 2: Bar D has height 1.
@@ -81,20 +82,20 @@ def test_final_answer_is_the_last_one_cleaned(text, answer):
 def test_written_targets_parse_back_well_formed(seed):
     rng = random.Random(seed)
     solution = ["Step 1: Bar B has height 6.", "Step 2: Bar C is red.", "Step 3: Add: 6 + 2 = 8.", "The answer is 8."]
-    parsed = seat.parse(seat.seat_target(solution, rng, refine_rate=0.5))
+    parsed = seat.parse(seat_targets.seat_target(solution, rng, refine_rate=0.5))
     assert parsed.well_formed, parsed.problems
     assert parsed.answer == "8"
     assert len(parsed.evaluations) == 1
 
-    cot = seat.parse(seat.cot_target(solution), expect_blocks=False)
+    cot = seat.parse(seat_targets.cot_target(solution), expect_blocks=False)
     assert cot.well_formed and cot.answer == "8"
-    reflection = seat.parse(seat.reflection_target(solution, wrong_step=1), expect_blocks=False)
+    reflection = seat.parse(seat_targets.reflection_target(solution, wrong_step=1), expect_blocks=False)
     assert reflection.well_formed and reflection.answer == "8"
 
 
 def test_refine_target_shows_the_misread_step_then_the_right_one():
     solution = ["Step 1: Bar B has height 6.", "The answer is 6."]
-    text = seat.seat_target(solution, random.Random(0), refine_rate=1.0)
+    text = seat_targets.seat_target(solution, random.Random(0), refine_rate=1.0)
     assert seat.parse(text).verdicts == ["Refine"]
     lines = text.splitlines()
     assert lines[0] != "Step 1: Bar B has height 6." and lines[-2] == "Step 1: Bar B has height 6."
@@ -102,8 +103,8 @@ def test_refine_target_shows_the_misread_step_then_the_right_one():
 
 def test_corrupt_changes_a_number_or_a_colour_and_gives_none_otherwise():
     rng = random.Random(1)
-    assert seat.corrupt("Bar A has height 3.", rng) != "Bar A has height 3."
-    assert seat.corrupt("The circle is red.", rng) != "The circle is red."
-    assert seat.corrupt("The shape is in the top left.", rng) is None
-    assert seat.wrong_answer("Yes", ["Yes", "No"], rng) == "No"
-    assert seat.wrong_answer("0.5", None, rng) != "0.5"
+    assert seat_targets.corrupt("Bar A has height 3.", rng) != "Bar A has height 3."
+    assert seat_targets.corrupt("The circle is red.", rng) != "The circle is red."
+    assert seat_targets.corrupt("The shape is in the top left.", rng) is None
+    assert seat_targets.wrong_answer("Yes", ["Yes", "No"], rng) == "No"
+    assert seat_targets.wrong_answer("0.5", None, rng) != "0.5"

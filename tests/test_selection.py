@@ -5,20 +5,13 @@ from __future__ import annotations
 import pytest
 from fakes import ScriptedEngine, row, write_source
 
+from kit.casseat.mathv360k import load_source
+from kit.casseat.selection import LabelledFilters, filter_labelled, filter_source, mllm_judge, report_table
+from kit.casseat.synthesis import read_records, synthesize
+from kit.casseat.trainsets import cas_seat_set, mixing_name, mixing_set, quantity_subsets, seat_set
 from kit.errors import KitError
-from kit.prompts import get
-from kit.selection import LabelledFilters, filter_labelled, filter_source, mllm_judge, report_table
-from kit.synthesis import load_source, read_records, synthesize
-from kit.trainsets import (
-    cas_seat_set,
-    mixing_name,
-    mixing_set,
-    quantity_subsets,
-    read_set,
-    seat_set,
-    to_hf_dataset,
-    write_set,
-)
+from kit.llm.prompts import get
+from kit.training.data import read_set, to_hf_dataset, write_set
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from kit import REPO_DIR, models
+from kit import REPO_DIR
 from kit.errors import KitError
-from kit.generate import (
+from kit.llm import models
+from kit.llm.generate import (
     Chat,
     EngineChoice,
     OpenAIEngine,
@@ -27,7 +28,7 @@ from kit.generate import (
     make_engine,
     served_adapter_name,
 )
-from kit.serve import lora_modules_option, make_server
+from kit.llm.serve import lora_modules_option, make_server
 
 STUDENT = REPO_DIR / "data" / "models" / "tiny-qwen2vl-student"
 POLICY = REPO_DIR / "data" / "models" / "tiny-llava-policy"
@@ -38,13 +39,13 @@ pytestmark = [pytest.mark.skipif(not (STUDENT.is_dir() and POLICY.is_dir()), rea
 
 
 def _adapter(base: Path, folder: Path, seed: int) -> Path:
-    """A LoRA adapter on ``base`` in the layout ``kit.train`` writes (PEFT files and the processor), on the
+    """A LoRA adapter on ``base`` in the layout ``kit.training.sft`` writes (PEFT files and the processor), on the
     modules the kit trains, with random weights on both LoRA matrices: unlike a freshly initialised adapter
     (B = 0) it changes the model's answers, as a trained one does, at no training cost."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from kit.train import SFTSettings, lora_targets
+    from kit.training.sft import SFTSettings, lora_targets
 
     loaded = models.load(base, device="cpu")
     targets = lora_targets(loaded.model, SFTSettings(lora_r=4))
@@ -111,7 +112,7 @@ def _answers(engine, chats, sampling: Sampling | None = None) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ evaluation
 def test_evaluation_through_the_served_adapter_equals_the_adapter_loaded_here(student_adapter, student_server,
                                                                                small_world, tmp_path):
-    from kit.evaluate import evaluate
+    from kit.eval.evaluate import evaluate
 
     choice = EngineChoice("openai", {str(STUDENT): [student_server.url]})
     options = {"source": small_world / "mathvista", "limit": 3, "max_new_tokens": TOKENS, "progress": False}
@@ -141,7 +142,7 @@ def test_evaluation_through_the_served_adapter_equals_the_adapter_loaded_here(st
 
 
 def test_a_resumed_served_evaluation_refuses_another_adapter(student_adapter, student_server, small_world, tmp_path):
-    from kit.evaluate import evaluate
+    from kit.eval.evaluate import evaluate
 
     choice = EngineChoice("openai", {str(STUDENT): [student_server.url]})
     options = {"source": small_world / "mathvista", "limit": 2, "max_new_tokens": 4, "progress": False,
@@ -153,8 +154,8 @@ def test_a_resumed_served_evaluation_refuses_another_adapter(student_adapter, st
 
 
 def test_prompting_measured_through_the_server_equals_prompting_here(student_adapter, student_server, small_world):
-    from kit.benchmarks import mathvista
-    from kit.prompting import compare_prompting
+    from kit.casseat.prompting import compare_prompting
+    from kit.eval.benchmarks import mathvista
 
     records = mathvista.load(small_world / "mathvista", limit=2)
     choice = EngineChoice("openai", {str(STUDENT): [student_server.url]})
@@ -167,7 +168,7 @@ def test_prompting_measured_through_the_server_equals_prompting_here(student_ada
 # ------------------------------------------------------------------------------------------ preference data
 def test_preference_sampling_and_critic_scoring_through_the_servers_match(critic_adapter, policy_server, small_world,
                                                                           tmp_path):
-    from kit.eaco import preference_stage
+    from kit.eaco.pipeline import preference_stage
 
     options = {"images": 2, "samples": 1, "temperature": 0.0, "max_new_tokens": TOKENS, "critic_max_new_tokens": 6,
                "progress": False}
@@ -191,11 +192,11 @@ def test_preference_sampling_and_critic_scoring_through_the_servers_match(critic
 
 def test_the_dpo_tuned_policy_describes_through_the_server_as_here(critic_adapter, policy_server, small_world,
                                                                    tmp_path, monkeypatch):
-    import kit.train
-    from kit.eaco import extra_sft_stage
-    from kit.preference import load_instructions
+    import kit.training.sft
+    from kit.eaco.pipeline import extra_sft_stage
+    from kit.eaco.preference import load_instructions
 
-    monkeypatch.setattr(kit.train, "train_stage", lambda *args, **kwargs: {"trained": True})  # descriptions only
+    monkeypatch.setattr(kit.training.sft, "train_stage", lambda *args, **kwargs: {"trained": True})  # descriptions only
     prompts, _ = load_instructions(None)
     options = {"rows": 2, "description_prompts": prompts, "temperature": 0.0, "max_new_tokens": TOKENS,
                "progress": False}
@@ -417,7 +418,6 @@ def test_engine_for_gives_each_backend_its_engine(student_adapter, tmp_path, mon
     # An adapter folder alone stands for its base model (its adapter_config's) plus itself.
     alone = engine_for(choice, student_adapter)
     assert (alone.model, alone.adapter_name) == (str(STUDENT), name)
-    assert not served.accepts_label(f"{STUDENT}@http://h1:8000/v1")  # the old label form never had adapters
     assert engine_for(choice, STUDENT).model_label == str(STUDENT)
 
     with pytest.raises(KitError, match=r"engine.servers names no server for model .*tiny-llava-policy"):

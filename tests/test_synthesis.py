@@ -14,17 +14,10 @@ from pathlib import Path
 import pytest
 from fakes import ScriptedEngine, default_script, row, write_source
 
+from kit.casseat.mathv360k import SourceItem, answers_match, load_source, parse_choices
+from kit.casseat.synthesis import read_records, summarize, synthesize
 from kit.errors import KitError
-from kit.generate import Sampling
-from kit.synthesis import (
-    SourceItem,
-    answers_match,
-    load_source,
-    parse_choices,
-    read_records,
-    summarize,
-    synthesize,
-)
+from kit.llm.generate import Sampling
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -139,7 +132,8 @@ def test_killed_process_resumes_without_loss_or_duplicates(source, tmp_path, rep
         import sys
         sys.path[:0] = [{str(repo_dir)!r}, {str(repo_dir / 'tests')!r}]
         from fakes import ScriptedEngine
-        from kit.synthesis import load_source, synthesize
+        from kit.casseat.mathv360k import load_source
+        from kit.casseat.synthesis import synthesize
         synthesize(ScriptedEngine(delay=0.2), load_source({str(source)!r}), out_path={str(out)!r}, progress=False)
     """)
     process = subprocess.Popen([sys.executable, "-c", script])
@@ -187,7 +181,7 @@ def test_bad_requests_are_refused_before_generating(source, tmp_path):
 
 
 def test_a_missing_image_stops_synthesis_naming_the_item(source, tmp_path):
-    from kit.generate import TransformersEngine
+    from kit.llm.generate import TransformersEngine
 
     items = load_source(source)
     (source / "images" / "2.png").unlink()
@@ -213,9 +207,9 @@ def test_records_are_json_lines(source, tmp_path):
 
 
 def test_the_notebook_stages_reuse_finished_work_and_name_bad_quantities(source, tmp_path, monkeypatch):
-    from kit.selection import LabelledFilters
-    from kit.synthesis import SynthesisConfig, run_synthesis
-    from kit.trainsets import build_trainsets
+    from kit.casseat.selection import LabelledFilters
+    from kit.casseat.synthesis import SynthesisConfig, run_synthesis
+    from kit.casseat.trainsets import build_trainsets
 
     gold = {item.id: item.answer for item in load_source(source)}
 
@@ -253,7 +247,7 @@ def test_the_notebook_stages_reuse_finished_work_and_name_bad_quantities(source,
 # ------------------------------------------------------------------------------------------ several servers
 def _openai_engine(servers: list[str], label: str | None = None):
     """An openai engine over ``servers`` that answers like ``ScriptedEngine``, without a network."""
-    from kit.generate import OpenAIEngine
+    from kit.llm.generate import OpenAIEngine
 
     engine = OpenAIEngine(servers, "teacher-7b", concurrency=2)
     engine._one = lambda chat, sampling, server, index, count: default_script(chat)
@@ -294,8 +288,8 @@ def test_a_file_labelled_with_its_one_server_resumes_on_several(source, tmp_path
 def test_the_synthesis_stage_key_leaves_the_servers_out(source):
     from dataclasses import asdict
 
-    from kit.generate import EngineChoice
-    from kit.synthesis import SynthesisConfig
+    from kit.casseat.synthesis import SynthesisConfig
+    from kit.llm.generate import EngineChoice
 
     def config(servers, teacher="teacher-7b", concurrency=None):
         choice = EngineChoice("openai", {teacher: servers}, concurrency=concurrency)
@@ -326,20 +320,20 @@ def test_the_synthesis_stage_key_leaves_the_servers_out(source):
 def test_the_tiny_runs_synthesis_folder_keeps_its_hash(repo_dir, monkeypatch):
     """The committed tiny run's synthesis folder is found again: the key of the same settings hashes as it did
     before the engine choice (the teacher's and the source's hashes taken from its PARAMS.json)."""
-    import kit.artifacts
-    from kit.artifacts import stage_dir
-    from kit.selection import DEFAULT_ANSWER_KINDS
-    from kit.synthesis import SynthesisConfig
+    import kit.core.artifacts
+    from kit.casseat.selection import DEFAULT_ANSWER_KINDS
+    from kit.casseat.synthesis import SynthesisConfig
+    from kit.core.artifacts import stage_dir
 
     folders = sorted((repo_dir / "results" / "runs").glob("tiny-*/casseat/synthesis-*"))
     if not folders:
         pytest.skip("no committed tiny run")
     params = json.loads((folders[0] / "PARAMS.json").read_text())
     hashes = {params["teacher"]: params["teacher_hash"], params["source"]: params["source_hash"]}
-    monkeypatch.setattr(kit.artifacts, "tree_hash", lambda path, *a, **k: hashes[str(path)])
-    monkeypatch.setattr(kit.artifacts, "file_hash", lambda path, *a, **k: hashes[str(path)])
-    monkeypatch.setattr(kit.artifacts, "fingerprint", lambda path: hashes[str(path)])
-    monkeypatch.setattr("kit.synthesis.source_file", lambda source, revision=None: source)
+    monkeypatch.setattr(kit.core.artifacts, "tree_hash", lambda path, *a, **k: hashes[str(path)])
+    monkeypatch.setattr(kit.core.artifacts, "file_hash", lambda path, *a, **k: hashes[str(path)])
+    monkeypatch.setattr(kit.core.artifacts, "fingerprint", lambda path: hashes[str(path)])
+    monkeypatch.setattr("kit.casseat.synthesis.source_file", lambda source, revision=None: source)
     config = SynthesisConfig(teacher=params["teacher"], source=params["source"], items=params["items"],
                              batch_size=params["batch_size"], max_new_tokens=params["max_new_tokens"])
     assert list(params["answer_kinds"]) == list(DEFAULT_ANSWER_KINDS)

@@ -13,11 +13,20 @@ import pytest
 import torch
 from fakes import row, write_source
 
-from kit import REPO_DIR, models
+from kit import REPO_DIR
+from kit.core.settings_cli import accelerate_command
 from kit.errors import KitError
-from kit.settings_cli import accelerate_command
-from kit.train import SFTSettings, TurnMaskingCollator, _trl_config, choose_backend, lora_targets, merge, sft
-from kit.trainsets import conversation, to_hf_dataset, write_set
+from kit.llm import models
+from kit.training.data import conversation, to_hf_dataset, write_set
+from kit.training.sft import (
+    SFTSettings,
+    TurnMaskingCollator,
+    _trl_config,
+    choose_backend,
+    lora_targets,
+    merge,
+    sft,
+)
 
 STUDENT = REPO_DIR / "data" / "models" / "tiny-qwen2vl-student"
 pytestmark = [pytest.mark.skipif(not STUDENT.is_dir(), reason="the shipped tiny student is needed"),
@@ -136,7 +145,7 @@ def test_adapter_round_trip_and_merge(examples, tmp_path):
 def test_accelerate_launch_with_two_cpu_processes(examples, tmp_path):
     data = write_set(tmp_path / "train.jsonl", examples)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    command = accelerate_command("kit.train", [str(STUDENT), str(data), str(tmp_path / "adapter"), "--max-steps", "2",
+    command = accelerate_command("kit.training.sft", [str(STUDENT), str(data), str(tmp_path / "adapter"), "--max-steps", "2",
                                                "--batch-size", "2", "--lora-r", "4"], processes=2)
     done = subprocess.run(command, cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -148,7 +157,7 @@ def test_accelerate_launch_with_two_cpu_processes(examples, tmp_path):
 
 @pytest.mark.peft_sft
 def test_bench_train_measures_the_peft_backend(tmp_path):
-    from kit.bench import bench_train
+    from kit.tools.speed import bench_train
 
     source = write_source(tmp_path / "src", [row(f"q{i}", "a.png", f"How many? {i}", str(i)) for i in range(8)],
                           {"a.png": (1, 2, 3)})
@@ -200,7 +209,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(examples, tmp_path, monke
 
 @pytest.mark.peft_sft
 def test_train_stage_reuses_a_finished_adapter_and_keys_on_the_data(examples, tmp_path, monkeypatch):
-    from kit import train
+    from kit.training import sft as train
 
     settings = SFTSettings(lora_r=4, learning_rate=5e-3, max_steps=2, batch_size=4)
     data = write_set(tmp_path / "train.jsonl", examples)
@@ -231,15 +240,15 @@ def test_checkpoint_steps_must_be_positive():
 def test_unsloth_trains_every_example_when_no_max_length_is_set(examples, monkeypatch):
     """Unsloth always has a length limit: without max_length it is its default raised to the longest example,
     measured with the processor alone, so nothing is skipped (LLaVA-NeXT rows outgrow 2048 tokens)."""
-    import kit.train
-    from kit.models import open_processor
-    from kit.train import example_lengths, fitting_examples, unsloth_length_limit
+    import kit.training.sft
+    from kit.llm.models import open_processor
+    from kit.training.sft import example_lengths, fitting_examples, unsloth_length_limit
 
     lengths = example_lengths(examples, open_processor(str(STUDENT)))
     assert len(lengths) == len(examples) and min(lengths) > 0
     assert unsloth_length_limit(examples, SFTSettings(max_length=77), str(STUDENT)) == 77
-    assert unsloth_length_limit(examples, SFTSettings(), str(STUDENT)) == max(kit.train.UNSLOTH_MAX_LENGTH, *lengths)
-    monkeypatch.setattr(kit.train, "UNSLOTH_MAX_LENGTH", 8)  # a default shorter than every example
+    assert unsloth_length_limit(examples, SFTSettings(), str(STUDENT)) == max(kit.training.sft.UNSLOTH_MAX_LENGTH, *lengths)
+    monkeypatch.setattr(kit.training.sft, "UNSLOTH_MAX_LENGTH", 8)  # a default shorter than every example
     limit = unsloth_length_limit(examples, SFTSettings(), str(STUDENT))
     assert limit == max(lengths)
     assert fitting_examples(examples, open_processor(str(STUDENT)), limit) == (examples, [])

@@ -16,11 +16,11 @@ import PIL.ImageFont
 import pytest
 
 from kit import REPO_DIR
-from kit.artifacts import file_hash
 from kit.cli import main
+from kit.core.artifacts import file_hash
 from kit.errors import KitError
-from kit.world import WorldConfig, build_world, overlap_report, read_manifest
-from kit.world import families as fam
+from kit.tiny.world import WorldConfig, build_world, overlap_report, read_manifest, readers
+from kit.tiny.world import families as fam
 
 SMALL = WorldConfig(
     seed=3,
@@ -99,7 +99,7 @@ def test_the_build_does_not_depend_on_python_hash_randomisation(world: Path, tmp
     import sys
 
     script = (
-        "import json, sys; from kit.world import WorldConfig, build_world; "
+        "import json, sys; from kit.tiny.world import WorldConfig, build_world; "
         "print(json.dumps(build_world(sys.argv[1], WorldConfig(**json.loads(sys.argv[2])), progress=False)))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -299,7 +299,7 @@ def test_kit_world_build_and_show_with_the_tiny_profile(
     manifest = read_manifest(root)
     assert manifest["counts"]["mathv360k"]["records"] == sizes["train_pool"]
     assert manifest["counts"]["mathvista"]["records"] == sizes["mathvista_testmini"]
-    assert len({r["ID"] for r in fam.load_records(root, "wemath")}) == sizes["wemath_problems"]
+    assert len({r["ID"] for r in readers.load_records(root, "wemath")}) == sizes["wemath_problems"]
     assert overlap_report(root) == {"scenes": [], "images": [], "image_questions": []}
     assert main(["world", "build", "--profile", "tiny", "--root", str(root)]) == 0
     assert "up to date" in capsys.readouterr().out

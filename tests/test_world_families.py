@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from kit import REPO_DIR
-from kit.world import Scene, WorldConfig, build_world, describe, read_scenes
-from kit.world.families import DESCRIPTION_INSTRUCTIONS, MME_SUBTASKS, load_records, mathvista_query
+from kit.llm.prompts import DESCRIPTION_INSTRUCTIONS
+from kit.tiny.world import Scene, WorldConfig, build_world, describe, read_scenes
+from kit.tiny.world.families import MME_SUBTASKS, mathvista_query
+from kit.tiny.world.readers import load_records
 
 FIXTURES = REPO_DIR.parent / "shared" / "fixtures"
 SMALL = WorldConfig(
@@ -458,7 +460,7 @@ def _png(path: Path) -> None:
 
 
 def test_pope_matches_the_official_schema_and_the_scenes(world: Path, scenes: dict, tmp_path: Path) -> None:
-    from kit.benchmarks import pope
+    from kit.eval.benchmarks import pope
 
     official_root = tmp_path / "pope"
     line = {"question_id": 1, "image": "COCO_val2014_000000548882.jpg", "image_id": 548882,
@@ -500,7 +502,7 @@ def test_pope_matches_the_official_schema_and_the_scenes(world: Path, scenes: di
 
 
 def test_seed_matches_the_official_schema_and_the_scenes(world: Path, scenes: dict, tmp_path: Path) -> None:
-    from kit.benchmarks import seed
+    from kit.eval.benchmarks import seed
 
     official_root = tmp_path / "seed"
     question = {"answer": "A", "choice_a": "One", "choice_b": "Two", "choice_c": "Three", "choice_d": "Four",
@@ -542,7 +544,7 @@ def test_seed_matches_the_official_schema_and_the_scenes(world: Path, scenes: di
 def test_scienceqa_matches_the_official_schema_and_the_scenes(world: Path, scenes: dict, tmp_path: Path) -> None:
     from test_world_scenes import recompute
 
-    from kit.benchmarks import scienceqa
+    from kit.eval.benchmarks import scienceqa
 
     official_root = tmp_path / "scienceqa"
     problem = {"question": "Which of these states is farthest north?", "choices": ["West Virginia", "Louisiana"],
@@ -581,7 +583,7 @@ def test_scienceqa_matches_the_official_schema_and_the_scenes(world: Path, scene
 
 
 def test_amber_matches_the_official_schema_and_the_scenes(world: Path, scenes: dict) -> None:
-    from kit.benchmarks import amber
+    from kit.eval.benchmarks import amber
 
     data = world / "amber" / "data"
     assert {p.name for p in data.iterdir()} == {"annotations.json", "query", "relation.json", "safe_words.txt",

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kit.world import questions as qs
-from kit.world.scenes import (
+from kit.tiny.world import questions as qs
+from kit.tiny.world.scenes import (
     BAR_LABELS,
     COLORS,
     GRID,

@@ -1,0 +1,481 @@
+"""``kit run``: execute the numbered notebooks with papermill, in order, resuming where a run stopped.
+
+Each notebook ``notebooks/NN_name.ipynb`` is one stage. Its executed copy lands in the run folder
+``results/runs/<run-id>/NN_name.ipynb`` and ``stages.json`` records a key per stage: a hash of the
+notebook's cell sources, the parameters it received, the profile, and the ``kit`` code and profiles.
+A stage whose key is unchanged and whose executed notebook exists is skipped, so re-running after a
+failure or an edit only executes what is stale. Editing a notebook re-runs that notebook only; the
+notebooks after it are not invalidated (they read their inputs through cached stages of their own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kit import PACKAGE_DIR, REPO_DIR
+from kit.core.artifacts import atomic_write_json, content_hash, tree_hash
+from kit.core.notebook import PAPERMILL_ENV
+from kit.core.profile import Profile, apply_runtime, load_profile, notebook_parameters
+from kit.errors import KitError
+
+DEFAULT_NOTEBOOKS_DIR = REPO_DIR / "notebooks"
+DEFAULT_RESULTS_DIR = REPO_DIR / "results"
+STAGES_FILE = "stages.json"
+NOTEBOOK_PATTERN = re.compile(r"^(?P<number>\d{2})_(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)\.ipynb$")
+_RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# papermill adds these cells to the executed copy; they are not cells of the notebook the user wrote.
+_ADDED_CELL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
+
+
+@dataclass(frozen=True)
+class Notebook:
+    number: str
+    path: Path
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What happened to one notebook: ``done``, ``skipped`` (up to date), or in a dry run
+    ``would run`` / ``up to date``."""
+
+    notebook: str
+    status: str
+    seconds: float | None = None
+    output: Path | None = None
+
+
+def discover_notebooks(notebooks_dir: str | Path) -> list[Notebook]:
+    """The ``NN_name.ipynb`` notebooks of a folder, ordered by number."""
+    notebooks_dir = Path(notebooks_dir)
+    if not notebooks_dir.is_dir():
+        raise KitError(f"notebooks folder {notebooks_dir} does not exist")
+    found: dict[str, Notebook] = {}
+    for path in sorted(notebooks_dir.glob("*.ipynb")):
+        match = NOTEBOOK_PATTERN.match(path.name)
+        if not match:
+            continue
+        number = match["number"]
+        if number in found:
+            raise KitError(
+                f"notebooks {found[number].path.name} and {path.name} in {notebooks_dir} share number {number}"
+            )
+        found[number] = Notebook(number=number, path=path)
+    if not found:
+        raise KitError(f"no notebooks named NN_name.ipynb in {notebooks_dir}")
+    return [found[number] for number in sorted(found)]
+
+
+def _normalise_number(value: str | int, option: str, notebooks: list[Notebook]) -> str:
+    available = ", ".join(notebook.number for notebook in notebooks)
+    text = str(value).strip()
+    if not text.isdigit():
+        raise KitError(f"{option} {value!r} is not a notebook number; available: {available}")
+    number = f"{int(text):02d}"
+    if number not in {notebook.number for notebook in notebooks}:
+        raise KitError(f"{option} {value}: no notebook numbered {number}; available: {available}")
+    return number
+
+
+def select_notebooks(
+    notebooks: list[Notebook], only: str | int | None = None, from_: str | int | None = None
+) -> list[Notebook]:
+    """The notebooks ``--only NN`` or ``--from NN`` pick (all of them when neither is given)."""
+    if only is not None and from_ is not None:
+        raise KitError("give either --only or --from, not both")
+    if only is not None:
+        number = _normalise_number(only, "--only", notebooks)
+        return [notebook for notebook in notebooks if notebook.number == number]
+    if from_ is not None:
+        number = _normalise_number(from_, "--from", notebooks)
+        return [notebook for notebook in notebooks if notebook.number >= number]
+    return list(notebooks)
+
+
+def kit_code_hash(package_dir: str | Path = PACKAGE_DIR) -> str:
+    """Hash of the ``kit`` sources and shipped profiles: a change to either makes every stage stale."""
+    package_dir = Path(package_dir)
+    profiles_dir = package_dir / "profiles"
+    profiles = tree_hash(profiles_dir, "*.yaml") if profiles_dir.is_dir() else None
+    return content_hash({"code": tree_hash(package_dir, "**/*.py"), "profiles": profiles})
+
+
+def notebook_source_hash(notebook_path: str | Path) -> str:
+    """Hash of the cells as written (type and source), so executing or clearing outputs changes nothing."""
+    import nbformat
+
+    notebook = nbformat.read(str(notebook_path), as_version=4)
+    return content_hash([(cell.cell_type, cell.source) for cell in notebook.cells])
+
+
+def stage_key(notebook_path: Path, parameters: dict[str, Any], profile: Profile, code_hash: str) -> str:
+    """The key under which ``stages.json`` records a notebook as done."""
+    return content_hash(
+        {
+            "notebook": notebook_source_hash(notebook_path),
+            "parameters": parameters,
+            "profile": profile.hash,
+            "code": code_hash,
+        }
+    )
+
+
+def default_run_id(profile: Profile) -> str:
+    """``NAME-<8 hex of the profile hash>``: the same profile always resumes the same run folder."""
+    return f"{profile.name}-{profile.hash[:8]}"
+
+
+def _load_stages(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        stages = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise KitError(
+            f"{path} is not valid JSON (line {err.lineno}); delete it to re-run every stage"
+        ) from None
+    return stages.get("notebooks", {}) if isinstance(stages, dict) else {}
+
+
+def _failing_cell(failed_notebook: Path) -> int | None:
+    """1-based position, in the notebook as written, of the first cell with an error output."""
+    import nbformat
+
+    try:
+        notebook = nbformat.read(str(failed_notebook), as_version=4)
+    except (OSError, ValueError):
+        return None
+    position = 0
+    for cell in notebook.cells:
+        if _ADDED_CELL_TAGS & set(cell.get("metadata", {}).get("tags", [])):
+            continue
+        position += 1
+        for output in cell.get("outputs", []):
+            is_clean_exit = output.get("ename") == "SystemExit" and output.get("evalue") in ("", "0")
+            if output.get("output_type") == "error" and not is_clean_exit:
+                return position
+    return None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line without a final full stop, so it can end a sentence of the message."""
+    text = " ".join(str(text).split()).rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(REPO_DIR).as_posix()
+    except ValueError:
+        return str(path)
+
+
+class _RunContext:
+    """The run folder, its ``stages.json`` and the command that resumes it."""
+
+    def __init__(self, profile: Profile, notebooks_dir: Path, results_dir: Path, run_id: str | None) -> None:
+        if run_id is not None and not _RUN_ID_PATTERN.match(run_id):
+            raise KitError(f"--run-id {run_id!r} must be letters, digits, '_', '-' or '.'")
+        self.profile = profile
+        self.notebooks_dir = notebooks_dir
+        self.results_dir = results_dir
+        self.explicit_run_id = run_id
+        self.run_id = run_id or default_run_id(profile)
+        self.run_dir = results_dir / "runs" / self.run_id
+        self.stages_path = self.run_dir / STAGES_FILE
+        self.stages = _load_stages(self.stages_path)
+        self.commit: dict[str, Any] = {}
+
+    def resume_command(self, number: str) -> str:
+        parts = ["kit run", f"--profile {self.profile.reference}", f"--from {number}"]
+        if self.explicit_run_id:
+            parts.append(f"--run-id {self.explicit_run_id}")
+        if self.notebooks_dir.resolve() != DEFAULT_NOTEBOOKS_DIR.resolve():
+            parts.append(f"--notebooks-dir {self.notebooks_dir}")
+        if self.results_dir.resolve() != DEFAULT_RESULTS_DIR.resolve():
+            parts.append(f"--results-dir {self.results_dir}")
+        return " ".join(parts)
+
+    def is_up_to_date(self, notebook: Notebook, key: str) -> bool:
+        entry = self.stages.get(notebook.stem, {})
+        return (
+            entry.get("status") == "done"
+            and entry.get("key") == key
+            and (self.run_dir / notebook.path.name).is_file()
+        )
+
+    def record(self, notebook: Notebook, **entry: Any) -> None:
+        entry["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        entry["kit_commit"] = self.commit
+        self.stages[notebook.stem] = entry
+        atomic_write_json(
+            self.stages_path,
+            {
+                "run_id": self.run_id,
+                "profile": self.profile.reference,
+                "profile_hash": self.profile.hash,
+                "notebooks": self.stages,
+            },
+        )
+
+
+def _execute(context: _RunContext, notebook: Notebook, parameters: dict[str, Any], key: str) -> float:
+    """Execute one notebook into the run folder; returns its wall time in seconds."""
+    import papermill
+
+    run_dir = context.run_dir
+    running = run_dir / f".{notebook.stem}.running.ipynb"
+    output = run_dir / notebook.path.name
+    failed = run_dir / f"{notebook.stem}.failed.ipynb"
+    # A failure left by an earlier attempt would be mistaken for this attempt's (or, after a success,
+    # suggest the stage is still broken).
+    with contextlib.suppress(FileNotFoundError):
+        failed.unlink()
+    started = time.perf_counter()
+    # The kernel inherits the environment: kit.core.notebook.setup then prints one line per stage, no bars.
+    kernel_environment = {PAPERMILL_ENV: "1", "TQDM_DISABLE": "1"}
+    saved = {name: os.environ.get(name) for name in kernel_environment}
+    os.environ.update(kernel_environment)
+    try:
+        papermill.execute_notebook(
+            str(notebook.path),
+            str(running),
+            parameters=parameters,
+            kernel_name="python3",
+            language="python",
+            cwd=str(REPO_DIR),
+            progress_bar=True,
+            log_output=False,
+        )
+    except BaseException as err:
+        _restore(saved)
+        seconds = round(time.perf_counter() - started, 3)
+        if running.exists():
+            os.replace(running, failed)
+        interrupted = not isinstance(err, Exception)
+        context.record(
+            notebook,
+            status="interrupted" if interrupted else "failed",
+            key=key,
+            seconds=seconds,
+            output=failed.name if failed.exists() else None,
+        )
+        if interrupted:
+            raise
+        raise _failure(context, notebook, err, failed) from err
+    _restore(saved)
+    os.replace(running, output)
+    seconds = round(time.perf_counter() - started, 3)
+    context.record(notebook, status="done", key=key, seconds=seconds, output=output.name)
+    return seconds
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _failure(context: _RunContext, notebook: Notebook, err: Exception, failed: Path) -> KitError:
+    import papermill
+
+    resume = f"Earlier stages are kept; fix and re-run `{context.resume_command(notebook.number)}`."
+    if isinstance(err, papermill.PapermillExecutionError):
+        cell = _failing_cell(failed) or err.cell_index + 1
+        return KitError(
+            f"notebook {notebook.path.name} failed in cell {cell} (execution count {err.exec_count}): "
+            f"{err.ename}: {_one_line(err.evalue)}. "
+            f"The executed notebook with the full traceback: {_shown(failed)}. {resume}"
+        )
+    where = f" The partly executed notebook: {_shown(failed)}." if failed.exists() else ""
+    return KitError(
+        f"notebook {notebook.path.name} could not be executed: {type(err).__name__}: "
+        f"{_one_line(str(err))}.{where} {resume}"
+    )
+
+
+def _print_plan(context: _RunContext, outcomes: list[StageOutcome]) -> None:
+    profile = context.profile
+    print(f"profile {profile.reference} ({profile.path}), hash {profile.hash[:12]}")
+    print(f"run folder {_shown(context.run_dir)}")
+    print("notebooks:")
+    width = max(len(outcome.notebook) for outcome in outcomes)
+    for index, outcome in enumerate(outcomes, start=1):
+        print(f"  [{index}/{len(outcomes)}] {outcome.notebook:<{width}}  {outcome.status}")
+    for section in ("models", "datasets"):
+        entries = profile.get(section, {})
+        print(f"{section}:")
+        name_width = max((len(str(name)) for name in entries), default=0)
+        for name, value in entries.items():
+            resolved = profile.resolve_path(value)
+            if isinstance(resolved, Path):
+                where = f"{resolved}" + ("" if resolved.exists() else "  (missing)")
+            else:
+                where = f"{resolved}  (hub)"
+            print(f"  {name:<{name_width}}  {where}")
+    for section in ("world", "evaluation"):
+        entries = profile.get(section, None)
+        if not isinstance(entries, dict):
+            continue
+        print(f"{section}:")
+        name_width = max((len(str(name)) for name in entries), default=0)
+        for name, value in entries.items():
+            print(f"  {name:<{name_width}}  {'null' if value is None else value}")
+
+
+def _check_answer_reader(profile: Profile, to_run: list[dict[str, Any]], contact: bool) -> None:
+    """``kit.llm.judges.extraction_from_profile`` on the profile's ``evaluation`` settings when a notebook about to
+    run reads answers with them (declares ``evaluation_extractor``); a missing or wrong value is a KitError."""
+    from kit.llm.judges import extraction_from_profile
+
+    if not any("evaluation_extractor" in parameters for parameters in to_run):
+        return
+    extraction_from_profile(profile.get("evaluation.extractor", "rules"), profile.get("evaluation.judge_url", None),
+                            profile.get("evaluation.judge_model", None),
+                            profile.get("evaluation.judge_api_key_env", None), profile=profile.reference,
+                            check=contact)
+
+
+def run_notebooks(
+    profile: Profile | str | Path,
+    notebooks_dir: str | Path = DEFAULT_NOTEBOOKS_DIR,
+    results_dir: str | Path = DEFAULT_RESULTS_DIR,
+    only: str | int | None = None,
+    from_: str | int | None = None,
+    run_id: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+) -> list[StageOutcome]:
+    """Execute the selected notebooks in order into ``results_dir/runs/<run-id>/``.
+
+    Up-to-date notebooks are skipped unless ``force``. A failing notebook raises ``KitError`` naming
+    the notebook, the cell and the error; the notebooks executed before it keep their outputs.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(profile, Profile):
+        profile = load_profile(profile)
+    notebooks_dir, results_dir = Path(notebooks_dir), Path(results_dir)
+    selected = select_notebooks(discover_notebooks(notebooks_dir), only=only, from_=from_)
+    context = _RunContext(profile, notebooks_dir, results_dir, run_id)
+    code_hash = kit_code_hash()
+
+    plan = []
+    for notebook in selected:
+        parameters = notebook_parameters(profile, notebook.path, context.run_dir, context.results_dir)
+        key = stage_key(notebook.path, parameters, profile, code_hash)
+        plan.append((notebook, parameters, key, not force and context.is_up_to_date(notebook, key)))
+
+    # The evaluation notebooks' answer reader is checked before notebook 01 runs, not after hours of training:
+    # its settings always, and in a real run its endpoint with one request.
+    _check_answer_reader(profile, [parameters for _, parameters, _, fresh in plan if not fresh], contact=not dry_run)
+
+    if dry_run:
+        outcomes = [
+            StageOutcome(notebook.stem, "up to date" if fresh else "would run")
+            for notebook, _, _, fresh in plan
+        ]
+        _print_plan(context, outcomes)
+        return outcomes
+
+    from kit.core.provenance import kit_commit, write_provenance
+
+    context.commit = kit_commit()
+    context.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        context.run_dir / "profile.json",
+        {
+            "reference": profile.reference,
+            "path": profile.path,
+            "hash": profile.hash,
+            "data": profile.data,
+            "assumptions": profile.assumptions,
+        },
+    )
+    # Recorded before anything runs, so that a report of a run (even a failed one) says what it ran on.
+    write_provenance(context.run_dir, profile, context.results_dir)
+    apply_runtime(profile)
+    outcomes = []
+    total = len(plan)
+    with tqdm(total=total, unit="notebook", desc="kit run", leave=False) as bar:
+        for index, (notebook, parameters, key, fresh) in enumerate(plan, start=1):
+            prefix = f"[{index}/{total}] {notebook.stem} ..."
+            if fresh:
+                bar.write(f"{prefix} skipped (up to date)")
+                outcomes.append(
+                    StageOutcome(notebook.stem, "skipped", output=context.run_dir / notebook.path.name)
+                )
+                bar.update()
+                continue
+            bar.set_description(notebook.stem)
+            try:
+                seconds = _execute(context, notebook, parameters, key)
+            except KitError:
+                bar.write(f"{prefix} FAILED")
+                raise
+            bar.write(f"{prefix} done in {seconds:.1f} s")
+            outcomes.append(
+                StageOutcome(notebook.stem, "done", seconds, context.run_dir / notebook.path.name)
+            )
+            bar.update()
+    executed = sum(outcome.status == "done" for outcome in outcomes)
+    print(f"run folder {_shown(context.run_dir)}: {executed} executed, {len(outcomes) - executed} up to date")
+    return outcomes
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    run_notebooks(
+        load_profile(args.profile),
+        notebooks_dir=args.notebooks_dir,
+        results_dir=args.results_dir,
+        only=args.only,
+        from_=args.from_,
+        run_id=args.run_id,
+        dry_run=args.dry_run,
+        force=args.force,
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``kit run``."""
+    parser = subparsers.add_parser(
+        "run",
+        help="execute the numbered notebooks with papermill",
+        description="Execute notebooks/NN_name.ipynb in order with the profile's parameters into "
+        "results/runs/<run-id>/, skipping notebooks that are up to date.",
+    )
+    parser.add_argument("--profile", required=True, help="profile name (kit/profiles/NAME.yaml) or YAML path")
+    selection = parser.add_mutually_exclusive_group()
+    selection.add_argument("--only", metavar="NN", help="run only notebook NN")
+    selection.add_argument("--from", dest="from_", metavar="NN", help="run notebook NN and the ones after it")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the plan and the profile, execute nothing"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="execute the selected notebooks even if up to date"
+    )
+    parser.add_argument(
+        "--run-id", help="run folder name under results/runs (default: PROFILE-<8 hex of the profile hash>)"
+    )
+    parser.add_argument(
+        "--notebooks-dir", type=Path, default=DEFAULT_NOTEBOOKS_DIR, help="folder of NN_name.ipynb notebooks"
+    )
+    parser.add_argument(
+        "--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help="folder holding runs/<run-id>/"
+    )
+    parser.set_defaults(func=_run_command)

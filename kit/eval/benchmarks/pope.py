@@ -1,0 +1,227 @@
+"""POPE: yes/no object-existence questions on COCO val2014 images, in three splits that differ only in
+how the absent objects were drawn: ``random``, ``popular`` (the most frequent objects) and
+``adversarial`` (the objects that co-occur most with the ones present). 500 images, 3 present + 3
+absent objects each, so 3000 balanced questions per split.
+
+Rules follow the official evaluation code, AoiDragon/POPE ``evaluate.py`` (commit f3ec604337f1), which
+LLaVA copies into ``llava/eval/eval_pope.py`` (haotian-liu/LLaVA, commit 4241f08c6368):
+
+- answer parsing (``extract``): keep the text before the first ``.``, delete commas, split on single
+  spaces; the answer is ``no`` when one of the words is ``No``, ``not`` or ``no``, else ``yes`` (so an
+  answer without either word counts as yes, exactly as the official script does);
+- metrics, with ``yes`` as the positive class: accuracy = (TP + TN) / all, precision = TP / (TP + FP),
+  recall = TP / (TP + FN), F1 = 2PR / (P + R), yes-ratio = answers parsed as yes / all.
+
+The official script prints fractions; here every metric is a percentage (x100), the scale of the
+LLaVA-1.5 and EACO tables. Where the official script would divide by zero (no ``yes`` answer at all,
+or no ``yes`` label), precision/recall/F1 are 0.0 instead of an exception. ``score`` reports the
+metrics per split and their unweighted mean over the splits present (``accuracy``, ``f1``, ... at the
+top level: the "averaged over the three splits" number papers report).
+
+Pairing answers with labels: POPE's ``evaluate.py`` (and LLaVA's ``eval_pope``, per split) pairs the
+i-th answer with the i-th label line and silently truncates on a length mismatch; ``kit score pope``
+pairs the same way but refuses a length mismatch (``KitError``).
+
+Prompt: the question followed by "\\nAnswer the question using a single word or phrase.", the text of
+LLaVA-1.5's ``llava_pope_test.jsonl`` and lmms-eval's ``pope.yaml`` post_prompt
+(EvolvingLMMs-Lab/lmms-eval ``lmms_eval/tasks/pope/pope.yaml``).
+
+On-disk layout (the official repository's ``output/coco/``, also LLaVA's
+``playground/data/eval/pope/coco/``): ``<root>/coco_pope_<split>.json`` or
+``<root>/coco/coco_pope_<split>.json``, each a JSON-lines file of ``{"question_id", "image", "text",
+"label"}`` (the released files also carry ``image_id``); images (``COCO_val2014_*.jpg``) are looked up
+in ``<root>``, ``<root>/val2014``, ``<root>/images`` and ``<root>/coco``. Hub copy: ``lmms-lab/POPE``,
+split ``test``, columns ``question_id, question, answer, image_source, image, category``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kit.errors import KitError
+from kit.eval.benchmarks import _common
+
+NAME = "pope"
+HUB_ID = "lmms-lab/POPE"
+CATEGORIES = ("random", "popular", "adversarial")
+SPLITS = CATEGORIES + ("all",)
+DEFAULT_SPLIT = "all"
+LABEL_FILE = "coco_pope_{}.json"
+QUESTION_FIELDS = ("question_id", "image", "text", "label")
+PROMPT_SUFFIX = "\nAnswer the question using a single word or phrase."
+METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+_LABEL_NAME = re.compile(r"^coco_pope_(\w+)\.json$")
+
+
+def record_id(record: Mapping[str, Any]) -> str:
+    """``<split>/<question_id>``: question ids restart in every split file."""
+    return f"{record.get('category', '?')}/{record.get('question_id', '?')}"
+
+
+# ----------------------------------------------------------------------------------------------- loading
+def label_file(root: Path, category: str) -> Path | None:
+    """The label file of ``category`` in ``root`` or ``root/coco`` (None when neither exists)."""
+    for folder in (root, root / "coco"):
+        path = folder / LABEL_FILE.format(category)
+        if path.is_file():
+            return path
+    return None
+
+
+def category_of(path: Path) -> str:
+    """The split a label file holds, from its official name ``coco_pope_<split>.json``."""
+    match = _LABEL_NAME.match(path.name)
+    return match.group(1) if match else path.stem
+
+
+def read_labels(path: Path, category: str | None = None) -> list[dict]:
+    """The question lines of one label file, checked; each gets ``category`` (from the file name)."""
+    category = category or category_of(path)
+    questions = []
+    for line_no, question in enumerate(_common.read_jsonl(path), 1):
+        _common.require_fields(question, QUESTION_FIELDS, path, f"at line {line_no}")
+        if str(question["label"]).strip().lower() not in ("yes", "no"):
+            raise KitError(f"{path}, line {line_no}: label {question['label']!r} is neither yes nor no")
+        questions.append({**question, "category": category})
+    if not questions:
+        raise KitError(f"{path}: holds no question")
+    return questions
+
+
+def load(
+    source: str | Path,
+    split: str = DEFAULT_SPLIT,
+    limit: int | None = None,
+    check_images: bool = True,
+    cache_dir: Path | None = None,
+) -> list[dict]:
+    """Questions of one split (``random``, ``popular``, ``adversarial``) or of every split present
+    (``all``) from a local folder or the hub id ``lmms-lab/POPE``. Records keep the official fields and
+    add ``category`` (the split) and ``image_path``."""
+    if split not in SPLITS:
+        raise KitError(f"pope: unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if _common.is_hub_id(source):
+        return _load_hub(str(source), split, limit, cache_dir)
+    root = _common.local_root(source, NAME, HUB_ID)
+    wanted = CATEGORIES if split == "all" else (split,)
+    files = {category: label_file(root, category) for category in wanted}
+    present = {category: path for category, path in files.items() if path is not None}
+    if not present or (split != "all" and len(present) != 1):
+        names = ", ".join(LABEL_FILE.format(c) for c in wanted)
+        raise KitError(f"pope: {root} holds none of {names} (looked in {root} and {root / 'coco'})")
+    records: list[dict] = []
+    for category, path in present.items():
+        for question in read_labels(path, category):
+            rid = record_id(question)
+            question["image_path"] = _common.resolve_image(root, question["image"], path, rid, check_images,
+                                                           root / "val2014", root / "images", root / "coco")
+            records.append(question)
+            if limit is not None and len(records) >= limit:
+                return records
+    return _common.limited(records, limit)
+
+
+def _load_hub(source: str, split: str, limit: int | None, cache_dir: Path | None) -> list[dict]:
+    records = []
+    for row in _common.hub_rows(source, "test", NAME):
+        record = {key: value for key, value in row.items() if key != "image"}
+        rid = f"{record.get('category', '?')}/{record.get('question_id', '?')}"
+        _common.require_fields(record, ("question_id", "question", "answer", "category"), f"{source}[test]", rid)
+        if split != "all" and record["category"] != split:
+            continue
+        record.update({"text": record["question"], "label": record["answer"],
+                       "image": record.get("image_source") or rid})
+        record["image_path"] = _common.cache_image(row.get("image"), source, "test", rid.replace("/", "__"),
+                                                   cache_dir)
+        records.append(record)
+        if limit is not None and len(records) >= limit:
+            break
+    return _common.limited(records, limit)
+
+
+# ------------------------------------------------------------------------------------------------ prompt
+def build_prompt(record: Mapping[str, Any]) -> str:
+    """The question and LLaVA-1.5's short-answer instruction."""
+    return f"{str(record['text']).strip()}{PROMPT_SUFFIX}"
+
+
+# -------------------------------------------------------------------------------------------- extraction
+def extract(response: str, record: Mapping[str, Any] | None = None) -> str:
+    """``"yes"`` or ``"no"`` by evaluate.py's rule (see the module docstring); never raises."""
+    text = response if isinstance(response, str) else ""
+    # Only keep the first sentence
+    if text.find(".") != -1:
+        text = text.split(".")[0]
+    text = text.replace(",", "")
+    words = text.split(" ")
+    if "No" in words or "not" in words or "no" in words:
+        return "no"
+    return "yes"
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def _pct(numerator: int, denominator: int) -> float:
+    return 100 * numerator / denominator if denominator else 0.0
+
+
+def confusion_metrics(pairs: list[tuple[str, str]]) -> dict:
+    """evaluate.py's counts and metrics for (prediction, label) pairs, as percentages."""
+    tp = sum(1 for pred, label in pairs if pred == "yes" and label == "yes")
+    fp = sum(1 for pred, label in pairs if pred == "yes" and label == "no")
+    tn = sum(1 for pred, label in pairs if pred == "no" and label == "no")
+    fn = sum(1 for pred, label in pairs if pred == "no" and label == "yes")
+    precision = _pct(tp, tp + fp)
+    recall = _pct(tp, tp + fn)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": _pct(tp + tn, len(pairs)),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "yes_ratio": _pct(tp + fp, len(pairs)),
+        "TP": tp, "FP": fp, "TN": tn, "FN": fn,
+        "questions": len(pairs),
+    }
+
+
+def _prediction(record: Mapping[str, Any], where: str, rid: str) -> str:
+    if "prediction" in record:
+        value = record["prediction"]
+        return value if value in ("yes", "no") else extract(value if isinstance(value, str) else "")
+    if "response" in record:
+        return extract(record["response"])
+    raise KitError(f"{where}: question {rid} has neither 'prediction' nor 'response'")
+
+
+def score(records: Iterable[Mapping[str, Any]], where: str = "pope records") -> dict:
+    """Accuracy, precision, recall, F1 and yes-ratio per split (``splits``) and their mean over the splits
+    present (top level). Each record holds ``label`` (yes/no), ``category`` (the split; absent means
+    ``all``) and ``prediction`` (yes/no from ``extract``) or ``response``."""
+    by_split: dict[str, list[tuple[str, str]]] = {}
+    seen: set[str] = set()
+    for position, record in enumerate(records):
+        rid = record_id(record) if isinstance(record, Mapping) else f"#{position}"
+        _common.require_fields(record, ("label",), where, rid)
+        label = str(record["label"]).strip().lower()
+        if label not in ("yes", "no"):
+            raise KitError(f"{where}: question {rid} has label {record['label']!r}, expected yes or no")
+        if "question_id" in record:
+            if rid in seen:
+                raise KitError(f"{where}: question {rid} appears twice")
+            seen.add(rid)
+        category = str(record.get("category") or "all")
+        by_split.setdefault(category, []).append((_prediction(record, where, rid), label))
+    if not by_split:
+        raise KitError(f"{where}: no records to score")
+    order = [c for c in CATEGORIES if c in by_split] + sorted(c for c in by_split if c not in CATEGORIES)
+    splits = {category: confusion_metrics(by_split[category]) for category in order}
+    result: dict[str, Any] = {"benchmark": NAME}
+    for metric in METRICS:
+        result[metric] = sum(splits[c][metric] for c in order) / len(order)
+    result["questions"] = sum(splits[c]["questions"] for c in order)
+    result["averaged_over"] = order
+    result["splits"] = splits
+    return result

@@ -1,0 +1,445 @@
+"""Evaluate a vision-language model on a benchmark: batched greedy generation, resumable predictions,
+the benchmark's own extraction and score.
+
+::
+
+    from kit.eval.evaluate import evaluate, evaluate_many, metrics_table
+    metrics = evaluate("data/models/tiny-qwen2vl-teacher", "mathvista", source="data/tiny/mathvista",
+                       predictions_path="runs/teacher/mathvista.jsonl")
+
+How it works:
+
+- ``bench.load(source, split, limit)`` gives the records; the strategy builds each prompt (``direct``: the
+  benchmark's standard prompt, ``bench.build_prompt``).
+- Items are generated greedily (``do_sample=False``) with the KV cache in batches. Image items and
+  text-only items (HallusionBench questions without a figure) are batched separately, because a batch
+  either carries pixel values for every row or for none. Within each group items are sorted by prompt
+  length so that a batch pads little; results are reported in the records' order.
+- Every finished item is appended to ``predictions_path`` (a ``JsonlAppender`` keyed by ``id``) at once,
+  so a killed run resumes where it stopped: ids already in the file are not generated again. A line
+  holds ``id, benchmark, strategy, model, max_new_tokens, prompt, response, extractor, decoding, prediction``.
+  Resuming with another benchmark, strategy, model, token budget or prompt is refused (``KitError``)
+  rather than mixing two runs in one file.
+- ``extractor="rules"``: MathVista uses ``mathvista.extract_rules`` (the tiny profile's rules-only
+  extraction, a documented deviation), every other benchmark its own official ``extract``.
+  ``extractor="llm"`` passes ``llm(prompt) -> str`` to the official LLM steps: MathVista's answer
+  extractor and HallusionBench's GPT-style judge (``score(chat=llm)``). MATH-V, We-Math, MME, POPE,
+  SEED-Bench, ScienceQA and AMBER have no LLM step in their official evaluation, so they keep their rule
+  extraction. ``llm_name`` (the model behind ``llm``) goes into each line and the metrics as
+  ``extractor_model``; a stored line read by another model is extracted again. ``extraction_table`` lists,
+  per benchmark, how a set of evaluations read their answers (notebooks 05 and 08 write it; the report
+  quotes it under each benchmark table). The profile's ``evaluation.extractor`` chooses (``kit.llm.judges``).
+- The Cas-SEAT strategies (``cot``, ``seat``, ``cas_seat``, ``cas_seat_oracle``) ask for a final "The answer
+  is X". When the benchmark's rules find nothing in the whole response, they are given that X
+  (``kit.eval.seat_format.final_answer``, the pattern of the authors' ``quick_extract`` in
+  ``self-evaluate/evaluation/extract_answer.py``): We-Math's official extractor looks only after the word
+  "Answer", so "... The answer is B" would otherwise count as no answer. Rule extraction is cheap and is
+  redone at scoring, so a resumed predictions file is always scored by the current rules.
+
+Engines: ``engine`` (a ``kit.llm.generate.EngineChoice``, default transformers) chooses where the answers are
+generated: ``transformers`` loads the model (with its adapter) here; ``openai`` asks the servers of
+``engine.servers`` for the base model, or for a student's adapter by name (``vllm serve <base> --enable-lora``),
+so a trained adapter is evaluated without merging. A line's ``model`` is the engine's label and its
+``decoding`` what the engine sent; ``evaluate_stage`` keys an openai evaluation apart (``engine_key``), never
+by the servers.
+
+Strategies (``kit.eval.strategies``): ``direct`` (the benchmark's prompt), ``cot``, ``seat``, ``cas_seat`` (a second
+chat turn with the reflection prompt on every item) and ``cas_seat_oracle`` (the reflection only on items
+already wrong, as the authors' released code does: it reads the labels and is labelled as such). A
+two-turn item's line is written once its last turn is done and also holds ``turns``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from kit.errors import KitError
+from kit.eval import strategies
+
+logger = logging.getLogger(__name__)
+
+EXTRACTORS = ("rules", "llm")
+STRATEGIES = strategies.STRATEGIES
+
+
+# benchmark -> [(column label, path of keys into the metrics)], the numbers the papers' tables report.
+HEADLINES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "mathvista": [("MathVista", ("accuracy",))],
+    "mathv": [("MATH-V", ("accuracy",))],
+    "wemath": [("We-Math strict", ("strict", "score")), ("We-Math loose", ("loose", "score"))],
+    "hallusionbench": [("HallusionBench aAcc", ("aAcc",)), ("HallusionBench fAcc", ("fAcc",)),
+                       ("HallusionBench qAcc", ("qAcc",))],
+    "mme": [("MME perception", ("perception",)), ("MME cognition", ("cognition",))],
+    "pope": [("POPE accuracy", ("accuracy",)), ("POPE F1", ("f1",))],
+    "seed": [("SEED-Bench image", ("accuracy",))],
+    "scienceqa": [("ScienceQA-IMG", ("accuracy",))],
+    "amber": [("AMBER score", ("amber_score",)), ("AMBER CHAIR", ("generative", "CHAIR")),
+              ("AMBER F1", ("discriminative", "F1"))],
+}
+
+
+# benchmark -> the one column that stands for it where a single number per benchmark is needed (EACO's
+# "average over benchmarks"): each benchmark's own overall figure, or the one LLaVA-v1.6's evaluation reports.
+HEADLINE_METRIC: dict[str, str] = {
+    "mathvista": "MathVista",                # accuracy
+    "mathv": "MATH-V",                       # accuracy
+    "wemath": "We-Math strict",              # We-Math ranks models by the strict score
+    "hallusionbench": "HallusionBench aAcc",  # accuracy over all questions (fAcc, qAcc group them)
+    "mme": "MME perception",                 # the "MME" figure of the LLaVA-1.5/1.6 tables
+    "pope": "POPE F1",                       # the "POPE" figure of the LLaVA-1.5/1.6 tables (F1 over its splits)
+    "seed": "SEED-Bench image",              # accuracy
+    "scienceqa": "ScienceQA-IMG",            # accuracy
+    "amber": "AMBER score",                  # AMBER's own overall score ((100 - CHAIR + F1) / 2)
+}
+# The benchmarks' names as the papers write them (extraction_table's rows; a benchmark's table columns start
+# with it).
+TITLES: dict[str, str] = {"mathvista": "MathVista", "mathv": "MATH-V", "wemath": "We-Math",
+                          "hallusionbench": "HallusionBench", "mme": "MME", "pope": "POPE", "seed": "SEED-Bench",
+                          "scienceqa": "ScienceQA-IMG", "amber": "AMBER"}
+# What reading a benchmark's answers means, for (benchmark, extractor); other benchmarks have no LLM step.
+READ_BY: dict[tuple[str, str], str] = {
+    ("mathvista", "llm"): "MathVista's official LLM answer extractor (extract_answer.py prompt) through the LLM",
+    ("mathvista", "rules"): "the official extractor's rule steps only, without its LLM step (a documented "
+                            "deviation: an answer no rule reads scores as wrong)",
+    ("hallusionbench", "llm"): "HallusionBench's official GPT-4 judge prompt (evaluate_by_chatgpt) through the LLM",
+    ("hallusionbench", "rules"): "a rule judge (yes/no match) instead of the official GPT-4 judge (a documented "
+                                 "deviation)",
+}
+NO_LLM_STEP = "the benchmark's official rule extraction (its evaluation has no LLM step)"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _benchmark(benchmark: str | ModuleType) -> ModuleType:
+    from kit.eval import benchmarks
+
+    if isinstance(benchmark, ModuleType):
+        missing = [name for name in ("load", "build_prompt", "extract", "score", "record_id", "NAME")
+                   if not hasattr(benchmark, name)]
+        if missing:
+            raise KitError(f"benchmark module {benchmark.__name__} lacks {', '.join(missing)}")
+        return benchmark
+    return benchmarks.get(benchmark)
+
+
+def item_ids(bench: ModuleType, records: list[Mapping[str, Any]]) -> list[str]:
+    """One unique key per record: ``bench.record_id``, with ``#2``, ``#3``... appended to later records that
+    share it (MME asks two questions per image and names both by the image). Only earlier records decide
+    a record's key, so the keys of a prefix do not change when ``limit`` grows."""
+    seen: dict[str, int] = {}
+    ids = []
+    for record in records:
+        rid = str(bench.record_id(record))
+        count = seen.get(rid, 0) + 1
+        seen[rid] = count
+        ids.append(rid if count == 1 else f"{rid}#{count}")
+    return ids
+
+
+def extract_prediction(bench: ModuleType, response: str, record: Mapping[str, Any], extractor: str,
+                       llm: Callable[[str], str] | None = None, strategy: str = "direct") -> Any:
+    """The answer in ``response`` by the chosen extractor (see the module docstring)."""
+    if bench.NAME == "mathvista" and extractor == "llm":
+        return bench.extract(response, record, llm=llm)
+    rules = bench.extract_rules if bench.NAME == "mathvista" else bench.extract
+    prediction = rules(response, record)
+    if prediction in (None, "") and extractor == "rules" and strategy != "direct":
+        from kit.eval.seat_format import final_answer
+
+        final = final_answer(response)
+        if final is not None:
+            prediction = rules(final, record)
+    return prediction
+
+
+def generate_batch(loaded: Any, prompts: list[str], image_paths: list[str | None], ids: list[str],
+                   max_new_tokens: int) -> list[str]:
+    """Greedy responses for one batch, in the given order; either every item has an image or none has."""
+    from kit.llm.generate import Chat, Sampling, TransformersEngine
+
+    with_image = image_paths[0] is not None
+    if any((path is not None) != with_image for path in image_paths):
+        raise KitError("a batch must hold only image items or only text-only items")
+    chats = [Chat(rid, [prompt], path) for rid, prompt, path in zip(ids, prompts, image_paths, strict=True)]
+    engine = TransformersEngine(loaded, batch_size=len(chats))
+    answers = {chat.id: text for chat, text in engine.generate(chats, Sampling(max_new_tokens=max_new_tokens))}
+    return [answers[rid] for rid in ids]
+
+
+def _check_resumed(line: Mapping[str, Any], expected: Mapping[str, Any], path: Path) -> None:
+    for field, value in expected.items():
+        if line.get(field) != value:
+            raise KitError(
+                f"{path}: item {line.get('id')} was written with {field}={line.get(field)!r}, this run has "
+                f"{value!r}; use another predictions file (or delete this one) instead of mixing runs"
+            )
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+def evaluate(
+    model: Any,
+    benchmark: str | ModuleType,
+    strategy: str = "direct",
+    *,
+    source: str | Path | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 96,
+    predictions_path: str | Path | None = None,
+    extractor: str = "rules",
+    llm: Callable[[str], str] | None = None,
+    llm_name: str | None = None,
+    progress: bool = True,
+    engine: Any = None,
+) -> dict:
+    """Generate, extract and score ``benchmark`` for ``model`` (a ``LoadedModel`` or a name/path for
+    ``kit.llm.models.load``: a base model or an adapter folder); ``source`` is the dataset folder or hub id.
+    ``engine``: a ``kit.llm.generate.EngineChoice`` (None: transformers). Returns ``bench.score(...)`` plus
+    ``benchmark``, ``strategy``, ``n`` (items scored), ``extractor`` (with ``extractor_model``, ``llm_name``,
+    when it is ``llm``) and ``generated`` (items generated by this call; the rest came from
+    ``predictions_path``)."""
+
+    from kit.core.artifacts import JsonlAppender
+
+    bench = _benchmark(benchmark)
+    if source is None:
+        raise KitError(f"evaluate: source is required (the {bench.NAME} folder or hub id {bench.HUB_ID!r})")
+    if strategy not in STRATEGIES:
+        raise KitError(f"evaluate: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if strategy == "cas_seat_oracle":
+        logger.warning("cas_seat_oracle reads the labels to decide which items to reflect on; its numbers are "
+                       "not comparable with the other strategies'")
+    if extractor not in EXTRACTORS:
+        raise KitError(f"evaluate: unknown extractor {extractor!r}; expected one of {', '.join(EXTRACTORS)}")
+    if extractor == "llm" and llm is None:
+        raise KitError("evaluate: extractor='llm' needs llm=callable(prompt) -> str")
+    # Which model read the answers is part of a line's record only when a model read them.
+    reader = {"extractor_model": llm_name} if extractor == "llm" else {}
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise KitError(f"evaluate: batch_size must be a whole number >= 1, not {batch_size!r}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise KitError(f"evaluate: max_new_tokens must be a whole number >= 1, not {max_new_tokens!r}")
+
+    records = bench.load(source, split=split or bench.DEFAULT_SPLIT, limit=limit)
+    if not records:
+        raise KitError(f"evaluate: {bench.NAME} at {source} has no records (split {split or bench.DEFAULT_SPLIT})")
+    ids = item_ids(bench, records)
+    prompts = [strategies.first_prompt(strategy, bench, record) for record in records]
+    engine = _engine(engine, model, batch_size)
+    settings = {"benchmark": bench.NAME, "strategy": strategy, "model": engine.model_label,
+                "max_new_tokens": max_new_tokens}
+
+    appender = JsonlAppender(predictions_path, ("id",)) if predictions_path is not None else None
+    done: dict[str, dict] = {}
+    try:
+        if appender is not None:
+            stored = {line["id"]: line for line in appender.records()}
+            for position, rid in enumerate(ids):
+                if rid in stored:
+                    _check_resumed(stored[rid], {**settings, "prompt": prompts[position]}, appender.path)
+                    done[rid] = stored[rid]
+        pending = [i for i, rid in enumerate(ids) if rid not in done]
+        for i in pending:  # fail before any generation rather than after hours of it
+            path = records[i].get("image_path")
+            if path is not None and not Path(path).is_file():
+                raise KitError(f"{bench.NAME}: record {ids[i]}: image file {path} not found")
+
+        from kit.llm.generate import Chat, Sampling
+
+        sampling = Sampling(max_new_tokens=max_new_tokens)
+        decoding = engine.decoding(sampling)  # greedy, with the checkpoint's repetition_penalty (kit.llm.generate)
+
+        def extract(i: int, response: str) -> Any:
+            return extract_prediction(bench, response, records[i], extractor, llm, strategy)
+
+        def write(i: int, response: str, turns: list[str] | None = None) -> None:
+            line = {"id": ids[i], **settings, "prompt": prompts[i], "response": response, "extractor": extractor,
+                    **reader, "decoding": decoding, "prediction": extract(i, response)}
+            if turns is not None:
+                line["turns"] = turns  # the first answer, then the reflection prompt, of a two-turn strategy
+            if appender is not None:
+                appender.append(line)
+            done[ids[i]] = line
+
+        position = {rid: i for i, rid in enumerate(ids)}
+        chats = [Chat(ids[i], [prompts[i]], records[i].get("image_path")) for i in pending]
+        first = engine.generate(chats, sampling, progress=progress)
+        if strategy in strategies.SINGLE_TURN:
+            for chat, response in first:
+                write(position[chat.id], response)
+        else:
+            # Every answer of the first turn is needed before the second turn's batches can form; an item's
+            # line is written once its last turn is done, so a killed run redoes only unfinished items.
+            answers = dict((chat.id, response) for chat, response in first)
+            reflect = [i for i in pending if strategies.needs_reflection(
+                strategy, bench, records[i], answers[ids[i]], lambda text, i=i: extract(i, text))]
+            for i in pending:
+                if i not in reflect:
+                    write(i, answers[ids[i]], [answers[ids[i]]])
+            second = [Chat(ids[i], [prompts[i], answers[ids[i]], strategies.reflection_prompt()], records[i].get("image_path"))
+                      for i in reflect]
+            for chat, response in engine.generate(second, sampling, progress=progress):
+                write(position[chat.id], response, [answers[chat.id], strategies.reflection_prompt()])
+    finally:
+        if appender is not None:
+            appender.close()
+
+    scored = []
+    for record, rid in zip(records, ids, strict=True):
+        line = done[rid]
+        prediction = line["prediction"]
+        stale = line.get("extractor") != extractor or line.get("extractor_model") != reader.get("extractor_model")
+        if stale or extractor == "rules":
+            prediction = extract_prediction(bench, line["response"], record, extractor, llm, strategy)
+        scored.append({**record, "response": line["response"], "prediction": prediction})
+    score_options = {"chat": llm} if extractor == "llm" and bench.NAME == "hallusionbench" else {}
+    metrics = dict(bench.score(scored, **score_options))
+    metrics.update({"benchmark": bench.NAME, "strategy": strategy, "n": len(scored), "extractor": extractor,
+                    **reader, "generated": len(pending)})
+    return metrics
+
+
+def _engine(choice: Any, model: Any, batch_size: int) -> Any:
+    """The engine ``evaluate`` generates with: ``choice`` (an ``EngineChoice``, None for transformers) applied
+    to ``model``; on transformers the model is loaded here (once: a ``LoadedModel`` is used as it is)."""
+    from kit.llm.generate import EngineChoice, TransformersEngine, engine_for
+    from kit.llm.models import load_model
+
+    choice = choice if choice is not None else EngineChoice()
+    if not isinstance(choice, EngineChoice):
+        raise KitError(f"evaluate: engine must be a kit.llm.generate.EngineChoice or None, not {type(choice).__name__}")
+    if choice.backend == "transformers":
+        return TransformersEngine(load_model(model), batch_size=batch_size)
+    return engine_for(choice, model, batch_size=batch_size)
+
+
+def evaluate_many(
+    model: Any,
+    benchmarks: Mapping[str, str | Path],
+    strategy: str = "direct",
+    *,
+    predictions_dir: str | Path | None = None,
+    engine: Any = None,
+    **options: Any,
+) -> dict[str, dict]:
+    """``evaluate`` on each ``name -> source`` with the model loaded once (on the transformers engine; the
+    servers hold it on openai); predictions go to ``predictions_dir/<name>.jsonl`` when a folder is given.
+    ``options`` are passed to ``evaluate``."""
+    from kit.llm.generate import EngineChoice
+    from kit.llm.models import load_model
+
+    if "predictions_path" in options or "source" in options:
+        raise KitError("evaluate_many: give sources in `benchmarks` and a folder as `predictions_dir`")
+    if engine is None or (isinstance(engine, EngineChoice) and engine.backend == "transformers"):
+        model = load_model(model)
+    results = {}
+    for name, source in benchmarks.items():
+        path = Path(predictions_dir) / f"{name}.jsonl" if predictions_dir is not None else None
+        results[name] = evaluate(model, name, strategy, source=source, predictions_path=path, engine=engine,
+                                 **options)
+    return results
+
+
+def evaluate_stage(
+    model: str | Path,
+    benchmarks: Mapping[str, str | Path],
+    strategy: str,
+    run_dir: str | Path,
+    *,
+    engine: Any = None,
+    **options: Any,
+) -> dict[str, dict]:
+    """``evaluate_many`` as a pipeline stage: predictions and metrics in ``run_dir/eval-<hash>/``, the hash
+    taken over the model's content (an adapter folder's, or the hub id), each benchmark's data, the strategy,
+    the generation options and, for a backend other than transformers, the backend (``engine_key``: never
+    the servers). Predictions are appended line by line, so a killed run resumes where it stopped;
+    ``metrics.json`` is written last and a folder that has it is reused as it is.
+    Returns ``benchmark name -> metrics``."""
+    from kit.core.artifacts import atomic_write_json, fingerprint, stage_dir
+    from kit.llm.generate import engine_key
+
+    if strategy not in STRATEGIES:
+        raise KitError(f"evaluate: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    keyed = {k: v for k, v in options.items() if k in ("limit", "max_new_tokens", "extractor", "split", "llm_name")}
+    if keyed.get("extractor", "rules") == "rules":
+        # The default reads by rules whatever llm_name says; leaving it out of the key keeps finding the stage
+        # folders of runs made before the notebooks passed it.
+        keyed.pop("extractor", None)
+        keyed.pop("llm_name", None)
+    params = {"model": fingerprint(model), "strategy": strategy, "options": keyed,
+              "benchmarks": {name: fingerprint(source) for name, source in benchmarks.items()}, **engine_key(engine)}
+    folder = stage_dir(run_dir, "eval", params)
+    done = folder / "metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())["metrics"]
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "PARAMS.json", {**params, "model_path": str(model)})
+    metrics = evaluate_many(model, benchmarks, strategy, predictions_dir=folder / "predictions", engine=engine,
+                            **options)
+    atomic_write_json(done, {"params": params, "model_path": str(model), "metrics": metrics})
+    return json.loads(done.read_text())["metrics"]
+
+
+def _dig(metrics: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    value: Any = metrics
+    for key in keys:
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def metrics_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]):
+    """A ``pandas.DataFrame`` with one row per label and the headline number of each benchmark as columns
+    (MathVista and MATH-V accuracy, We-Math strict/loose score, HallusionBench aAcc/fAcc/qAcc, MME
+    perception/cognition, POPE accuracy/F1 averaged over its splits, SEED-Bench image accuracy,
+    ScienceQA-IMG accuracy, AMBER score/CHAIR/F1), in registry order; a benchmark a label lacks is NaN."""
+    import pandas as pd
+
+    from kit.eval import benchmarks
+
+    rows: dict[str, dict[str, Any]] = {}
+    present: set[str] = set()
+    for label, per_bench in results.items():
+        row: dict[str, Any] = {}
+        for name, metrics in per_bench.items():
+            canonical = metrics.get("benchmark") if isinstance(metrics.get("benchmark"), str) else None
+            canonical = _benchmark(canonical or name).NAME
+            if canonical not in HEADLINES:
+                raise KitError(f"metrics_table: no headline numbers known for benchmark {name!r}")
+            present.add(canonical)
+            for column, keys in HEADLINES[canonical]:
+                value = _dig(metrics, keys)
+                row[column] = float("nan") if value is None else value
+        rows[str(label)] = row
+    columns = [column for name in benchmarks.names() if name in present for column, _ in HEADLINES[name]]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).astype(float)
+
+
+def extraction_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]):
+    """How the answers of a set of evaluations were read, as each evaluation recorded it: one row per benchmark
+    and way of reading (``label -> benchmark name -> metrics``, as ``metrics_table`` takes), with the
+    ``extractor``, the model that read them (``LLM``; ``-`` for rules), what that means for the benchmark, and
+    how many evaluations read them so. A benchmark read two ways in one set gets two rows."""
+    import pandas as pd
+
+    from kit.eval import benchmarks
+
+    counts: dict[tuple[str, str, str], int] = {}
+    for per_bench in results.values():
+        for name, metrics in per_bench.items():
+            canonical = metrics.get("benchmark") if isinstance(metrics.get("benchmark"), str) else None
+            canonical = _benchmark(canonical or name).NAME
+            extractor = str(metrics.get("extractor") or "rules")  # evaluate() has always recorded it
+            key = (canonical, extractor, str(metrics.get("extractor_model") or "-"))
+            counts[key] = counts.get(key, 0) + 1
+    order = {name: i for i, name in enumerate(benchmarks.names())}
+    rows = [{"benchmark": TITLES.get(name, name), "extractor": extractor, "LLM": model,
+             "answers read by": READ_BY.get((name, extractor), NO_LLM_STEP), "evaluations": n}
+            for (name, extractor, model), n in sorted(counts.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0]))]
+    return pd.DataFrame(rows, columns=["benchmark", "extractor", "LLM", "answers read by", "evaluations"])

@@ -1,0 +1,1 @@
+"""Developer tools: speed benchmarks (``kit bench``) and the prepared GPU check (``kit check --gpu``)."""
