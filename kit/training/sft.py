@@ -63,12 +63,11 @@ from pathlib import Path
 from typing import Any
 
 from kit.core.settings_cli import SettingsOptions, absolute_if_local, accelerate_command
+from kit.errors import KitError
 
 # transformers' Trainer (5.2x) reads ``model.is_gradient_checkpointing``, deprecated there, once per trainer: a
 # FutureWarning the kit cannot act on, repeated a dozen times in notebook 04. Silenced here, where training starts.
 warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-
-from kit.errors import KitError
 
 BACKENDS = ("auto", "unsloth", "peft")
 UNSLOTH_MAX_LENGTH = 2048  # FastVisionModel.from_pretrained's max_seq_length in Unsloth's vision notebooks
