@@ -174,28 +174,22 @@ def _validate_assumptions(path: Path, data: dict[str, Any], assumptions: Any) ->
 # the others (rows, max_new_tokens, ...) belong to other stages.
 RECIPE_SECTIONS = {"finetune": "kit.training.sft.SFTSettings", "critic": "kit.training.sft.SFTSettings",
                    "extra_sft": "kit.training.sft.SFTSettings", "dpo": "kit.training.dpo.DPOSettings"}
-_RECIPE_RENAMES = {"vision_layers": "finetune_vision_layers"}
 
 
 def _validate_recipes(path: Path, data: dict[str, Any]) -> None:
     """Each training recipe in the profile is built once, so that ``lora_r: -4`` is refused when the profile
     loads (``kit run --dry-run`` included), not after hours of earlier stages."""
-    import dataclasses
     import importlib
+
+    from kit.core.settings_cli import settings_from_profile
 
     for section, dotted in RECIPE_SECTIONS.items():
         values = data.get(section)
         if not isinstance(values, dict):
             continue
         module, _, name = dotted.rpartition(".")
-        settings_class = getattr(importlib.import_module(module), name)
-        fields = {f.name for f in dataclasses.fields(settings_class)}
-        given = {_RECIPE_RENAMES.get(key, key): value for key, value in values.items()}
-        recipe = {key: value for key, value in given.items() if key in fields and key != "extra"}
-        if "target_modules" in recipe:
-            recipe["target_modules"] = tuple(recipe["target_modules"] or ())
         try:
-            settings_class(**recipe)
+            settings_from_profile(getattr(importlib.import_module(module), name), values)
         except KitError as err:
             raise KitError(f"profile {path}: {section}: {err}") from None
         except TypeError as err:

@@ -310,3 +310,20 @@ def absolute_if_local(source: str | Path) -> str:
     as it is (a hub id). Stage hashes key local sources by content, so this never changes a stage folder."""
     path = Path(source)
     return str(path.absolute()) if path.exists() else str(source)
+
+
+# Profile keys spelled otherwise than the settings field they set.
+PROFILE_RENAMES = {"vision_layers": "finetune_vision_layers"}
+
+
+def settings_from_profile(settings_class: type, values: Mapping[str, Any], **overrides: Any) -> Any:
+    """``settings_class`` built from a profile section's ``values``: the keys that are its fields (``vision_layers``
+    sets ``finetune_vision_layers``; others, such as ``rows`` or ``max_new_tokens``, belong to other stages), then
+    ``overrides``. The one way a training recipe is read from a profile, by the pipelines and by the profile's
+    own validation alike."""
+    fields = {field.name for field in dataclasses.fields(settings_class)}
+    given = {PROFILE_RENAMES.get(key, key): value for key, value in values.items()}
+    recipe = {key: value for key, value in given.items() if key in fields and key != "extra"}
+    if "target_modules" in recipe:
+        recipe["target_modules"] = tuple(recipe["target_modules"] or ())
+    return settings_class(**{**recipe, **overrides})

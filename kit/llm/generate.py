@@ -840,6 +840,11 @@ class EngineChoice:
     concurrency: int | None = None
     api_key_env: str | None = None
 
+    @classmethod
+    def from_profile(cls, profile: Any) -> EngineChoice:
+        """The profile's ``engine:`` section (transformers when it has none)."""
+        return cls(**profile.get("engine", {}))
+
     def __post_init__(self) -> None:
         if self.backend == "vllm":
             raise KitError(f"engine.backend: {VLLM_REMOVED}")

@@ -130,6 +130,13 @@ class DPOSettings:
     checkpoint_steps: int = 100  # with dpo(checkpoint_dir=...): save every N steps, so a killed run resumes
     extra: dict[str, Any] = field(default_factory=dict)  # passed to TRL's DPOConfig as they are (JSON on the command line)
 
+    @classmethod
+    def from_profile(cls, profile: Any, section: str, **overrides: Any) -> DPOSettings:
+        """The recipe in the profile's ``section`` (dpo), with the profile's ``seed``; ``overrides`` win."""
+        from kit.core.settings_cli import settings_from_profile
+
+        return settings_from_profile(cls, profile.get(section), **{"seed": profile.get("seed"), **overrides})
+
     def __post_init__(self) -> None:
         check_settings(self, "DPO settings", [(self.beta > 0, "beta must be > 0"),
                                               (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}"),

@@ -102,6 +102,13 @@ class SFTSettings:
     checkpoint_steps: int = 200  # with sft(checkpoint_dir=...): save every N steps, so a killed run resumes
     extra: dict[str, Any] = field(default_factory=dict)  # passed to TRL's SFTConfig as they are (JSON on the command line)
 
+    @classmethod
+    def from_profile(cls, profile: Any, section: str, **overrides: Any) -> SFTSettings:
+        """The recipe in the profile's ``section`` (finetune, critic or extra_sft), with the profile's ``seed``; ``overrides`` win."""
+        from kit.core.settings_cli import settings_from_profile
+
+        return settings_from_profile(cls, profile.get(section), **{"seed": profile.get("seed"), **overrides})
+
     def __post_init__(self) -> None:
         check_settings(self, "fine-tuning settings", [(self.backend in BACKENDS,
                                                        f"backend must be one of {', '.join(BACKENDS)}")])
