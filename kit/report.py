@@ -223,7 +223,7 @@ def _claim_label(claim: Claim, table: Any) -> tuple[str, list[str]]:
     """The claim's label and the benchmarks its number comes from (the average: one column per benchmark)."""
     if claim.column != "average gain %":
         return f"{claim.row}: {claim.column}", _titles_in([claim.column])
-    from kit.eaco.pipeline import average_columns
+    from kit.eaco.tables import average_columns
 
     columns = average_columns([c for c in table.columns if "gain" not in c])
     return f"{claim.row}: {claim.column} (mean of {', '.join(columns)})", _titles_in(columns)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from kit.core.paths import is_hub_id
 from kit.errors import KitError
 from kit.eval import benchmarks
-from kit.eval.benchmarks import _common
 
 
 def test_registry_names_and_aliases() -> None:
@@ -32,16 +32,16 @@ def test_every_module_has_the_interface(name: str) -> None:
     for attribute in ("load", "build_prompt", "extract", "score", "record_id"):
         assert callable(getattr(bench, attribute)), attribute
     assert bench.DEFAULT_SPLIT in bench.SPLITS
-    assert _common.is_hub_id(bench.HUB_ID)
+    assert is_hub_id(bench.HUB_ID)
 
 
 def test_is_hub_id(tmp_path: Path) -> None:
-    assert _common.is_hub_id("AI4Math/MathVista")
-    assert not _common.is_hub_id("data/tiny/mathvista/testmini")
-    assert not _common.is_hub_id("./MathVista")
-    assert not _common.is_hub_id(str(tmp_path))
+    assert is_hub_id("AI4Math/MathVista")
+    assert not is_hub_id("data/tiny/mathvista/testmini")
+    assert not is_hub_id("./MathVista")
+    assert not is_hub_id(str(tmp_path))
     (tmp_path / "owner" / "name").mkdir(parents=True)
-    assert not _common.is_hub_id(f"{tmp_path}/owner/name")
+    assert not is_hub_id(f"{tmp_path}/owner/name")
 
 
 def _fake_datasets(monkeypatch: pytest.MonkeyPatch, splits: dict[tuple[str, str], list[dict]]) -> list[tuple]:
@@ -167,3 +167,65 @@ def test_every_benchmark_has_headline_numbers_a_table_can_pick() -> None:
     assert list(table.columns) == ["POPE accuracy", "POPE F1", "SEED-Bench image", "ScienceQA-IMG", "AMBER score",
                                    "AMBER CHAIR", "AMBER F1"]
     assert table.loc["model"].tolist() == pytest.approx([50.0, 200 / 3, 50.0, 100.0, 80.5, 9.0, 70.0])
+
+
+@pytest.mark.parametrize("name", benchmarks.names())
+def test_every_module_declares_its_headline_metrics(name: str) -> None:
+    from kit.eval.evaluate import HEADLINE_METRIC, HEADLINES, TITLES
+
+    bench = benchmarks.get(name)
+    for member in benchmarks.INTERFACE:
+        assert hasattr(bench, member), member
+    assert bench.HEADLINES and all(isinstance(metric, benchmarks.Metric) for metric in bench.HEADLINES)
+    assert bench.HEADLINE_METRIC in [metric.label for metric in bench.HEADLINES]
+    assert all(metric.label.startswith(bench.TITLE) for metric in bench.HEADLINES)
+    assert HEADLINES[name] == [(metric.label, metric.keys) for metric in bench.HEADLINES]
+    assert (HEADLINE_METRIC[name], TITLES[name]) == (bench.HEADLINE_METRIC, bench.TITLE)
+
+
+def test_lower_is_better_comes_from_the_modules() -> None:
+    from kit.eaco import tables
+    from kit.eval.evaluate import LOWER_IS_BETTER
+
+    assert LOWER_IS_BETTER == ("AMBER CHAIR",) == tables.LOWER_IS_BETTER
+
+
+def test_a_module_without_the_interface_is_refused() -> None:
+    import types
+
+    from kit.eval.evaluate import _benchmark
+
+    partial = types.ModuleType("partial")
+    partial.NAME = "partial"
+    with pytest.raises(KitError, match="lacks .*HEADLINES"):
+        _benchmark(partial)
+
+
+def test_kit_score_options_are_the_keywords_of_read_outputs() -> None:
+    """``kit score <name>`` passes each of its options to ``read_outputs`` by name: the two must agree."""
+    import argparse
+    import inspect
+
+    from kit.eval.benchmarks import cli
+
+    def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    top = argparse.ArgumentParser()
+    cli.register(top.add_subparsers())
+    per_benchmark = commands(commands(top)["score"])
+    assert list(per_benchmark) == benchmarks.names()
+    for name, parser in per_benchmark.items():
+        read_outputs = benchmarks.get(name).read_outputs
+        keywords = {p.name for p in inspect.signature(read_outputs).parameters.values() if p.kind is p.KEYWORD_ONLY}
+        assert {a.dest for a in parser._actions} - {"help", "path"} == keywords, name
+
+
+def test_read_outputs_returns_what_score_needs(tmp_path: Path) -> None:
+    path = tmp_path / "HallusionBench.json"
+    path.write_text("[]", encoding="utf-8")
+    outputs = benchmarks.get("hallusionbench").read_outputs(path)
+    assert outputs == benchmarks.Outputs([], str(path))
+    assert (outputs.kind, outputs.options) == ("file", {})
+    with pytest.raises(KitError, match="not a folder"):
+        benchmarks.get("mme").read_outputs(tmp_path / "missing")

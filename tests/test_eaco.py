@@ -1,4 +1,4 @@
-"""EACO's extra SFT data (the model's own descriptions before each question) and its tables: the main
+"""EACO's extra SFT data (the model's own descriptions before each question) and its tables (kit.eaco.tables): the main
 table's rows, columns and gains beside the paper's, the Critic table, and the radar figure."""
 
 from __future__ import annotations
@@ -10,15 +10,8 @@ import pytest
 from fakes import ScriptedEngine
 from PIL import Image
 
-from kit.eaco.pipeline import (
-    PAPER_GAINS,
-    critic_table,
-    describe_images,
-    description_sft_set,
-    load_instruction_rows,
-    main_table,
-    radar_figure,
-)
+from kit.eaco.pipeline import describe_images, description_sft_set, load_instruction_rows
+from kit.eaco.tables import PAPER_GAINS, critic_table, main_table, radar_figure
 from kit.errors import KitError
 from kit.llm.generate import Sampling
 
@@ -143,7 +136,7 @@ def test_no_pairs_is_a_clear_error():
 
 
 def test_describe_main_and_training_table_come_from_their_inputs():
-    from kit.eaco.pipeline import describe_main, training_table
+    from kit.eaco.tables import describe_main, training_table
 
     text = describe_main(main_table(MAIN), "tiny")
     assert "**EACO**: average gain" in text and "largest on HallusionBench fAcc (+50.00 %)" in text
@@ -160,7 +153,7 @@ def test_the_average_takes_one_headline_number_per_benchmark():
     """EACO's "+8.5% ... across multiple benchmarks" is set beside a mean over benchmarks, not over the 13
     columns (3 HallusionBench, 2 MME, 2 POPE, 3 AMBER ...); the choice is a recorded deviation."""
     from kit.core.deviations import get
-    from kit.eaco.pipeline import average_columns, average_sentence
+    from kit.eaco.tables import average_columns, average_sentence
     from kit.eval.evaluate import HEADLINE_METRIC, HEADLINES
 
     every = ["HallusionBench aAcc", "HallusionBench fAcc", "HallusionBench qAcc", "MME-C", "MME-P", "MathVista",

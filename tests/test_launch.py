@@ -305,8 +305,8 @@ def test_dpo_under_accelerate_is_reused_by_dpo_stage(launched_dpo, monkeypatch):
     assert "2 process(es)" in launched_dpo["stdout"]
     assert not train.checkpoint_folder(folder).exists()  # removed once the adapter was written
     # The record is the one dpo_stage writes: the same params, under which the stage finds it.
-    assert recorded["params"] == dpo._stage(POLICY, launched_dpo["pairs"], launched_dpo["run"],
-                                            launched_dpo["settings"])[1]
+    assert recorded["params"] == dpo._adapter_folder(POLICY, launched_dpo["pairs"], launched_dpo["run"],
+                                                     launched_dpo["settings"])[1]
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
@@ -333,7 +333,7 @@ def test_extra_sft_under_accelerate_continues_the_dpo_adapter_and_is_reused(laun
     assert recorded["processes"] == 2 and recorded["steps"] == 2
     assert recorded["continued_adapter"] == str(dpo_adapter)
     assert json.loads((folder / "adapter_config.json").read_text())["r"] == 4  # the DPO adapter's, not 16
-    assert recorded["params"]["continues"] == train._stage(POLICY, data, run, settings, dpo_adapter)[1]["continues"]
+    assert recorded["params"]["continues"] == train._adapter_folder(POLICY, data, run, settings, dpo_adapter)[1]["continues"]
     assert len([line for line in done.stdout.splitlines() if line.startswith('{"adapter_dir"')]) == 1
 
     def no_training(*args, **kwargs):

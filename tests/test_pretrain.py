@@ -15,6 +15,7 @@ from kit.tiny import models as tiny_models
 from kit.tiny import pretrain
 from kit.tiny.world import WorldConfig, build_world
 from kit.tiny.world.scenes import scene_hash, scene_split
+from kit.training.common import turn_mask
 
 SMALL = WorldConfig(train_pool=40, mathvista_testmini=6, mathvision_test=4, mathvision_testmini=2,
                     wemath_problems=2, hallusionbench_sets=5, mme_images_per_subtask=2, eaco_images=2,
@@ -170,8 +171,45 @@ def test_loss_turns_leave_only_the_chosen_assistant_turn_labelled(world):
     batch = pretrain.collate(processor, [reflection])
     kept = batch["input_ids"][0][batch["labels"][0] != -100]
     assert tokenizer.decode(kept) == reflection.turns[1][1] + "<|im_end|>"
-    assert pretrain._keep_turns([0, 1, 1, 0, 0, 1, 0, 1], (1,)) == [0, 0, 0, 0, 0, 1, 0, 0]
-    assert pretrain._keep_turns([0, 1, 1, 0, 1], None) == [0, 1, 1, 0, 1]
+    assert turn_mask([0, 1, 1, 0, 0, 1, 0, 1], (1,)) == [0, 0, 0, 0, 0, 1, 0, 0]
+    assert turn_mask([0, 1, 1, 0, 1], None) == [0, 1, 1, 0, 1]
+
+
+@pytest.mark.parametrize(("labelled", "turns"), [
+    ([0, 1, 1, 0, 0, 1, 0, 1], (1,)), ([0, 1, 1, 0, 0, 1, 0, 1], (0, 2)), ([1, 1, 0, 1], None), ([0, 1, 1, 0, 1], [1]),
+])
+def test_fine_tuning_keeps_the_turns_pre_training_keeps(labelled, turns):
+    """One rule for both: kit.training.sft.keep_turns (labels of a collated batch, in place) leaves labelled the
+    positions kit.training.common.turn_mask keeps, which is what pretrain.collate labels."""
+    from kit.training.sft import keep_turns
+
+    labels = torch.tensor([[7 if bit else -100 for bit in labelled]])
+    keep_turns(labels, [turns], ["x"])
+    assert (labels[0] != -100).tolist() == turn_mask(labelled, turns)
+
+
+def test_pretrain_and_fine_tuning_collators_label_the_same_tokens(world, tmp_path):
+    """The same reflection conversation collated by pretrain.collate and by the fine-tuning collator
+    (kit.training.sft.TurnMaskingCollator) with the same processor: the same tokens carry the loss."""
+    from kit.tiny.world.scenes import render
+    from kit.training.data import conversation, to_hf_dataset
+    from kit.training.sft import TurnMaskingCollator
+
+    examples = pretrain.corpus_examples(world, ("cas",), 1.0, seed=0)
+    tokenizer = tiny_models.train_tokenizer(pretrain.corpus_texts(world), models.QWEN2VL, 400)
+    _, processor = tiny_models.build_tiny(models.QWEN2VL, tokenizer, tiny_models.TinySize(hidden=32, ffn=64))
+    reflection = next(e for e in examples if e.source == "cas_reflection")
+    image = reflection.image
+    if not isinstance(image, str):
+        image = str(tmp_path / "scene.png")
+        render(reflection.image).save(image)
+    row = {"id": "r", "kind": "reflection", "images": [image], "train_turns": list(reflection.loss_turns),
+           "messages": conversation([text for turn in reflection.turns for text in turn], image)}
+    ours = pretrain.collate(processor, [reflection])
+    theirs = TurnMaskingCollator(processor, None)(list(to_hf_dataset([row])))
+    labelled = [batch["input_ids"][0][batch["labels"][0] != -100].tolist() for batch in (ours, theirs)]
+    assert labelled[0] == labelled[1] and labelled[0]
+    assert tokenizer.decode(labelled[1]) == reflection.turns[1][1] + "<|im_end|>"
 
 
 def test_by_style_batches_hold_one_style_and_weights_are_checked(world, monkeypatch):

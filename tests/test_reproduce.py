@@ -54,6 +54,18 @@ def test_notebook_00_runs_and_records_teacher_above_student(tiny_run):
     assert (results / "figures" / "tiny_world_gallery.png").stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("table", ["tiny_world_models", "casseat_synthesis", "casseat_selection",
+                                   "casseat_prompting"])
+def test_notebooks_00_to_03_give_the_committed_tables(tiny_run, table):
+    # These four notebooks run here exactly as `make reproduce` runs them, so their tables must equal the
+    # published ones (microsoft/recommenders pins its notebooks' metrics the same way).
+    code, results = tiny_run
+    assert code == 0
+    measured = pd.read_csv(results / "tables" / f"{table}.csv")
+    published = pd.read_csv(REPO_DIR / "results" / "tables" / f"{table}.csv")
+    pd.testing.assert_frame_equal(measured, published, check_exact=False, rtol=0, atol=1e-9)
+
+
 def test_second_run_skips_the_finished_notebook(tiny_run, capsys):
     code, results = tiny_run
     assert code == 0

@@ -271,20 +271,6 @@ def test_a_synthesis_started_on_two_servers_resumes_on_four(source, tmp_path):
         synthesize(ScriptedEngine(), items, ["seat_synthesis"], out, progress=False)
 
 
-def test_a_file_labelled_with_its_one_server_resumes_on_several(source, tmp_path):
-    items = load_source(source)
-    out = tmp_path / "s.jsonl"
-    legacy = "teacher-7b@http://127.0.0.1:8000/v1"  # the label before it left the server out
-    synthesize(_openai_engine(SERVERS[:1], label=legacy), items[:1], ["cas_cot"], out, progress=False)
-    assert synthesize(_openai_engine(SERVERS[1:3]), items, ["cas_cot"], out, progress=False)["written"] == 3
-    assert {r["teacher"] for r in read_records(out)} == {legacy}  # the file keeps one label
-    other = tmp_path / "other.jsonl"
-    synthesize(_openai_engine(SERVERS[:1], label="teacher-2b@http://127.0.0.1:8000/v1"), items[:1], ["cas_cot"],
-               other, progress=False)
-    with pytest.raises(KitError, match="teacher"):
-        synthesize(_openai_engine(SERVERS[:1]), items, ["cas_cot"], other, progress=False)
-
-
 def test_the_synthesis_stage_key_leaves_the_servers_out(source):
     from dataclasses import asdict
 

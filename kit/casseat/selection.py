@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from kit.casseat.mathv360k import SourceItem
+from kit.core.progress import progress_bars
 from kit.errors import KitError
 
 ANSWER_KINDS = ("multi_choice", "integer", "float", "short_text", "long_text")
@@ -94,7 +95,7 @@ def filter_source(items: list[SourceItem], answer_kinds: Iterable[str] = DEFAULT
     removed_by: dict[str, str] = {}
     counts: list[FilterCount] = []
     pixel_keys: dict[str, str | None] = {}
-    for path in tqdm(sorted({item.image for item in items}), desc="reading images", disable=not progress, leave=False):
+    for path in tqdm(sorted({item.image for item in items}), desc="reading images", disable=not progress_bars(progress), leave=False):
         pixel_keys[path] = _image_key(path)
 
     def run(name: str, keep: Callable[[SourceItem], bool], current: list[SourceItem]) -> list[SourceItem]:
@@ -131,6 +132,13 @@ class LabelledFilters:
     min_chars: int = 20
     max_chars: int = 4000
     judge: bool = False
+
+    @classmethod
+    def from_profile(cls, profile: Any) -> LabelledFilters:
+        """The profile's ``selection:`` section (its ``answer_kinds`` belong to the source filters)."""
+        section = profile.get("selection")
+        return cls(min_blocks=section["min_blocks"], min_chars=section["min_chars"], max_chars=section["max_chars"],
+                   judge=section["judge"])
 
     def __post_init__(self) -> None:
         if self.min_blocks < 0:

@@ -29,7 +29,6 @@ skips the keys already written, so nothing is lost or written twice.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
@@ -76,9 +75,8 @@ def synthesize(
 ) -> dict[str, Any]:
     """Generate every (item, prompt, sample) not yet in ``out_path`` and append it there. Returns counts:
     ``written`` by this call, ``total`` lines, and per prompt the share well formed and answer-correct."""
-    from kit.core.artifacts import JsonlAppender, check_resumed_settings
     from kit.eval.seat_format import parse
-    from kit.llm.generate import Sampling, engine_decoding
+    from kit.llm.generate import Sampling, engine_decoding, generate_into
 
     sampling = sampling or Sampling()
     prompt_ids = list(prompt_ids)
@@ -100,34 +98,34 @@ def synthesize(
     settings = {"teacher": engine.model_label, "backend": engine.backend, "sampling": sampling.to_dict(),
                 "decoding": engine_decoding(engine, sampling)}
     by_id = {item.id: item for item in items}
+    stored: dict[tuple, dict] | None = None  # every line of the file, once the first group has read it
     written = 0
-    with JsonlAppender(out_path, KEY_FIELDS) as appender:
-        stored = {(r["item_id"], r["prompt_id"], r["sample"]): r for r in appender.records()}
-        check_resumed_settings(appender.path, stored.values(), settings, "item_id")
-        for prompt_id in [p for p in SYNTHESIS_PROMPTS if p in prompt_ids]:  # cas_cot before cas_reflection
-            for sample in range(samples):
-                chats = []
-                for item in items:
-                    if (item.id, prompt_id, sample) in stored:
-                        continue
-                    cot = stored.get((item.id, "cas_cot", sample), {}).get("response") \
-                        if prompt_id == "cas_reflection" else None
-                    chats.append(chat_for(item, prompt_id, sample, cot))
-                if not chats:
+    for prompt_id in [p for p in SYNTHESIS_PROMPTS if p in prompt_ids]:  # cas_cot before cas_reflection
+        for sample in range(samples):
+            known = stored or {}
+            chats = {}
+            for item in items:
+                key = (item.id, prompt_id, sample)
+                if key in known:
                     continue
-                # Each sample index has its own seed, so that seeded servers do not repeat one answer.
-                settings_k = replace(sampling, seed=sampling.seed + sample)
-                for chat, text in engine.generate(chats, settings_k, progress=progress):
-                    item = by_id[chat.id.rsplit("|", 2)[0]]
-                    parsed = parse(text, expect_blocks=prompt_id == "seat_synthesis")
-                    record = {
-                        "item_id": item.id, "prompt_id": prompt_id, "sample": sample, **settings,
-                        "image": item.image, "question": item.question, "turns": chat.turns, "response": text, "parsed": parsed.to_dict(),
-                        "gold": item.answer, "answer_correct": answers_match(item, parsed.answer),
-                    }
-                    appender.append(record)
-                    stored[(item.id, prompt_id, sample)] = record
-                    written += 1
+                cot = known.get((item.id, "cas_cot", sample), {}).get("response") \
+                    if prompt_id == "cas_reflection" else None
+                chats[key] = chat_for(item, prompt_id, sample, cot)
+
+            def make_record(key: tuple, chat: Any, text: str, prompt_id: str = prompt_id) -> dict[str, Any]:
+                item = by_id[key[0]]
+                parsed = parse(text, expect_blocks=prompt_id == "seat_synthesis")
+                return {"image": item.image, "question": item.question, "turns": chat.turns, "response": text,
+                        "parsed": parsed.to_dict(), "gold": item.answer,
+                        "answer_correct": answers_match(item, parsed.answer)}
+
+            # Each sample index has its own seed, so that seeded servers do not repeat one answer.
+            stored, count = generate_into(out_path, KEY_FIELDS, settings, engine, chats,
+                                          replace(sampling, seed=sampling.seed + sample), make_record,
+                                          progress=progress)
+            written += count
+    if stored is None:  # no prompt asked for: the file as it is
+        stored = {tuple(r[f] for f in KEY_FIELDS): r for r in read_records(out_path)} if Path(out_path).is_file() else {}
     return {"written": written, **summarize(list(stored.values()))}
 
 
@@ -182,6 +180,21 @@ class SynthesisConfig:
     seed: int = 0
     prompts: tuple[str, ...] = SYNTHESIS_PROMPTS
     engine_choice: Any = None  # kit.llm.generate.EngineChoice | None (typed loosely: kit.llm.generate is imported lazily)
+
+    @classmethod
+    def from_profile(cls, profile: Any) -> SynthesisConfig:
+        """The profile's ``models.teacher`` and ``datasets.mathv360k`` (``kit.core.paths.resolve_path``), its
+        ``synthesis:`` section, ``seed`` and ``engine:`` section (``EngineChoice.from_profile``)."""
+        from kit.core.paths import resolve_path
+        from kit.llm.generate import EngineChoice
+
+        section = profile.get("synthesis")
+        return cls(teacher=str(resolve_path(profile.get("models.teacher"))),
+                   source=str(resolve_path(profile.get("datasets.mathv360k"))),
+                   items=section["items"], batch_size=section["batch_size"], samples=section["samples"],
+                   max_new_tokens=section["max_new_tokens"], temperature=section["temperature"],
+                   top_p=section["top_p"], seed=profile.get("seed"), prompts=tuple(section["prompts"]),
+                   engine_choice=EngineChoice.from_profile(profile))
 
     def sampling(self):
         from kit.llm.generate import Sampling
@@ -242,25 +255,26 @@ def run_synthesis(config: SynthesisConfig, run_dir: str | Path, answer_kinds: It
     ``run_dir/synthesis-<hash>/records.jsonl`` (resumable), and mark the folder done. A finished folder is
     reused as it is. Returns the folder, the source filter counts and the synthesis summary."""
     from kit.casseat.selection import DEFAULT_ANSWER_KINDS, filter_source
-    from kit.core.artifacts import DONE_FILE, atomic_write_json, stage_dir
+    from kit.core.artifacts import atomic_write_json, resumable_stage
 
     kinds = tuple(answer_kinds) if answer_kinds is not None else DEFAULT_ANSWER_KINDS
     params = {**config.key(), "answer_kinds": list(kinds)}
-    folder = stage_dir(run_dir, "synthesis", params)
-    if (folder / DONE_FILE).is_file():
-        return json.loads((folder / DONE_FILE).read_text())
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "PARAMS.json", params)
-    # Damaged rows of the 360k-row download are counted by reason and recorded rather than stopping the run
-    # (unless most are damaged, or most images are missing: read_source refuses those).
-    loaded = read_source(config.source, config.items, skip_invalid=True)
-    items, counts, removed_by = filter_source(loaded.items, kinds, progress=progress)
-    atomic_write_json(folder / "source_filters.json", {"counts": [c.to_dict() for c in counts],
-                                                       "removed": removed_by, "source_rows": loaded.report.to_dict()})
-    atomic_write_json(folder / "items.json", [item.to_dict() for item in items])
-    summary = synthesize(config.engine(), items, config.prompts, folder / "records.jsonl", samples=config.samples,
-                         sampling=config.sampling(), progress=progress)
-    done = {"folder": str(folder), "params": params, "source_filters": [c.to_dict() for c in counts],
-            "source_rows": loaded.report.to_dict(), "summary": {k: v for k, v in summary.items() if k != "written"}}
-    atomic_write_json(folder / DONE_FILE, done)
-    return json.loads((folder / DONE_FILE).read_text())  # as a later call reads it back
+
+    def build(folder: Path) -> dict[str, Any]:
+        atomic_write_json(folder / "PARAMS.json", params)
+        # Damaged rows of the 360k-row download are counted by reason and recorded rather than stopping the run
+        # (unless most are damaged, or most images are missing: read_source refuses those).
+        loaded = read_source(config.source, config.items, skip_invalid=True)
+        items, counts, removed_by = filter_source(loaded.items, kinds, progress=progress)
+        atomic_write_json(folder / "source_filters.json", {"counts": [c.to_dict() for c in counts],
+                                                           "removed": removed_by,
+                                                           "source_rows": loaded.report.to_dict()})
+        atomic_write_json(folder / "items.json", [item.to_dict() for item in items])
+        summary = synthesize(config.engine(), items, config.prompts, folder / "records.jsonl",
+                             samples=config.samples, sampling=config.sampling(), progress=progress)
+        return {"folder": str(folder), "params": params, "source_filters": [c.to_dict() for c in counts],
+                "source_rows": loaded.report.to_dict(),
+                "summary": {k: v for k, v in summary.items() if k != "written"}}
+
+    # Built in place (synthesis appends line by line, so a killed run resumes); DONE.json is written last.
+    return resumable_stage(run_dir, "synthesis", params, build)[1]

@@ -18,12 +18,15 @@ Each example: ``{"id", "kind" (seat | cot | reflection), "messages", "images", "
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 from typing import Any
 
 from kit.errors import KitError
 from kit.training.data import conversation, write_set
+
+logger = logging.getLogger(__name__)
 
 CAS_SEAT_DEFAULT_RATIO = 1.0
 
@@ -129,7 +132,7 @@ def build_trainsets(synthesis_folder: str | Path, run_dir: str | Path, filters: 
     Raises ``KitError`` naming ``trainsets.quantities`` when a quantity exceeds what selection kept."""
     from kit.casseat.selection import LabelledFilters, filter_labelled
     from kit.casseat.synthesis import read_records
-    from kit.core.artifacts import DONE_FILE, cached_stage
+    from kit.core.artifacts import DONE_FILE, cached_stage, stage_dir
 
     synthesis_folder = Path(synthesis_folder)
     if not (synthesis_folder / DONE_FILE).is_file():
@@ -146,6 +149,11 @@ def build_trainsets(synthesis_folder: str | Path, run_dir: str | Path, filters: 
               "quantities": quantities, "seed": seed}
     if fractions:
         params.update(mixing_cot_fractions=fractions, mixing_size=mixing_size)
+    finished = stage_dir(run_dir, "trainsets", params)
+    if (finished / DONE_FILE).is_file():
+        # Done: nothing to filter or judge again (an MLLM judge would load its model for nothing).
+        logger.info("trainsets: skipped (up to date) %s", finished)
+        return {"folder": str(finished), **json.loads((finished / "selection.json").read_text())}
     records = read_records(synthesis_folder / "records.jsonl")
     kept, counts = filter_labelled(records, filters, judge)
     sets = {"seat": seat_set(kept), "cas_seat": cas_seat_set(kept, records, cot_per_reflection, seed)}

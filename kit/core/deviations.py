@@ -166,7 +166,7 @@ DEVIATIONS = DEVIATIONS + (
         "benchmarks\") and its Figure 1 radar chart; the draft code has no evaluation script",
         authors="The paper does not say which benchmarks and which metric of each its average is taken over; "
         "the radar chart it most likely summarises has one axis per benchmark (8 axes).",
-        kit="kit.eaco.pipeline.main_table's `average gain %` is the mean of one headline gain per benchmark measured "
+        kit="kit.eaco.tables.main_table's `average gain %` is the mean of one headline gain per benchmark measured "
         "(kit.eval.evaluate.HEADLINE_METRIC: HallusionBench aAcc, MME perception, MathVista, POPE F1, SEED-Bench "
         "image, ScienceQA-IMG, AMBER score; the LLaVA tables' MME and POPE figures), not of every column, "
         "which would count HallusionBench and AMBER three times. The report names the columns it averages.",

@@ -337,12 +337,27 @@ def _print_plan(context: _RunContext, outcomes: list[StageOutcome]) -> None:
             print(f"  {name:<{name_width}}  {'null' if value is None else value}")
 
 
-def _check_answer_reader(profile: Profile, to_run: list[dict[str, Any]], contact: bool) -> None:
+# A notebook reads answers when it declares evaluation_extractor (the old parameters cells) or when its code builds
+# the answer reader: extraction_from_profile, or a pipeline's evaluation / extraction (kit.casseat.pipeline).
+_READS_ANSWERS = re.compile(r"\bextraction_from_profile\(|\bpipeline\.(?:evaluation|extraction)\(")
+
+
+def reads_answers(notebook_path: str | Path, parameters: dict[str, Any]) -> bool:
+    """Whether a notebook reads answers with the profile's ``evaluation`` settings."""
+    import nbformat
+
+    if "evaluation_extractor" in parameters:
+        return True
+    notebook = nbformat.read(str(notebook_path), as_version=4)
+    return any(cell.cell_type == "code" and _READS_ANSWERS.search(cell.source) for cell in notebook.cells)
+
+
+def _check_answer_reader(profile: Profile, to_run: list[tuple[Path, dict[str, Any]]], contact: bool) -> None:
     """``kit.llm.judges.extraction_from_profile`` on the profile's ``evaluation`` settings when a notebook about to
-    run reads answers with them (declares ``evaluation_extractor``); a missing or wrong value is a KitError."""
+    run reads answers with them (``reads_answers``); a missing or wrong value is a KitError."""
     from kit.llm.judges import extraction_from_profile
 
-    if not any("evaluation_extractor" in parameters for parameters in to_run):
+    if not any(reads_answers(path, parameters) for path, parameters in to_run):
         return
     extraction_from_profile(profile.get("evaluation.extractor", "rules"), profile.get("evaluation.judge_url", None),
                             profile.get("evaluation.judge_model", None),
@@ -382,7 +397,8 @@ def run_notebooks(
 
     # The evaluation notebooks' answer reader is checked before notebook 01 runs, not after hours of training:
     # its settings always, and in a real run its endpoint with one request.
-    _check_answer_reader(profile, [parameters for _, parameters, _, fresh in plan if not fresh], contact=not dry_run)
+    _check_answer_reader(profile, [(notebook.path, parameters) for notebook, parameters, _, fresh in plan
+                                   if not fresh], contact=not dry_run)
 
     if dry_run:
         outcomes = [

@@ -605,43 +605,46 @@ def score_responses(engine: Any, items: Sequence[CriticItem], out_path: str | Pa
     ``sampling`` defaults to greedy decoding with 1024 new tokens (the draft samples its judgements at
     temperature 0.2: ``kit.core.deviations`` ``eaco-critic-sampled``). Returns counts: ``written`` by this call,
     ``total``, ``unparseable`` and the score histogram."""
-    from kit.core.artifacts import JsonlAppender, check_resumed_settings
-    from kit.llm.generate import Sampling, engine_decoding
+    from kit.llm.generate import Sampling, engine_decoding, generate_into
 
     sampling = sampling or Sampling(max_new_tokens=1024, temperature=0.0)
     keys = [(item.id, item.index) for item in items]
     if len(set(keys)) != len(keys):
         duplicate = next(k for k in keys if keys.count(k) > 1)
         raise KitError(f"score_responses: item {duplicate[0]} response {duplicate[1]} appears twice")
-    chats = {f"{item.id}|{item.index}": (item, critic_chat(item, prompt_id)) for item in items}
+    by_key = {(item.id, item.index): item for item in items}
+    chats = {key: critic_chat(item, prompt_id) for key, item in by_key.items()}
     settings = {"critic": engine.model_label, "backend": engine.backend, "prompt_id": prompt_id,
                 "sampling": sampling.to_dict(), "decoding": engine_decoding(engine, sampling)}
-    by_key = {(item.id, item.index): item for item in items}
-    written = 0
-    with JsonlAppender(out_path, KEY_FIELDS) as appender:
-        stored = {(r["item_id"], r["index"]): r for r in appender.records()}
-        check_resumed_settings(appender.path, stored.values(), settings, "item_id")
+
+    def same_responses(stored: dict[tuple, dict]) -> None:
         for key, record in stored.items():
             item = by_key.get(key)
             if item is not None and record.get("response") != item.response:
-                raise KitError(f"{appender.path}: item {key[0]} response {key[1]} was scored for another "
+                raise KitError(f"{out_path}: item {key[0]} response {key[1]} was scored for another "
                                "response text; the responses changed since, so score them into a new file")
-        todo = [chat for key, (item, chat) in chats.items() if (item.id, item.index) not in stored]
-        if todo:
-            for chat, text in engine.generate(todo, sampling, progress=progress):
-                item = chats[chat.id][0]
-                parsed = parse_score(text)
-                record = {"item_id": item.id, "index": item.index, **settings, "image": item.image,
-                          "instruction": item.instruction, "response": item.response, **item.extra,
-                          "judgement": text, "score": parsed.score, "ok": parsed.ok, "problem": parsed.problem}
-                appender.append(record)
-                stored[(item.id, item.index)] = record
-                written += 1
+
+    def record(key: tuple, chat: Any, text: str) -> dict[str, Any]:
+        item = by_key[key]
+        parsed = parse_score(text)
+        return {"image": item.image, "instruction": item.instruction, "response": item.response, **item.extra,
+                "judgement": text, "score": parsed.score, "ok": parsed.ok, "problem": parsed.problem}
+
+    stored, written = generate_into(out_path, KEY_FIELDS, settings, engine, chats, sampling, record,
+                                    progress=progress, check_stored=same_responses)
+    return score_summary(stored.values(), written)
+
+
+def score_summary(records: Iterable[Mapping[str, Any]], written: int) -> dict[str, Any]:
+    """``score_responses``' counts over a scores file's records: ``written`` (by the call), ``total``,
+    ``unparseable`` and the score histogram."""
     histogram: dict[str, int] = {}
-    for record in stored.values():
+    total = 0
+    for record in records:
         label = str(record["score"]) if record["ok"] else "unparseable"
         histogram[label] = histogram.get(label, 0) + 1
-    return {"written": written, "total": len(stored), "unparseable": histogram.get("unparseable", 0),
+        total += 1
+    return {"written": written, "total": total, "unparseable": histogram.get("unparseable", 0),
             "scores": dict(sorted(histogram.items()))}
 
 

@@ -1,16 +1,20 @@
-"""EACO's last stage and its tables (arXiv 2412.04903).
+"""EACO's stages (arXiv 2412.04903), and the one place notebooks 06-08 get them from: a profile in, the
+Critic, the preference pairs, the DPO adapters and the extra SFT adapter out.
 
+- ``EACOPlan.from_profile(profile, run)`` reads every setting of the EACO notebooks from the profile once:
+  the Critic's recipe (``critic:``), the preference data (``preference:``), DPO (``dpo:``), the extra SFT
+  (``extra_sft:``), the engine (``engine:``) and the seeds. Notebook 06 trains the Critic with it, notebook 07
+  walks the stages after the Critic one call at a time, and notebook 08 asks the same plan for the same
+  adapters, so a setting changed in the profile changes every notebook's models at once and none can drift.
+- ``critic(profile, run)``, ``policy(profile, run, seed)`` and ``policies(profile, run)`` are the bundled calls.
 - The additional SFT stage trains on an instruction set whose first question carries the model's own
   description of the image: ``describe_images`` has the DPO-tuned policy describe each instruction row's
   image under one of the eight description prompts, sampled at temperature 0.2 (the authors' draft code,
   github.com/yongxinwang-ai/EACO_draft @ dfac188, ``EACO/generate_des_stage2.py``), and
   ``description_sft_set`` inserts ``"Image description:\\n<description>\\n\\n"`` before the question
   (``EACO/add_des_to_data.py``). ``kit.training.sft.sft(..., adapter=<DPO adapter>)`` then continues the DPO adapter.
-- ``main_table``: the base policy, + DPO with Critic pairs, + the extra SFT (= EACO) and the STIC-style
-  baseline on HallusionBench, MME, MathVista and the radar benchmarks, with the relative improvements
-  beside the paper's; ``critic_table`` the Critic's quality; ``radar_figure`` the paper's Figure 1 kind.
-  Its ``average gain %``, set beside the paper's "8.5% improvement ... across multiple benchmarks", averages
-  one number per benchmark (``average_columns``), not every column.
+
+The tables and the radar figure are in ``kit.eaco.tables``.
 
 Every generating stage here takes ``engine`` (a ``kit.llm.generate.EngineChoice``; None: transformers, as before):
 on ``openai`` the policy, the Critic (its base model plus its adapter, asked for by name) and the DPO-tuned
@@ -22,28 +26,102 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kit.core.tables import relative_gain
 from kit.errors import KitError
 
-MAIN_ROWS = ("base", "DPO (critic)", "EACO", "STIC")
-# The paper's relative improvements of EACO over its base policy, in % (arXiv 2412.04903 v2, abstract:
-# "reduces the overall hallucinations by 65.6% on HallusionBench and improves the reasoning ability by 21.8% on
-# MME-Cognition. EACO achieves an 8.5% improvement over LLaVA-v1.6-Mistral-7B across multiple benchmarks").
-# Which HallusionBench accuracy the 65.6 % is for is not said there, nor which benchmarks and metrics the
-# 8.5 % averages: most likely the axes of its radar chart (Figure 1), so the kit averages one headline number
-# per benchmark measured (kit.eval.evaluate.HEADLINE_METRIC; kit.core.deviations: eaco-average-basis).
-PAPER_GAINS: dict[str, float] = {"HallusionBench": 65.6, "MME-C": 21.8, "average": 8.5}
-PAPER_GAINS_SOURCE = "arXiv 2412.04903 v2, abstract"
-# kit.eval.evaluate.HEADLINES labels -> the names the EACO tables use.
-RENAME = {"MME perception": "MME-P", "MME cognition": "MME-C"}
-FIRST_COLUMNS = ("HallusionBench aAcc", "HallusionBench fAcc", "HallusionBench qAcc", "MME-C", "MME-P", "MathVista")
-# Columns where lower is better; their gain is computed with the sign flipped so that + always means better.
-LOWER_IS_BETTER = ("AMBER CHAIR",)
 DESCRIPTION_PREFIX = "Image description:\n{description}\n\n"  # EACO/add_des_to_data.py
+# Notebook 08's benchmarks -> the profile's dataset key each one reads.
+EVAL_DATASETS = {"hallusionbench": "datasets.hallusionbench", "mme": "datasets.mme",
+                 "mathvista": "datasets.mathvista", "pope": "datasets.pope", "seed": "datasets.seed",
+                 "scienceqa": "datasets.scienceqa", "amber": "datasets.amber"}
+
+
+# ------------------------------------------------------------------------------------------ settings
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """How notebook 06 builds and measures the Critic, besides its training recipe (``critic:``)."""
+
+    variant: str = field(default="additive", metadata=_help("scoring rubric: additive (EACO's) or per_dimension"))
+    aggregate: str = field(default="mean", metadata=_help("how VLFeedback's three 1-5 ratings make one gold score"))
+    heldout: float = field(default=0.2, metadata=_help("share of VLFeedback images kept out to measure the Critic"))
+    rows: int | None = field(default=None, metadata=_help("VLFeedback rows to read (None: all)"))
+    max_new_tokens: int = field(default=96, metadata=_help("a judgement's length, for every Critic call"))
+    generation_batch_size: int = field(default=16, metadata=_help("batch size when a judge scores held-out rows"))
+
+    @classmethod
+    def from_profile(cls, profile: Any) -> CriticConfig:
+        section = profile.get("critic")
+        return cls(variant=section["variant"], aggregate=section["aggregate"], heldout=section["heldout"],
+                   rows=section["rows"], max_new_tokens=section["max_new_tokens"],
+                   generation_batch_size=section["generation_batch_size"])
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """``preference_stage``'s options (the profile's ``preference:`` section and the Critic's length)."""
+
+    images: int | None = field(default=None, metadata=_help("images the policy answers (None: all)"))
+    samples: int = field(default=5, metadata=_help("answers per image, the Critic picks best and worst"))
+    temperature: float = field(default=0.2, metadata=_help("sampling temperature of the answers (the draft's 0.2)"))
+    max_new_tokens: int = field(default=1024, metadata=_help("an answer's length"))
+    # critic.max_new_tokens: the Critic judges the samples as it judged the held-out rows in notebook 06.
+    critic_max_new_tokens: int = field(default=96, metadata=_help("a judgement's length (critic.max_new_tokens)"))
+    batch_size: int = field(default=16, metadata=_help("generation batch size of the policy and the Critic"))
+
+    @classmethod
+    def from_profile(cls, profile: Any) -> PreferenceConfig:
+        section = profile.get("preference")
+        return cls(images=section["images"], samples=section["samples"], temperature=section["temperature"],
+                   max_new_tokens=section["max_new_tokens"], critic_max_new_tokens=profile.get("critic.max_new_tokens"),
+                   batch_size=section["batch_size"])
+
+
+@dataclass(frozen=True)
+class ExtraSFTConfig:
+    """``extra_sft_stage``'s options besides its training recipe (the profile's ``extra_sft:`` section)."""
+
+    rows: int | None = field(default=None, metadata=_help("instruction rows of the extra SFT set (None: all)"))
+    # preference.temperature: the draft describes at the same 0.2 it samples the answers with.
+    temperature: float = field(default=0.2, metadata=_help("sampling temperature of the descriptions"))
+    max_new_tokens: int = field(default=1024, metadata=_help("a description's length"))
+    # preference.batch_size: the same policy generating, so the same batch.
+    batch_size: int = field(default=16, metadata=_help("generation batch size of the descriptions"))
+
+    @classmethod
+    def from_profile(cls, profile: Any) -> ExtraSFTConfig:
+        return cls(rows=profile.get("extra_sft.rows"), temperature=profile.get("preference.temperature"),
+                   max_new_tokens=profile.get("extra_sft.max_new_tokens"),
+                   batch_size=profile.get("preference.batch_size"))
+
+
+def critic_settings(profile: Any):
+    """The Critic's training recipe: the ``critic:`` section (LoRA dropout and warm-up at the SFT defaults)."""
+    from kit.training.sft import SFTSettings
+
+    return SFTSettings.from_profile(profile, "critic")
+
+
+def dpo_settings(profile: Any):
+    """The DPO recipe of both DPO adapters (the Critic's pairs and STIC's): the ``dpo:`` section."""
+    from kit.training.dpo import DPOSettings
+
+    return DPOSettings.from_profile(profile, "dpo")
+
+
+def extra_settings(profile: Any):
+    """The extra SFT's recipe: the ``extra_sft:`` section, with the DPO adapter's LoRA rank and alpha, since it
+    continues that adapter and its shape is the DPO one."""
+    from kit.training.sft import SFTSettings
+
+    return SFTSettings.from_profile(profile, "extra_sft", lora_r=profile.get("dpo.lora_r"),
+                                    lora_alpha=profile.get("dpo.lora_alpha"))
 
 
 # ------------------------------------------------------------------------------------------ the extra SFT data
@@ -84,25 +162,20 @@ def describe_images(engine: Any, rows: Sequence[Mapping[str, Any]], out_path: st
     """The policy's description of each row's image under one of ``instructions`` (a seeded choice per row,
     recorded), one line per row id in ``out_path``, appended as they arrive; a re-run generates only what is
     missing and a file written with other settings is refused. Returns ``row id -> description``."""
-    from kit.core.artifacts import JsonlAppender, check_resumed_settings, content_hash
+    from kit.core.artifacts import content_hash
     from kit.eaco.preference import instruction_for
-    from kit.llm.generate import Chat, engine_decoding
+    from kit.llm.generate import Chat, engine_decoding, generate_into
 
     settings = {"policy": engine.model_label, "backend": engine.backend, "sampling": sampling.to_dict(),
                 "decoding": engine_decoding(engine, sampling), "seed": seed,
                 "instructions_hash": content_hash(list(instructions))}
-    with JsonlAppender(out_path, ("id",)) as appender:
-        check_resumed_settings(appender.path, appender.records(), settings, "id")
-        stored = {r["id"]: r for r in appender.records()}
-        plan = {row["id"]: instruction_for(row["id"], instructions, seed) for row in rows}
-        chats = [Chat(row["id"], [plan[row["id"]][1]], row["image"]) for row in rows if row["id"] not in stored]
-        if chats:
-            for chat, text in engine.generate(chats, replace(sampling, seed=seed), progress=progress):
-                record = {"id": chat.id, **settings, "image": chat.image, "prompt": plan[chat.id][1],
-                          "description": text.strip()}
-                appender.append(record)
-                stored[chat.id] = record
-    return {row["id"]: stored[row["id"]]["description"] for row in rows}
+    plan = {row["id"]: instruction_for(row["id"], instructions, seed) for row in rows}
+    chats = {(row["id"],): Chat(row["id"], [plan[row["id"]][1]], row["image"]) for row in rows}
+    stored, _ = generate_into(out_path, ("id",), settings, engine, chats, replace(sampling, seed=seed),
+                              lambda key, chat, text: {"image": chat.image, "prompt": plan[key[0]][1],
+                                                       "description": text.strip()},
+                              progress=progress)
+    return {row["id"]: stored[(row["id"],)]["description"] for row in rows}
 
 
 def description_sft_set(rows: Sequence[Mapping[str, Any]], descriptions: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -124,110 +197,7 @@ def description_sft_set(rows: Sequence[Mapping[str, Any]], descriptions: Mapping
     return examples
 
 
-# ------------------------------------------------------------------------------------------ tables
-def average_columns(columns: Sequence[str]) -> list[str]:
-    """The headline columns ``average gain %`` averages, in the order given: one per benchmark, its
-    ``kit.eval.evaluate.HEADLINE_METRIC`` as this table names it (HallusionBench aAcc, MME-P, MathVista, POPE F1,
-    SEED-Bench image, ScienceQA-IMG, AMBER score when all are measured). Averaging every column instead would
-    count HallusionBench three times, AMBER three times and POPE and MME twice."""
-    from kit.eval.evaluate import HEADLINE_METRIC
-
-    chosen = {RENAME.get(column, column) for column in HEADLINE_METRIC.values()}
-    return [column for column in columns if column in chosen]
-
-
-def average_sentence(table) -> str:
-    """What a main table's ``average gain %`` averages, in words (for its note and the report)."""
-    columns = average_columns([c for c in table.columns if "gain" not in c])
-    return (f"`average gain %` is the mean of the {len(columns)} benchmarks' headline gains ({', '.join(columns)}; "
-            "one number per benchmark; the paper does not say which benchmarks and metrics its average takes)")
-
-
-def main_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]]):
-    """Rows ``base``, ``DPO (critic)``, ``EACO``, ``STIC`` (those given); columns ``HallusionBench aAcc``,
-    ``HallusionBench fAcc``, ``HallusionBench qAcc``, ``MME-C``, ``MME-P``, ``MathVista``, then the other
-    benchmarks measured (the radar ones), then ``<column> gain %`` over ``base`` for each, ``average gain %``
-    (the mean over one headline gain per benchmark, ``average_columns``), and the paper's reported EACO
-    gains on the EACO row (``HallusionBench gain % (paper)``:
-    the paper does not say which HallusionBench accuracy; ``MME-C gain % (paper)``, ``average gain %
-    (paper)``)."""
-    from kit.eval.evaluate import metrics_table
-
-    unknown = [label for label in metrics if label not in MAIN_ROWS]
-    if unknown:
-        raise KitError(f"EACO main table: unknown row(s) {unknown}; expected {', '.join(MAIN_ROWS)}")
-    if "base" not in metrics:
-        raise KitError("EACO main table: the relative improvements need the `base` row")
-    table = metrics_table({label: metrics[label] for label in MAIN_ROWS if label in metrics}).rename(columns=RENAME)
-    first = [c for c in FIRST_COLUMNS if c in table.columns]
-    table = table[first + [c for c in table.columns if c not in first]]
-    headline = list(table.columns)
-    for column in headline:
-        table[f"{column} gain %"] = [relative_gain(v, table.loc["base", column], column in LOWER_IS_BETTER)
-                                     for v in table[column]]
-    gains = table[[f"{c} gain %" for c in average_columns(headline)]]
-    table["average gain %"] = gains.mean(axis=1, skipna=True).round(2)
-    table.loc["base", [f"{c} gain %" for c in headline] + ["average gain %"]] = float("nan")
-    on_eaco = {"HallusionBench gain % (paper)": PAPER_GAINS["HallusionBench"], "MME-C gain % (paper)":
-               PAPER_GAINS["MME-C"], "average gain % (paper)": PAPER_GAINS["average"]}
-    for column, value in on_eaco.items():
-        table[column] = [value if label == "EACO" else float("nan") for label in table.index]
-    table.index.name = "model"
-    return table
-
-
-def critic_table(quality: Mapping[str, Mapping[str, Any]]):
-    """One row per judge (e.g. the untrained base and the trained Critic) with ``kit.eaco.critic.critic_quality``'s
-    numbers on the held-out ratings, accuracies in %."""
-    import pandas as pd
-
-    columns = {"n": "responses", "exact_accuracy": "exact score accuracy %", "spearman": "Spearman",
-               "pairwise_accuracy": "pairwise preference accuracy %", "pairs": "pairs",
-               "unparseable": "unparseable judgements"}
-    rows = []
-    for judge, numbers in quality.items():
-        missing = [k for k in columns if k not in numbers]
-        if missing:
-            raise KitError(f"critic table: {judge} lacks {', '.join(missing)}")
-        row = {"judge": judge, **{label: numbers[key] for key, label in columns.items()}}
-        for key in ("exact_accuracy", "pairwise_accuracy"):  # critic_quality gives fractions
-            row[columns[key]] = None if numbers[key] is None else round(100 * numbers[key], 2)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def radar_figure(table, title: str = "EACO: methods over benchmarks"):
-    """A radar chart of the main table's rows over its headline columns, each axis scaled to the best row
-    (1.0) so that benchmarks on different scales share the chart, as the paper's Figure 1 does. Columns where
-    lower is better are inverted first. Returns the matplotlib figure."""
-    import numpy as np
-    from matplotlib import pyplot as plt
-
-    headline = [c for c in table.columns if "gain" not in c and not table[c].isna().all()]
-    if len(headline) < 3:
-        raise KitError(f"radar figure: needs at least 3 benchmark columns, the table has {headline}")
-    values = table[headline].astype(float).copy()
-    for column in headline:
-        if column in LOWER_IS_BETTER:
-            values[column] = values[column].max() - values[column]
-        top = values[column].max()
-        values[column] = values[column] / top if top and top > 0 else 0.0
-    angles = np.linspace(0, 2 * np.pi, len(headline), endpoint=False).tolist()
-    figure, axis = plt.subplots(figsize=(6.5, 6.5), subplot_kw={"polar": True})
-    for label, row in values.iterrows():
-        points = row.tolist()
-        axis.plot(angles + angles[:1], points + points[:1], marker="o", label=label)
-        axis.fill(angles + angles[:1], points + points[:1], alpha=0.08)
-    axis.set_xticks(angles)
-    axis.set_xticklabels(headline, fontsize=8)
-    axis.set_yticklabels([])
-    axis.set_title(title)
-    axis.legend(loc="upper right", bbox_to_anchor=(1.25, 1.1), fontsize=8)
-    figure.tight_layout()
-    return figure
-
-
-# ------------------------------------------------------------------------------------------ pipeline stages
+# ------------------------------------------------------------------------------------------ stages
 def critic_stage(critic_base: str | Path, vlfeedback: str | Path, run_dir: str | Path, settings: Any, *,
                  variant: str = "additive", aggregate: str = "mean", heldout: float = 0.2, seed: int = 0,
                  limit: int | None = None, progress: bool = True) -> dict[str, Any]:
@@ -262,30 +232,159 @@ def critic_stage(critic_base: str | Path, vlfeedback: str | Path, run_dir: str |
             "vlfeedback_rows": loaded.report.to_dict()}
 
 
+def judged_params(judge: str | Path, heldout: Sequence[Any], *, max_new_tokens: int = 96,
+                  engine: Any = None) -> dict[str, Any]:
+    """What ``judge_quality``'s ``judged-<hash>`` folder is keyed by."""
+    from kit.core.artifacts import content_hash, fingerprint
+    from kit.eaco.critic import critic_items
+    from kit.llm.generate import engine_key
+
+    items = critic_items(list(heldout))
+    return {"judge": fingerprint(judge), "max_new_tokens": max_new_tokens,
+            "items": content_hash([(i.id, i.index, i.response) for i in items]), **engine_key(engine)}
+
+
 def judge_quality(judge: str | Path, heldout: Sequence[Any], run_dir: str | Path, *, aggregate: str = "mean",
                   batch_size: int = 16, max_new_tokens: int = 96, progress: bool = True,
                   engine: Any = None) -> dict[str, Any]:
     """A judge's (the Critic, an adapter folder; or an untrained model) quality on held-out VLFeedback ratings:
     it scores every held-out response greedily (``kit.eaco.critic.score_responses``, resumable, in
-    ``run_dir/judged-<hash>/``) and ``kit.eaco.critic.critic_quality`` compares its scores with the gold ones.
-    ``engine``: a ``kit.llm.generate.EngineChoice`` (None: transformers)."""
-    from kit.core.artifacts import content_hash, fingerprint, stage_dir
+    ``run_dir/judged-<hash>/``) and ``kit.eaco.critic.critic_quality`` compares its scores with the gold ones
+    (``quality.json``, written last). ``engine``: a ``kit.llm.generate.EngineChoice`` (None: transformers)."""
+    from kit.core.artifacts import resumable_stage
     from kit.eaco.critic import critic_items, critic_quality, gold_scores, read_scores, score_responses
-    from kit.llm.generate import Sampling, engine_for, engine_key
+    from kit.llm.generate import Sampling, engine_for
 
-    items = critic_items(list(heldout))
-    folder = stage_dir(run_dir, "judged", {"judge": fingerprint(judge), "max_new_tokens": max_new_tokens,
-                                            "items": content_hash([(i.id, i.index, i.response) for i in items]),
-                                            **engine_key(engine)})
-    out = folder / "scores.jsonl"
-    done = folder / "quality.json"
-    if not done.is_file():
-        from kit.core.artifacts import atomic_write_json
-
-        score_responses(engine_for(engine, judge, batch_size=batch_size), items, out,
+    def build(folder: Path) -> dict[str, Any]:
+        out = folder / "scores.jsonl"
+        score_responses(engine_for(engine, judge, batch_size=batch_size), critic_items(list(heldout)), out,
                         Sampling(max_new_tokens=max_new_tokens), progress=progress)
-        atomic_write_json(done, critic_quality(read_scores(out), gold_scores(list(heldout), aggregate)))
-    return json.loads(done.read_text())
+        return critic_quality(read_scores(out), gold_scores(list(heldout), aggregate))
+
+    params = judged_params(judge, heldout, max_new_tokens=max_new_tokens, engine=engine)
+    return resumable_stage(run_dir, "judged", params, build, done="quality.json")[1]
+
+
+def preference_params(policy: str | Path, critic: str | Path, images_dir: str | Path,
+                      instructions: str | Path | None, *, images: int | None = None, samples: int = 5,
+                      temperature: float = 0.2, max_new_tokens: int = 1024, critic_max_new_tokens: int = 96,
+                      seed: int = 0, engine: Any = None) -> dict[str, Any]:
+    """What ``preference_stage``'s ``preference-<hash>`` folder is keyed by (the batch size is not in it)."""
+    from kit.core.artifacts import fingerprint
+    from kit.eaco.preference import load_instructions
+    from kit.llm.generate import engine_key
+
+    prompts, hallucination = load_instructions(instructions)
+    return {"policy": fingerprint(policy), "critic": fingerprint(critic), "images": fingerprint(images_dir),
+            "limit": images, "instructions": [prompts, hallucination], "samples": samples,
+            "temperature": temperature, "max_new_tokens": max_new_tokens,
+            "critic_max_new_tokens": critic_max_new_tokens, "seed": seed, **engine_key(engine)}
+
+
+@dataclass
+class PreferenceSteps:
+    """``preference_stage`` one step at a time, in its folder and with its files: ``sample_answers``
+    (``samples.jsonl``), ``stic_pairs`` (``stic_generations.jsonl``, ``stic_pairs.jsonl``), ``score_answers``
+    (``scores.jsonl``) and ``build_pairs`` (``pairs.jsonl``, then ``counts.json``, which marks the folder
+    finished). Each step resumes what it finds; in a finished folder none of them loads a model."""
+
+    policy: str | Path
+    critic: str | Path
+    images_dir: str | Path
+    instructions: str | Path | None
+    run_dir: str | Path
+    config: PreferenceConfig
+    seed: int = 0
+    engine: Any = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from kit.core.artifacts import stage_dir
+        from kit.eaco.preference import list_images, load_instructions
+
+        self.params = preference_params(
+            self.policy, self.critic, self.images_dir, self.instructions, images=self.config.images,
+            samples=self.config.samples, temperature=self.config.temperature,
+            max_new_tokens=self.config.max_new_tokens, critic_max_new_tokens=self.config.critic_max_new_tokens,
+            seed=self.seed, engine=self.engine)
+        self.folder = stage_dir(self.run_dir, "preference", self.params)
+        self.images = list_images(self.images_dir, limit=self.config.images)
+        self.prompts, self.hallucination = load_instructions(self.instructions)
+
+    @property
+    def done(self) -> bool:
+        return (self.folder / "counts.json").is_file()
+
+    def _engine(self, model: str | Path) -> Any:
+        from kit.llm.generate import engine_for
+
+        return engine_for(self.engine, model, batch_size=self.config.batch_size)
+
+    def sample_answers(self) -> dict[str, Any]:
+        """The policy answers every image ``config.samples`` times (``kit.eaco.preference.sample_responses``)."""
+        from kit.eaco.preference import read_samples, sample_responses
+
+        path = self.folder / "samples.jsonl"
+        if self.done:
+            return {"written": 0, "total": len(read_samples(path)), "images": len(self.images)}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return sample_responses(self._engine(self.policy), self.images, self.prompts, path, n=self.config.samples,
+                                temperature=self.config.temperature, seed=self.seed,
+                                max_new_tokens=self.config.max_new_tokens, progress=self.progress)
+
+    def stic_pairs(self) -> list[dict[str, Any]]:
+        """STIC's self-made pairs from the same policy and images (``kit.eaco.preference.stic_pairs``)."""
+        from kit.eaco.preference import stic_pairs as make_stic_pairs
+        from kit.llm.generate import Sampling
+        from kit.training.data import read_pairs
+
+        if self.done:
+            return read_pairs(self.folder / "stic_pairs.jsonl")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return make_stic_pairs(
+            self._engine(self.policy), self.images, self.folder / "stic_generations.jsonl",
+            instructions=self.prompts, hallucination_instructions=self.hallucination, seed=self.seed,
+            sampling=Sampling(max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature,
+                              seed=self.seed),
+            pairs_path=self.folder / "stic_pairs.jsonl", progress=self.progress)
+
+    def score_answers(self) -> dict[str, Any]:
+        """The Critic scores every sampled answer (``kit.eaco.critic.score_responses``, greedy)."""
+        from kit.core.artifacts import JsonlAppender
+        from kit.eaco.critic import KEY_FIELDS, score_responses, score_summary
+        from kit.eaco.preference import items_from_samples
+        from kit.llm.generate import Sampling
+
+        path = self.folder / "scores.jsonl"
+        if self.done:
+            with JsonlAppender(path, KEY_FIELDS) as appender:
+                return score_summary(appender.records(), written=0)
+        return score_responses(self._engine(self.critic), items_from_samples(self.folder / "samples.jsonl"), path,
+                               Sampling(max_new_tokens=self.config.critic_max_new_tokens), progress=self.progress)
+
+    def build_pairs(self) -> dict[str, Any]:
+        """The best- against the worst-scored answer of each image (``kit.eaco.preference.build_pairs``), its
+        counts written last to ``counts.json``. Returns ``preference_stage``'s record."""
+        from kit.core.artifacts import resumable_stage
+        from kit.eaco.preference import build_pairs
+
+        def build(folder: Path) -> dict[str, Any]:
+            return build_pairs(folder / "samples.jsonl", folder / "scores.jsonl", folder / "pairs.jsonl")
+
+        _, counts = resumable_stage(self.run_dir, "preference", self.params, build, done="counts.json")
+        return self.record(counts)
+
+    def run(self) -> dict[str, Any]:
+        """Every step, in ``preference_stage``'s order (the policy's work before the Critic loads)."""
+        if not self.done:
+            self.sample_answers()
+            self.stic_pairs()
+            self.score_answers()
+        return self.build_pairs()
+
+    def record(self, counts: Mapping[str, Any]) -> dict[str, Any]:
+        return {"folder": str(self.folder), "counts": dict(counts), "pairs": str(self.folder / "pairs.jsonl"),
+                "stic_pairs": str(self.folder / "stic_pairs.jsonl")}
 
 
 def preference_stage(policy: str | Path, critic: str | Path, images_dir: str | Path, instructions: str | Path | None,
@@ -295,46 +394,27 @@ def preference_stage(policy: str | Path, critic: str | Path, images_dir: str | P
     """Notebook 07's data: the policy answers each image ``samples`` times (``kit.eaco.preference.sample_responses``),
     the Critic (``critic``: its adapter folder, on its base model) scores every answer, ``build_pairs`` keeps the
     best against the worst; and the STIC-style baseline pairs from the same policy. Everything lands in
-    ``run_dir/preference-<hash>/``, each file resumable. ``instructions``: an ``instructions.json`` (or its
-    folder) with the description and hallucination instructions, or None for STIC's lists (which the tiny
-    world's file copies). ``engine``: a ``kit.llm.generate.EngineChoice`` (None: transformers). Returns the folder,
-    the pair counts and the two pair files."""
-    from kit.core.artifacts import atomic_write_json, fingerprint, stage_dir
-    from kit.eaco.critic import score_responses
-    from kit.eaco.preference import (
-        build_pairs,
-        items_from_samples,
-        list_images,
-        load_instructions,
-        sample_responses,
-    )
-    from kit.eaco.preference import stic_pairs as make_stic_pairs
-    from kit.llm.generate import Sampling, engine_for, engine_key
+    ``run_dir/preference-<hash>/``, each file resumable (``PreferenceSteps`` walks the same steps one at a
+    time). ``instructions``: an ``instructions.json`` (or its folder) with the description and hallucination
+    instructions, or None for STIC's lists (which the tiny world's file copies). ``engine``: a
+    ``kit.llm.generate.EngineChoice`` (None: transformers). Returns the folder, the pair counts and the two pair
+    files."""
+    config = PreferenceConfig(images=images, samples=samples, temperature=temperature, max_new_tokens=max_new_tokens,
+                              critic_max_new_tokens=critic_max_new_tokens, batch_size=batch_size)
+    return PreferenceSteps(policy, critic, images_dir, instructions, run_dir, config, seed=seed, engine=engine,
+                           progress=progress).run()
 
-    table = list_images(images_dir, limit=images)
-    prompts, hallucination = load_instructions(instructions)
-    params = {"policy": fingerprint(policy), "critic": fingerprint(critic), "images": fingerprint(images_dir),
-              "limit": images, "instructions": [prompts, hallucination], "samples": samples,
-              "temperature": temperature, "max_new_tokens": max_new_tokens,
-              "critic_max_new_tokens": critic_max_new_tokens, "seed": seed, **engine_key(engine)}
-    folder = stage_dir(run_dir, "preference", params)
-    done = folder / "counts.json"
-    if not done.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        policy_engine = engine_for(engine, policy, batch_size=batch_size)
-        sample_responses(policy_engine, table, prompts, folder / "samples.jsonl", n=samples, temperature=temperature,
-                         seed=seed, max_new_tokens=max_new_tokens, progress=progress)
-        make_stic_pairs(policy_engine, table, folder / "stic_generations.jsonl", instructions=prompts,
-                        hallucination_instructions=hallucination, seed=seed,
-                        sampling=Sampling(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
-                        pairs_path=folder / "stic_pairs.jsonl", progress=progress)
-        del policy_engine  # on transformers, the policy leaves memory before the Critic loads
-        score_responses(engine_for(engine, critic, batch_size=batch_size), items_from_samples(folder / "samples.jsonl"),
-                        folder / "scores.jsonl", Sampling(max_new_tokens=critic_max_new_tokens), progress=progress)
-        counts = build_pairs(folder / "samples.jsonl", folder / "scores.jsonl", folder / "pairs.jsonl")
-        atomic_write_json(done, counts)
-    return {"folder": str(folder), "counts": json.loads(done.read_text()), "pairs": str(folder / "pairs.jsonl"),
-            "stic_pairs": str(folder / "stic_pairs.jsonl")}
+
+def described_params(dpo_adapter: str | Path, instructions: str | Path, *, rows: int | None,
+                     description_prompts: Sequence[str], temperature: float, max_new_tokens: int, seed: int,
+                     engine: Any = None) -> dict[str, Any]:
+    """What ``extra_sft_stage``'s ``described-<hash>`` folder is keyed by."""
+    from kit.core.artifacts import fingerprint
+    from kit.llm.generate import engine_key
+
+    return {"policy": fingerprint(dpo_adapter), "instructions": fingerprint(instructions), "rows": rows,
+            "prompts": list(description_prompts), "temperature": temperature, "max_new_tokens": max_new_tokens,
+            "seed": seed, **engine_key(engine)}
 
 
 def extra_sft_stage(policy: str | Path, dpo_adapter: str | Path, instructions: str | Path, run_dir: str | Path,
@@ -346,16 +426,17 @@ def extra_sft_stage(policy: str | Path, dpo_adapter: str | Path, instructions: s
     ``run_dir/described-<hash>/``, and ``kit.training.sft.train_stage`` continues the DPO adapter on them. ``engine``: a
     ``kit.llm.generate.EngineChoice`` for the descriptions (None: transformers; training stays here). Returns the
     adapter's ``kit_train.json``."""
-    from kit.core.artifacts import fingerprint, stage_dir
-    from kit.llm.generate import Sampling, engine_for, engine_key
+    from kit.core.artifacts import stage_dir
+    from kit.llm.generate import Sampling, engine_for
     from kit.training.data import write_set
     from kit.training.sft import train_stage
 
     table = load_instruction_rows(instructions, limit=rows)
-    params = {"policy": fingerprint(dpo_adapter), "instructions": fingerprint(instructions), "rows": rows,
-              "prompts": list(description_prompts), "temperature": temperature, "max_new_tokens": max_new_tokens,
-              "seed": seed, **engine_key(engine)}
+    params = described_params(dpo_adapter, instructions, rows=rows, description_prompts=description_prompts,
+                              temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, engine=engine)
     folder = stage_dir(run_dir, "described", params)
+    # The training set itself marks the folder finished (written last), so it is not a resumable_stage, whose
+    # done file is the JSON its build returns.
     data = folder / "extra_sft.jsonl"
     if not data.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -368,21 +449,21 @@ def extra_sft_stage(policy: str | Path, dpo_adapter: str | Path, instructions: s
 
 
 def policy_stages(policy: str | Path, critic: str | Path, images_dir: str | Path, instructions: str | Path | None,
-                  instruction_rows: str | Path, run_dir: str | Path, *, seed: int, preference: Mapping[str, Any],
-                  dpo_settings: Any, extra_settings: Any, extra_sft: Mapping[str, Any],
+                  instruction_rows: str | Path, run_dir: str | Path, *, seed: int, preference: PreferenceConfig,
+                  dpo_settings: Any, extra_settings: Any, extra_sft: ExtraSFTConfig,
                   progress: bool = True, engine: Any = None) -> dict[str, Any]:
-    """Everything after the Critic, for one seed: sampled answers scored into pairs (``preference_stage`` with
-    the ``preference`` options), DPO on the Critic's pairs and on the STIC pairs, and the extra SFT stage
-    continuing the first (``extra_sft_stage`` with the ``extra_sft`` options). ``seed`` replaces the settings'
-    seeds, so that one call per seed measures how much the EACO rows move with sampling and training noise.
+    """Everything after the Critic, for one seed: sampled answers scored into pairs (``PreferenceSteps`` with
+    ``preference``), DPO on the Critic's pairs and on the STIC pairs, and the extra SFT stage continuing the
+    first (``extra_sft_stage`` with ``extra_sft``). ``seed`` replaces the settings' seeds, so that one call per
+    seed measures how much the EACO rows move with sampling and training noise.
     ``engine`` (a ``kit.llm.generate.EngineChoice``; None: transformers) generates the samples, the Critic's scores
     and the descriptions; training runs here either way.
     Returns ``preference``, ``dpo_critic``, ``dpo_stic`` and ``eaco`` (each stage's record)."""
     from kit.eaco.preference import load_instructions
     from kit.training.dpo import dpo_stage
 
-    pairs = preference_stage(policy, critic, images_dir, instructions, run_dir, seed=seed, progress=progress,
-                             engine=engine, **preference)
+    pairs = PreferenceSteps(policy, critic, images_dir, instructions, run_dir, preference, seed=seed, engine=engine,
+                            progress=progress).run()
     require_pairs(pairs)
     dpo_settings = replace(dpo_settings, seed=seed)
     dpo_critic = dpo_stage(policy, pairs["pairs"], run_dir, dpo_settings, progress=progress)
@@ -390,7 +471,8 @@ def policy_stages(policy: str | Path, critic: str | Path, images_dir: str | Path
     description_prompts, _ = load_instructions(instructions)
     eaco = extra_sft_stage(policy, dpo_critic["adapter_dir"], instruction_rows, run_dir,
                            replace(extra_settings, seed=seed), description_prompts=description_prompts, seed=seed,
-                           progress=progress, engine=engine, **extra_sft)
+                           progress=progress, engine=engine, rows=extra_sft.rows, temperature=extra_sft.temperature,
+                           max_new_tokens=extra_sft.max_new_tokens, batch_size=extra_sft.batch_size)
     return {"preference": pairs, "dpo_critic": dpo_critic, "dpo_stic": dpo_stic, "eaco": eaco}
 
 
@@ -447,43 +529,149 @@ def require_pairs(preference: Mapping[str, Any]) -> None:
             "(preference.images)")
 
 
-def training_table(dpo_critic: Mapping[str, Any], dpo_stic: Mapping[str, Any], eaco: Mapping[str, Any]):
-    """Notebook 07's record of the three training runs: examples, steps, loss, the implicit rewards DPO logged
-    at its first and last step, and seconds (``kit_dpo.json`` and ``kit_train.json`` contents)."""
-    import pandas as pd
+# ------------------------------------------------------------------------------------------ from a profile
+@dataclass(frozen=True)
+class EACOPlan:
+    """Every input and setting of notebooks 06-08, read from one profile (``from_profile``), and the stages
+    built from them. The notebooks call its methods, never the stage functions with settings of their own, so
+    notebook 08 evaluates exactly the adapters notebook 07 trained."""
 
-    def dpo_row(stage: str, r: Mapping[str, Any]) -> dict[str, Any]:
-        return {"stage": stage, "examples": r["pairs"], "steps": r["steps"], "loss": r["train_loss"],
-                "reward chosen (first, last)": r["rewards_chosen"], "reward rejected (first, last)": r["rewards_rejected"],
-                "margin (first, last)": r["reward_margin"], "seconds": r["seconds"]}
+    policy: str = field(metadata=_help("the policy EACO aligns (models.policy)"))
+    critic_base: str = field(metadata=_help("the model the Critic's LoRA is trained on (models.critic_base)"))
+    vlfeedback: str = field(metadata=_help("VLFeedback, the Critic's rated responses (datasets.vlfeedback)"))
+    images_dir: Path = field(metadata=_help("the images the policy answers (datasets.eaco_images)"))
+    # The tiny world ships the description prompts beside its images; for COCO they are STIC's lists (None).
+    instructions: Path | None = field(metadata=_help("instructions.json beside the images, or None: STIC's lists"))
+    instruction_rows: Path = field(metadata=_help("the extra SFT's instruction set (datasets.instructions)"))
+    root: Path = field(metadata=_help("where every EACO stage folder lives: <run>/eaco"))
+    seed: int = field(metadata=_help("the main run's seed (the profile's seed)"))
+    spread_seeds: tuple[int, ...] = field(metadata=_help("seeds the stages after the Critic repeat under"))
+    critic: CriticConfig
+    critic_settings: Any  # kit.training.sft.SFTSettings
+    preference: PreferenceConfig
+    dpo_settings: Any  # kit.training.dpo.DPOSettings, with the profile's seed; each seed's run replaces it
+    extra_sft: ExtraSFTConfig
+    extra_settings: Any  # kit.training.sft.SFTSettings, as dpo_settings
+    engine: Any  # kit.llm.generate.EngineChoice
+    progress: bool = True
 
-    return pd.DataFrame([
-        dpo_row("DPO (critic pairs)", dpo_critic), dpo_row("DPO (STIC pairs)", dpo_stic),
-        {"stage": "extra SFT (continues DPO critic)", "examples": eaco["examples"], "steps": eaco["steps"],
-         "loss": eaco["train_loss"], "seconds": eaco["seconds"]},
-    ])
+    @classmethod
+    def from_profile(cls, profile: Any, run: str | Path, *, progress: bool = True) -> EACOPlan:
+        from kit.core.paths import resolve_path
+        from kit.llm.generate import EngineChoice
+
+        images_dir = resolve_path(profile.get("datasets.eaco_images"))
+        instructions = images_dir / "instructions.json" if (images_dir / "instructions.json").is_file() else None
+        return cls(policy=str(resolve_path(profile.get("models.policy"))),
+                   critic_base=str(resolve_path(profile.get("models.critic_base"))),
+                   vlfeedback=str(resolve_path(profile.get("datasets.vlfeedback"))), images_dir=images_dir,
+                   instructions=instructions, instruction_rows=resolve_path(profile.get("datasets.instructions")),
+                   root=Path(run) / "eaco", seed=profile.get("seed"),
+                   spread_seeds=tuple(profile.get("spread.seeds", [])), critic=CriticConfig.from_profile(profile),
+                   critic_settings=critic_settings(profile), preference=PreferenceConfig.from_profile(profile),
+                   dpo_settings=dpo_settings(profile), extra_sft=ExtraSFTConfig.from_profile(profile),
+                   extra_settings=extra_settings(profile), engine=EngineChoice.from_profile(profile),
+                   progress=progress)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The main seed, then the other spread seeds (each once)."""
+        return list(dict.fromkeys([self.seed, *self.spread_seeds]))
+
+    # -- notebook 06
+    def train_critic(self) -> dict[str, Any]:
+        """The Critic (``critic_stage``): scoring instructions from VLFeedback, LoRA on the critic base."""
+        return critic_stage(self.critic_base, self.vlfeedback, self.root, self.critic_settings,
+                            variant=self.critic.variant, aggregate=self.critic.aggregate, heldout=self.critic.heldout,
+                            seed=self.seed, limit=self.critic.rows, progress=self.progress)
+
+    def critic_adapter(self) -> str:
+        return self.train_critic()["critic"]["adapter_dir"]
+
+    def judge(self, model: str | Path, heldout: Sequence[Any]) -> dict[str, Any]:
+        """``judge_quality`` of ``model`` (the Critic's adapter or an untrained base) on held-out rows."""
+        return judge_quality(model, heldout, self.root, aggregate=self.critic.aggregate,
+                             batch_size=self.critic.generation_batch_size, max_new_tokens=self.critic.max_new_tokens,
+                             progress=self.progress, engine=self.engine)
+
+    # -- notebook 07, one stage at a time
+    def preference_steps(self, seed: int, critic_adapter: str | Path | None = None) -> PreferenceSteps:
+        """Sampling, STIC's pairs, the Critic's scores and the pairs for ``seed``, one call each."""
+        return PreferenceSteps(self.policy, critic_adapter or self.critic_adapter(), self.images_dir,
+                               self.instructions, self.root, self.preference, seed=seed, engine=self.engine,
+                               progress=self.progress)
+
+    def dpo_settings_for(self, seed: int) -> Any:
+        return replace(self.dpo_settings, seed=seed)
+
+    def extra_settings_for(self, seed: int) -> Any:
+        return replace(self.extra_settings, seed=seed)
+
+    def train_dpo(self, pairs: str | Path, seed: int) -> dict[str, Any]:
+        """DPO of the policy on ``pairs`` (the Critic's or STIC's) with seed ``seed`` (``kit.training.dpo``)."""
+        from kit.training.dpo import dpo_stage
+
+        return dpo_stage(self.policy, pairs, self.root, self.dpo_settings_for(seed), progress=self.progress)
+
+    def train_extra_sft(self, dpo_adapter: str | Path, seed: int) -> dict[str, Any]:
+        """The extra SFT continuing ``dpo_adapter`` on the model's own image descriptions (``extra_sft_stage``)."""
+        from kit.eaco.preference import load_instructions
+
+        description_prompts, _ = load_instructions(self.instructions)
+        return extra_sft_stage(self.policy, dpo_adapter, self.instruction_rows, self.root,
+                               self.extra_settings_for(seed), description_prompts=description_prompts, seed=seed,
+                               progress=self.progress, engine=self.engine, rows=self.extra_sft.rows,
+                               temperature=self.extra_sft.temperature, max_new_tokens=self.extra_sft.max_new_tokens,
+                               batch_size=self.extra_sft.batch_size)
+
+    # -- bundled
+    def policy_stages(self, seed: int, critic_adapter: str | Path | None = None) -> dict[str, Any]:
+        """Everything after the Critic for ``seed`` in one call (``policy_stages``)."""
+        return policy_stages(self.policy, critic_adapter or self.critic_adapter(), self.images_dir,
+                             self.instructions, self.instruction_rows, self.root, seed=seed,
+                             preference=self.preference, dpo_settings=self.dpo_settings,
+                             extra_settings=self.extra_settings, extra_sft=self.extra_sft, progress=self.progress,
+                             engine=self.engine)
+
+    def all_seeds(self, critic_adapter: str | Path | None = None) -> dict[int, dict[str, Any]]:
+        """``policy_stages`` for every seed of ``seeds`` (cached stages: notebook 07's are reused)."""
+        critic_adapter = critic_adapter or self.critic_adapter()
+        return {s: self.policy_stages(s, critic_adapter) for s in self.seeds}
+
+    def launch_commands(self, stages: Mapping[str, Any], seed: int, *, processes: int = 2) -> dict[str, list[str]]:
+        """``policy_launch_commands`` for ``stages`` (what ``policy_stages`` returned for ``seed``)."""
+        return policy_launch_commands(self.policy, stages, self.root, self.dpo_settings, self.extra_settings,
+                                      seed=seed, processes=processes)
 
 
-def describe_main(table, profile: str, seeds_table=None) -> str:
-    """Plain sentences about an EACO ``main_table``: each method's average gain and its largest and smallest
-    one, and with ``seeds_table`` (``kit.core.tables.spread_table`` over seeds) how far the average gain and the
-    paper's two headline gains move with the seed. Every number comes from the tables."""
-    gains = [c for c in table.columns if c.endswith(" gain %") and c != "average gain %"]
-    lines = [f"Measured on the `{profile}` profile; {average_sentence(table)}."]
-    for label in ("DPO (critic)", "EACO", "STIC"):
-        if label not in table.index:
-            continue
-        row = table.loc[label, gains].dropna()
-        if row.empty:
-            lines.append(f"- **{label}**: no benchmark has a relative gain (every base score is 0).")
-            continue
-        lines.append(f"- **{label}**: average gain {table.loc[label, 'average gain %']:+.2f} % over the base; largest "
-                     f"on {row.idxmax().removesuffix(' gain %')} ({row.max():+.2f} %), smallest on "
-                     f"{row.idxmin().removesuffix(' gain %')} ({row.min():+.2f} %).")
-    if seeds_table is not None:
-        from kit.core.tables import spread_sentence
+def plan(profile: Any, run: str | Path, *, progress: bool = True) -> EACOPlan:
+    """``EACOPlan.from_profile``."""
+    return EACOPlan.from_profile(profile, run, progress=progress)
 
-        spread = [spread_sentence(seeds_table, label, metric) for label in ("DPO (critic)", "EACO", "STIC")
-                  for metric in ("average gain %", "HallusionBench aAcc gain %", "MME-C gain %")]
-        lines.extend(f"- {sentence}." for sentence in spread if sentence)
-    return "\n".join(lines)
+
+def critic(profile: Any, run: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Notebook 06's Critic for ``profile`` in ``run`` (``critic_stage``'s record)."""
+    return plan(profile, run, progress=progress).train_critic()
+
+
+def policy(profile: Any, run: str | Path, seed: int | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """Everything after the Critic for ``seed`` (the profile's when None): notebook 07's adapters."""
+    chosen = plan(profile, run, progress=progress)
+    return chosen.policy_stages(chosen.seed if seed is None else seed)
+
+
+def policies(profile: Any, run: str | Path, *, progress: bool = True) -> dict[int, dict[str, Any]]:
+    """``policy`` for the profile's seed and each spread seed: what notebook 08 evaluates."""
+    return plan(profile, run, progress=progress).all_seeds()
+
+
+def eval_benchmarks(profile: Any, names: Sequence[str] | None = None) -> dict[str, str]:
+    """Notebook 08's benchmarks (``eaco_eval.benchmarks`` unless ``names``) -> their dataset (the profile's
+    ``datasets:`` entry, resolved). An unknown benchmark is a ``ValueError`` naming the choices."""
+    from kit.core.paths import resolve_path
+
+    names = list(profile.get("eaco_eval.benchmarks") if names is None else names)
+    unknown = set(names) - set(EVAL_DATASETS)
+    if unknown:
+        raise ValueError(f"eaco_eval_benchmarks: unknown {sorted(unknown)}; choose from {sorted(EVAL_DATASETS)}")
+    return {name: str(resolve_path(profile.get(EVAL_DATASETS[name]))) for name in names}

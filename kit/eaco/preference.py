@@ -140,8 +140,8 @@ def sample_responses(engine: Any, images: Mapping[str, str | Path] | Sequence[st
     ``out_path``, appended and fsynced as it arrives. A re-run generates only the keys missing; a file written
     with other settings (policy, backend, decoding, seed, instruction list) is refused. ``images``:
     ``list_images``'s id -> path mapping, or paths (each its own id). Returns ``written``, ``total``, ``images``."""
-    from kit.core.artifacts import JsonlAppender, check_resumed_settings, content_hash
-    from kit.llm.generate import Chat, Sampling, engine_decoding
+    from kit.core.artifacts import content_hash
+    from kit.llm.generate import Chat, Sampling, engine_decoding, generate_into
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise KitError(f"sample_responses: n must be a whole number >= 1, not {n!r}")
@@ -152,26 +152,22 @@ def sample_responses(engine: Any, images: Mapping[str, str | Path] | Sequence[st
     base = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     settings = {"policy": engine.model_label, "backend": engine.backend, "sampling": base.to_dict(),
                 "decoding": engine_decoding(engine, base), "instructions_hash": content_hash(instructions)}
-    written = 0
-    with JsonlAppender(out_path, SAMPLE_KEY) as appender:
-        stored = {(r["image_id"], r["sample"]) for r in appender.records()}
-        check_resumed_settings(appender.path, appender.records(), settings, "image_id")
-        plan = {image_id: instruction_for(image_id, instructions, seed) for image_id in table}
-        for sample in range(n):
-            chats = [Chat(f"{image_id}|{sample}", [plan[image_id][1]], path) for image_id, path in table.items()
-                     if (image_id, sample) not in stored]
-            if not chats:
-                continue
-            for chat, text in engine.generate(chats, replace(base, seed=seed + sample), progress=progress):
-                image_id = chat.id.rsplit("|", 1)[0]
-                index, instruction = plan[image_id]
-                appender.append({"image_id": image_id, "sample": sample, **settings, "sample_seed": seed + sample,
-                                 "image": table[image_id], "instruction": instruction, "instruction_index": index,
-                                 "response": text})
-                stored.add((image_id, sample))
-                written += 1
-        total = len(appender)
-    return {"written": written, "total": total, "images": len(table)}
+    plan = {image_id: instruction_for(image_id, instructions, seed) for image_id in table}
+
+    def record(key: tuple, chat: Any, text: str) -> dict[str, Any]:
+        image_id, sample = key
+        index, instruction = plan[image_id]
+        return {"sample_seed": seed + sample, "image": table[image_id], "instruction": instruction,
+                "instruction_index": index, "response": text}
+
+    written, stored = 0, {}
+    for sample in range(n):  # sample k with its own seed, so one generate_into call per sample
+        chats = {(image_id, sample): Chat(f"{image_id}|{sample}", [plan[image_id][1]], path)
+                 for image_id, path in table.items()}
+        stored, new = generate_into(out_path, SAMPLE_KEY, settings, engine, chats, replace(base, seed=seed + sample),
+                                    record, progress=progress)
+        written += new
+    return {"written": written, "total": len(stored), "images": len(table)}
 
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
@@ -338,14 +334,8 @@ def stic_pairs(engine: Any, images: Mapping[str, str | Path] | Sequence[str | Pa
     ``sample_responses``; corrupted images are written once to ``corrupted_dir`` (default: beside
     ``out_path``). Returns the pairs (images whose answers came back empty are left out, with a warning) and
     writes them to ``pairs_path`` when given."""
-    from kit.core.artifacts import (
-        JsonlAppender,
-        atomic_write_bytes,
-        atomic_write_text,
-        check_resumed_settings,
-        content_hash,
-    )
-    from kit.llm.generate import Chat, Sampling, engine_decoding, open_image
+    from kit.core.artifacts import atomic_write_bytes, atomic_write_text, content_hash
+    from kit.llm.generate import Chat, Sampling, engine_decoding, generate_into, open_image
     from kit.llm.prompts import get
 
     instructions = _check_instructions(instructions, "stic_pairs")
@@ -358,36 +348,31 @@ def stic_pairs(engine: Any, images: Mapping[str, str | Path] | Sequence[str | Pa
                 "decoding": engine_decoding(engine, sampling), "seed": seed,
                 "instructions_hash": content_hash([list(instructions), list(hallucination_instructions)])}
     plans = {image_id: stic_plan(image_id, instructions, hallucination_instructions, seed) for image_id in table}
-    with JsonlAppender(out_path, STIC_KEY) as appender:
-        check_resumed_settings(appender.path, appender.records(), settings, "image_id")
-        stored = {(r["image_id"], r["role"]): r for r in appender.records()}
-        chats, seen_by = [], {}
-        for image_id, path in table.items():
-            plan = plans[image_id]
-            corruption = None
-            seen = path
-            if plan["rejected_kind"] == "corrupted_image":
-                corrupted, corruption = corrupt_image(open_image(image_id, path), plan["rng"])
-                seen = str((corrupted_dir / f"{_safe(image_id)}.png").resolve())
-                if not Path(seen).is_file():
-                    buffer = io.BytesIO()
-                    corrupted.save(buffer, format="PNG")
-                    atomic_write_bytes(seen, buffer.getvalue())
-            plan["corruption"], plan["seen"] = corruption, seen
-            for role, text, image in (("chosen", get("stic_full_description").text, path),
-                                      ("rejected", plan["rejected_prompt"], seen)):
-                if (image_id, role) not in stored:
-                    chats.append(Chat(f"{image_id}|{role}", [text], image))
-                    seen_by[f"{image_id}|{role}"] = image
-        if chats:
-            for chat, text in engine.generate(chats, sampling, progress=progress):
-                image_id, role = chat.id.rsplit("|", 1)
-                plan = plans[image_id]
-                record = {"image_id": image_id, "role": role, **settings, "image": table[image_id],
-                          "input_image": seen_by[chat.id], "prompt_sent": chat.turns[0], "prompt": plan["prompt"],
-                          "rejected_kind": plan["rejected_kind"], "corruption": plan["corruption"], "response": text}
-                appender.append(record)
-                stored[(image_id, role)] = record
+    chats = {}
+    for image_id, path in table.items():
+        plan = plans[image_id]
+        corruption = None
+        seen = path
+        if plan["rejected_kind"] == "corrupted_image":
+            corrupted, corruption = corrupt_image(open_image(image_id, path), plan["rng"])
+            seen = str((corrupted_dir / f"{_safe(image_id)}.png").resolve())
+            if not Path(seen).is_file():
+                buffer = io.BytesIO()
+                corrupted.save(buffer, format="PNG")
+                atomic_write_bytes(seen, buffer.getvalue())
+        plan["corruption"], plan["seen"] = corruption, seen
+        for role, text, image in (("chosen", get("stic_full_description").text, path),
+                                  ("rejected", plan["rejected_prompt"], seen)):
+            chats[(image_id, role)] = Chat(f"{image_id}|{role}", [text], image)
+
+    def record(key: tuple, chat: Any, text: str) -> dict[str, Any]:
+        image_id, role = key
+        plan = plans[image_id]
+        return {"image": table[image_id], "input_image": plan["seen"] if role == "rejected" else table[image_id],
+                "prompt_sent": chat.turns[0], "prompt": plan["prompt"], "rejected_kind": plan["rejected_kind"],
+                "corruption": plan["corruption"], "response": text}
+
+    stored, _ = generate_into(out_path, STIC_KEY, settings, engine, chats, sampling, record, progress=progress)
     rows = []
     for image_id in table:
         chosen, rejected = stored.get((image_id, "chosen")), stored.get((image_id, "rejected"))

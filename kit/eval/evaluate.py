@@ -51,14 +51,16 @@ two-turn item's line is written once its last turn is done and also holds ``turn
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from kit.errors import KitError
+from kit.eval import benchmarks as _benchmarks
 from kit.eval import strategies
 
 logger = logging.getLogger(__name__)
@@ -67,40 +69,20 @@ EXTRACTORS = ("rules", "llm")
 STRATEGIES = strategies.STRATEGIES
 
 
+# What each benchmark module declares about its results (``TITLE``, ``HEADLINES``, ``HEADLINE_METRIC``;
+# kit.eval.benchmarks.Benchmark), gathered in registry order for the tables:
 # benchmark -> [(column label, path of keys into the metrics)], the numbers the papers' tables report.
 HEADLINES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
-    "mathvista": [("MathVista", ("accuracy",))],
-    "mathv": [("MATH-V", ("accuracy",))],
-    "wemath": [("We-Math strict", ("strict", "score")), ("We-Math loose", ("loose", "score"))],
-    "hallusionbench": [("HallusionBench aAcc", ("aAcc",)), ("HallusionBench fAcc", ("fAcc",)),
-                       ("HallusionBench qAcc", ("qAcc",))],
-    "mme": [("MME perception", ("perception",)), ("MME cognition", ("cognition",))],
-    "pope": [("POPE accuracy", ("accuracy",)), ("POPE F1", ("f1",))],
-    "seed": [("SEED-Bench image", ("accuracy",))],
-    "scienceqa": [("ScienceQA-IMG", ("accuracy",))],
-    "amber": [("AMBER score", ("amber_score",)), ("AMBER CHAIR", ("generative", "CHAIR")),
-              ("AMBER F1", ("discriminative", "F1"))],
-}
-
-
+    name: [(metric.label, metric.keys) for metric in _benchmarks.get(name).HEADLINES] for name in _benchmarks.names()}
 # benchmark -> the one column that stands for it where a single number per benchmark is needed (EACO's
-# "average over benchmarks"): each benchmark's own overall figure, or the one LLaVA-v1.6's evaluation reports.
-HEADLINE_METRIC: dict[str, str] = {
-    "mathvista": "MathVista",                # accuracy
-    "mathv": "MATH-V",                       # accuracy
-    "wemath": "We-Math strict",              # We-Math ranks models by the strict score
-    "hallusionbench": "HallusionBench aAcc",  # accuracy over all questions (fAcc, qAcc group them)
-    "mme": "MME perception",                 # the "MME" figure of the LLaVA-1.5/1.6 tables
-    "pope": "POPE F1",                       # the "POPE" figure of the LLaVA-1.5/1.6 tables (F1 over its splits)
-    "seed": "SEED-Bench image",              # accuracy
-    "scienceqa": "ScienceQA-IMG",            # accuracy
-    "amber": "AMBER score",                  # AMBER's own overall score ((100 - CHAIR + F1) / 2)
-}
+# "average over benchmarks").
+HEADLINE_METRIC: dict[str, str] = {name: _benchmarks.get(name).HEADLINE_METRIC for name in _benchmarks.names()}
 # The benchmarks' names as the papers write them (extraction_table's rows; a benchmark's table columns start
 # with it).
-TITLES: dict[str, str] = {"mathvista": "MathVista", "mathv": "MATH-V", "wemath": "We-Math",
-                          "hallusionbench": "HallusionBench", "mme": "MME", "pope": "POPE", "seed": "SEED-Bench",
-                          "scienceqa": "ScienceQA-IMG", "amber": "AMBER"}
+TITLES: dict[str, str] = {name: _benchmarks.get(name).TITLE for name in _benchmarks.names()}
+# The headline columns where lower is better (a gain is then a fall).
+LOWER_IS_BETTER: tuple[str, ...] = tuple(metric.label for name in _benchmarks.names()
+                                         for metric in _benchmarks.get(name).HEADLINES if not metric.higher_is_better)
 # What reading a benchmark's answers means, for (benchmark, extractor); other benchmarks have no LLM step.
 READ_BY: dict[tuple[str, str], str] = {
     ("mathvista", "llm"): "MathVista's official LLM answer extractor (extract_answer.py prompt) through the LLM",
@@ -115,15 +97,12 @@ NO_LLM_STEP = "the benchmark's official rule extraction (its evaluation has no L
 
 # ------------------------------------------------------------------------------------------ helpers
 def _benchmark(benchmark: str | ModuleType) -> ModuleType:
-    from kit.eval import benchmarks
-
     if isinstance(benchmark, ModuleType):
-        missing = [name for name in ("load", "build_prompt", "extract", "score", "record_id", "NAME")
-                   if not hasattr(benchmark, name)]
+        missing = [name for name in _benchmarks.INTERFACE if not hasattr(benchmark, name)]
         if missing:
             raise KitError(f"benchmark module {benchmark.__name__} lacks {', '.join(missing)}")
         return benchmark
-    return benchmarks.get(benchmark)
+    return _benchmarks.get(benchmark)
 
 
 def item_ids(bench: ModuleType, records: list[Mapping[str, Any]]) -> list[str]:
@@ -170,13 +149,36 @@ def generate_batch(loaded: Any, prompts: list[str], image_paths: list[str | None
     return [answers[rid] for rid in ids]
 
 
-def _check_resumed(line: Mapping[str, Any], expected: Mapping[str, Any], path: Path) -> None:
-    for field, value in expected.items():
-        if line.get(field) != value:
-            raise KitError(
-                f"{path}: item {line.get('id')} was written with {field}={line.get(field)!r}, this run has "
-                f"{value!r}; use another predictions file (or delete this one) instead of mixing runs"
-            )
+class _TwoTurns:
+    """The engine ``evaluate`` hands ``generate_into`` for a two-turn strategy (``cot``, ``seat``...): each chat is
+    answered, then asked the reflection prompt where the strategy wants it, and the last answer is given back.
+    Every answer of the first turn is needed before the second turn's batches can form; an item's line is written
+    once its last turn is done, so a killed run redoes only unfinished items. ``turns``: chat id -> the first
+    answer, then the reflection prompt when it was asked."""
+
+    def __init__(self, engine: Any, strategy: str, bench: ModuleType, records: list[Mapping[str, Any]],
+                 position: Mapping[str, int], extract: Callable[[int, str], Any]) -> None:
+        self.engine, self.strategy, self.bench, self.records = engine, strategy, bench, records
+        self.position, self.extract = position, extract
+        self.turns: dict[str, list[str]] = {}
+
+    def generate(self, chats: list[Any], sampling: Any, progress: bool = True):
+        from kit.llm.generate import Chat
+
+        answers = {chat.id: response for chat, response in self.engine.generate(chats, sampling, progress=progress)}
+        reflect = [chat for chat in chats if strategies.needs_reflection(
+            self.strategy, self.bench, self.records[self.position[chat.id]], answers[chat.id],
+            lambda text, i=self.position[chat.id]: self.extract(i, text))]
+        reflected = {chat.id for chat in reflect}
+        for chat in chats:
+            if chat.id not in reflected:
+                self.turns[chat.id] = [answers[chat.id]]
+                yield chat, answers[chat.id]
+        second = [Chat(chat.id, [*chat.turns, answers[chat.id], strategies.reflection_prompt()], chat.image)
+                  for chat in reflect]
+        for chat, response in self.engine.generate(second, sampling, progress=progress):
+            self.turns[chat.id] = [answers[chat.id], strategies.reflection_prompt()]
+            yield chat, response
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -203,8 +205,6 @@ def evaluate(
     ``benchmark``, ``strategy``, ``n`` (items scored), ``extractor`` (with ``extractor_model``, ``llm_name``,
     when it is ``llm``) and ``generated`` (items generated by this call; the rest came from
     ``predictions_path``)."""
-
-    from kit.core.artifacts import JsonlAppender
 
     bench = _benchmark(benchmark)
     if source is None:
@@ -234,60 +234,45 @@ def evaluate(
     settings = {"benchmark": bench.NAME, "strategy": strategy, "model": engine.model_label,
                 "max_new_tokens": max_new_tokens}
 
-    appender = JsonlAppender(predictions_path, ("id",)) if predictions_path is not None else None
-    done: dict[str, dict] = {}
-    try:
-        if appender is not None:
-            stored = {line["id"]: line for line in appender.records()}
-            for position, rid in enumerate(ids):
-                if rid in stored:
-                    _check_resumed(stored[rid], {**settings, "prompt": prompts[position]}, appender.path)
-                    done[rid] = stored[rid]
-        pending = [i for i, rid in enumerate(ids) if rid not in done]
-        for i in pending:  # fail before any generation rather than after hours of it
+    from kit.llm.generate import Chat, Sampling, generate_into
+
+    sampling = Sampling(max_new_tokens=max_new_tokens)
+    decoding = engine.decoding(sampling)  # greedy, with the checkpoint's repetition_penalty (kit.llm.generate)
+    position = {rid: i for i, rid in enumerate(ids)}
+
+    def extract(i: int, response: str) -> Any:
+        return extract_prediction(bench, response, records[i], extractor, llm, strategy)
+
+    def check_stored(stored: dict[tuple, dict]) -> None:
+        # generate_into has checked the settings; a stored item must also have been asked the same prompt.
+        for (rid,), line in stored.items():
+            i = position.get(rid)
+            if i is not None and line.get("prompt") != prompts[i]:
+                raise KitError(f"{predictions_path}: id {rid} was written with prompt={line.get('prompt')!r}, this "
+                               f"run has {prompts[i]!r}; use another file rather than mixing two runs")
+        for i, rid in enumerate(ids):  # fail before any generation rather than after hours of it
             path = records[i].get("image_path")
-            if path is not None and not Path(path).is_file():
+            if (rid,) not in stored and path is not None and not Path(path).is_file():
                 raise KitError(f"{bench.NAME}: record {ids[i]}: image file {path} not found")
 
-        from kit.llm.generate import Chat, Sampling
+    two_turns = None if strategy in strategies.SINGLE_TURN else _TwoTurns(engine, strategy, bench, records, position,
+                                                                          extract)
 
-        sampling = Sampling(max_new_tokens=max_new_tokens)
-        decoding = engine.decoding(sampling)  # greedy, with the checkpoint's repetition_penalty (kit.llm.generate)
+    def make_record(key: tuple, chat: Chat, response: str) -> dict[str, Any]:
+        i = position[key[0]]
+        line = {"prompt": prompts[i], "response": response, "extractor": extractor, **reader, "decoding": decoding,
+                "prediction": extract(i, response)}
+        if two_turns is not None:
+            line["turns"] = two_turns.turns[chat.id]  # the first answer, then the reflection prompt, if asked
+        return line
 
-        def extract(i: int, response: str) -> Any:
-            return extract_prediction(bench, response, records[i], extractor, llm, strategy)
-
-        def write(i: int, response: str, turns: list[str] | None = None) -> None:
-            line = {"id": ids[i], **settings, "prompt": prompts[i], "response": response, "extractor": extractor,
-                    **reader, "decoding": decoding, "prediction": extract(i, response)}
-            if turns is not None:
-                line["turns"] = turns  # the first answer, then the reflection prompt, of a two-turn strategy
-            if appender is not None:
-                appender.append(line)
-            done[ids[i]] = line
-
-        position = {rid: i for i, rid in enumerate(ids)}
-        chats = [Chat(ids[i], [prompts[i]], records[i].get("image_path")) for i in pending]
-        first = engine.generate(chats, sampling, progress=progress)
-        if strategy in strategies.SINGLE_TURN:
-            for chat, response in first:
-                write(position[chat.id], response)
-        else:
-            # Every answer of the first turn is needed before the second turn's batches can form; an item's
-            # line is written once its last turn is done, so a killed run redoes only unfinished items.
-            answers = dict((chat.id, response) for chat, response in first)
-            reflect = [i for i in pending if strategies.needs_reflection(
-                strategy, bench, records[i], answers[ids[i]], lambda text, i=i: extract(i, text))]
-            for i in pending:
-                if i not in reflect:
-                    write(i, answers[ids[i]], [answers[ids[i]]])
-            second = [Chat(ids[i], [prompts[i], answers[ids[i]], strategies.reflection_prompt()], records[i].get("image_path"))
-                      for i in reflect]
-            for chat, response in engine.generate(second, sampling, progress=progress):
-                write(position[chat.id], response, [answers[chat.id], strategies.reflection_prompt()])
-    finally:
-        if appender is not None:
-            appender.close()
+    chats = {(rid,): Chat(rid, [prompts[i]], records[i].get("image_path")) for i, rid in enumerate(ids)}
+    with contextlib.ExitStack() as stack:
+        if predictions_path is None:  # nothing to resume from or keep: the lines go to a temporary file
+            predictions_path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "predictions.jsonl"
+        stored, generated = generate_into(predictions_path, ("id",), settings, two_turns or engine, chats, sampling,
+                                          make_record, progress=progress, check_stored=check_stored)
+    done = {rid: line for (rid,), line in stored.items()}
 
     scored = []
     for record, rid in zip(records, ids, strict=True):
@@ -300,7 +285,7 @@ def evaluate(
     score_options = {"chat": llm} if extractor == "llm" and bench.NAME == "hallusionbench" else {}
     metrics = dict(bench.score(scored, **score_options))
     metrics.update({"benchmark": bench.NAME, "strategy": strategy, "n": len(scored), "extractor": extractor,
-                    **reader, "generated": len(pending)})
+                    **reader, "generated": generated})
     return metrics
 
 
@@ -360,7 +345,7 @@ def evaluate_stage(
     the servers). Predictions are appended line by line, so a killed run resumes where it stopped;
     ``metrics.json`` is written last and a folder that has it is reused as it is.
     Returns ``benchmark name -> metrics``."""
-    from kit.core.artifacts import atomic_write_json, fingerprint, stage_dir
+    from kit.core.artifacts import atomic_write_json, fingerprint, resumable_stage
     from kit.llm.generate import engine_key
 
     if strategy not in STRATEGIES:
@@ -373,19 +358,18 @@ def evaluate_stage(
         keyed.pop("llm_name", None)
     params = {"model": fingerprint(model), "strategy": strategy, "options": keyed,
               "benchmarks": {name: fingerprint(source) for name, source in benchmarks.items()}, **engine_key(engine)}
-    folder = stage_dir(run_dir, "eval", params)
-    done = folder / "metrics.json"
-    if done.is_file():
-        return json.loads(done.read_text())["metrics"]
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "PARAMS.json", {**params, "model_path": str(model)})
-    metrics = evaluate_many(model, benchmarks, strategy, predictions_dir=folder / "predictions", engine=engine,
-                            **options)
-    atomic_write_json(done, {"params": params, "model_path": str(model), "metrics": metrics})
-    return json.loads(done.read_text())["metrics"]
+
+    def build(folder: Path) -> dict[str, Any]:
+        atomic_write_json(folder / "PARAMS.json", {**params, "model_path": str(model)})
+        metrics = evaluate_many(model, benchmarks, strategy, predictions_dir=folder / "predictions", engine=engine,
+                                **options)
+        return {"params": params, "model_path": str(model), "metrics": metrics}
+
+    _, done = resumable_stage(run_dir, "eval", params, build, done="metrics.json")
+    return done["metrics"]
 
 
-def _dig(metrics: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+def _at_path(metrics: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     value: Any = metrics
     for key in keys:
         if not isinstance(value, Mapping) or key not in value:
@@ -401,8 +385,6 @@ def metrics_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]):
     ScienceQA-IMG accuracy, AMBER score/CHAIR/F1), in registry order; a benchmark a label lacks is NaN."""
     import pandas as pd
 
-    from kit.eval import benchmarks
-
     rows: dict[str, dict[str, Any]] = {}
     present: set[str] = set()
     for label, per_bench in results.items():
@@ -414,10 +396,10 @@ def metrics_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]):
                 raise KitError(f"metrics_table: no headline numbers known for benchmark {name!r}")
             present.add(canonical)
             for column, keys in HEADLINES[canonical]:
-                value = _dig(metrics, keys)
+                value = _at_path(metrics, keys)
                 row[column] = float("nan") if value is None else value
         rows[str(label)] = row
-    columns = [column for name in benchmarks.names() if name in present for column, _ in HEADLINES[name]]
+    columns = [column for name in _benchmarks.names() if name in present for column, _ in HEADLINES[name]]
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns).astype(float)
 
 
@@ -428,8 +410,6 @@ def extraction_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]):
     how many evaluations read them so. A benchmark read two ways in one set gets two rows."""
     import pandas as pd
 
-    from kit.eval import benchmarks
-
     counts: dict[tuple[str, str, str], int] = {}
     for per_bench in results.values():
         for name, metrics in per_bench.items():
@@ -438,7 +418,7 @@ def extraction_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]):
             extractor = str(metrics.get("extractor") or "rules")  # evaluate() has always recorded it
             key = (canonical, extractor, str(metrics.get("extractor_model") or "-"))
             counts[key] = counts.get(key, 0) + 1
-    order = {name: i for i, name in enumerate(benchmarks.names())}
+    order = {name: i for i, name in enumerate(_benchmarks.names())}
     rows = [{"benchmark": TITLES.get(name, name), "extractor": extractor, "LLM": model,
              "answers read by": READ_BY.get((name, extractor), NO_LLM_STEP), "evaluations": n}
             for (name, extractor, model), n in sorted(counts.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0]))]

@@ -64,6 +64,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from kit.core.progress import progress_bars
 from kit.errors import KitError
 
 BACKENDS = ("transformers", "openai")
@@ -326,7 +327,7 @@ class TransformersEngine:
         _check_images(chats)
         tokenizer = self.loaded.processor.tokenizer
         texts = {id(chat): self.prompt_text(chat) for chat in chats}
-        bar = tqdm(total=len(chats), desc=f"generate ({self.backend})", disable=not progress, leave=False)
+        bar = tqdm(total=len(chats), desc=f"generate ({self.backend})", disable=not progress_bars(progress), leave=False)
         # A batch either carries pixel values for every row or for none. Longest first: similar lengths share
         # a batch, and an out-of-memory error shows in the first batch instead of near the end.
         for group in ([c for c in chats if c.image is not None], [c for c in chats if c.image is None]):
@@ -631,6 +632,7 @@ class OpenAIEngine:
         return {"model": self.served[self.servers[server]], "messages": openai_messages(chat), **fields,
                 "seed": sampling.seed}
 
+    @property
     def total_concurrency(self) -> int:
         """Requests in flight at most: ``concurrency`` per server."""
         return self.concurrency * len(self.servers)
@@ -727,7 +729,7 @@ class OpenAIEngine:
         _check_images(chats)
         if chats:
             self.prepare()
-        bar = tqdm(total=len(chats), desc=f"generate ({self.backend})", disable=not progress, leave=False)
+        bar = tqdm(total=len(chats), desc=f"generate ({self.backend})", disable=not progress_bars(progress), leave=False)
         total, count = self.total_concurrency, len(chats)
         busy = [0] * len(self.servers)
         running: dict[Future[str], tuple[int, int]] = {}  # future -> (request index, server index)

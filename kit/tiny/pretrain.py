@@ -24,6 +24,7 @@ from kit.casseat.mathv360k import question_text
 from kit.errors import KitError
 from kit.llm.models import LLAVA, QWEN2VL
 from kit.tiny.models import TinySize
+from kit.training.common import turn_mask
 
 MODELS_DIR = REPO_DIR / "data" / "models"
 MANIFEST_NAME = "MANIFEST.json"
@@ -287,7 +288,8 @@ def collate(processor, examples: list[Example], images_cache: dict | None = None
     """Tokenise conversations; labels are -100 everywhere but the assistant's tokens.
 
     The mask comes from the chat template's ``{% generation %}`` spans
-    (``return_assistant_tokens_mask``), the same mechanism TRL uses for ``assistant_only_loss``."""
+    (``return_assistant_tokens_mask``), the same mechanism TRL uses for ``assistant_only_loss``, and keeps each
+    example's ``loss_turns`` only (``kit.training.common.turn_mask``, the rule fine-tuning masks by too)."""
     import torch
     from PIL import Image
 
@@ -298,7 +300,7 @@ def collate(processor, examples: list[Example], images_cache: dict | None = None
             _messages(example), tokenize=True, return_dict=True, return_assistant_tokens_mask=True
         )
         texts.append(processor.apply_chat_template(_messages(example), tokenize=False))
-        masks.append(_keep_turns(rendered["assistant_masks"], example.loss_turns))
+        masks.append(turn_mask(rendered["assistant_masks"], example.loss_turns))
         if not isinstance(example.image, str):
             from kit.tiny.world.scenes import render
 
@@ -326,19 +328,6 @@ def collate(processor, examples: list[Example], images_cache: dict | None = None
         labels[row, span][keep] = ids[span][keep]
     batch["labels"] = labels
     return batch
-
-
-def _keep_turns(mask: list[int], turns: tuple[int, ...] | None) -> list[int]:
-    """``mask`` with only the assistant turns numbered in ``turns`` (0-based) left on."""
-    if turns is None:
-        return list(mask)
-    kept, turn, previous = [], -1, 0
-    for bit in mask:
-        if bit and not previous:
-            turn += 1
-        kept.append(1 if bit and turn in turns else 0)
-        previous = bit
-    return kept
 
 
 # ---------------------------------------------------------------------------------------------

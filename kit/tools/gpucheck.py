@@ -319,7 +319,7 @@ def shape_processor(shape: Shape) -> tuple[Any, list[str]]:
             processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                          video_processor=Qwen2VLVideoProcessor())
         else:  # the CPU environment: kit.llm.models' image-only processor, as the tiny models use
-            processor = models._imageonly_qwen2vl_processor_class()(image_processor=image_processor,
+            processor = models.qwen2vl_processor_without_video()(image_processor=image_processor,
                                                                      tokenizer=tokenizer)
     else:
         from transformers import LlavaNextImageProcessorPil, LlavaNextProcessor
@@ -512,7 +512,7 @@ class _Probe:
     def _watch(self, model: Any) -> None:
         import re
 
-        from kit.training.sft import VISION_PARTS
+        from kit.training.common import VISION_PARTS
 
         frozen = {str(p.dtype).removeprefix("torch.") for p in model.parameters() if not p.requires_grad}
         trainable = {str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad}

@@ -66,7 +66,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -76,16 +75,20 @@ from typing import Any
 
 from kit.core.settings_cli import SettingsOptions, absolute_if_local, accelerate_command
 from kit.errors import KitError
-from kit.training.sft import (
+from kit.training.common import (
     LANGUAGE_ATTENTION,
     LANGUAGE_MLP,
-    _last_checkpoint,
-    _PeakMemory,
+    PeakMemory,
     check_settings,
     checkpoint_folder,
+    checkpoint_step,
+    last_checkpoint,
+    lora_config,
     lora_targets,
-    no_activation_checkpointing,
+    recipe_of,
     run_training_command,
+    save_adapter,
+    trainer_config,
 )
 
 DRAFT_SFT_WEIGHT = 1 / 1024  # EACO/dpo_trainer.py line 458: `losses -= policy_chosen_logps / 1024`
@@ -143,11 +146,8 @@ class DPOSettings:
                                               (self.sft_weight >= 0, "sft_weight must be >= 0")])
 
     def recipe(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name in ("logging_steps", "checkpoint_steps"):
-            data.pop(name)
-        data["target_modules"] = list(self.target_modules)
-        return data
+        """What the run trains: every field but ``logging_steps`` and ``checkpoint_steps`` (``recipe_of``)."""
+        return recipe_of(self)
 
 
 @dataclass
@@ -295,6 +295,7 @@ def _pairs(data: Any) -> list[dict[str, Any]]:
 
 
 def _dpo_config(settings: DPOSettings, output_dir: Path, cuda: bool, checkpoints: bool, progress: bool):
+    """TRL's ``DPOConfig`` for ``settings``: the arguments both trainers share (``trainer_config``) and DPO's own."""
     from trl import DPOConfig
 
     # "draft": TRL computes the sigmoid term only; the draft trainer adds its summed-NLL term itself.
@@ -302,33 +303,19 @@ def _dpo_config(settings: DPOSettings, output_dir: Path, cuda: bool, checkpoints
     if settings.loss == "trl_sigmoid" and settings.sft_weight > 0:
         losses.append("sft")
         weights.append(settings.sft_weight)
-    options: dict[str, Any] = dict(
-        output_dir=str(output_dir), per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation, learning_rate=settings.learning_rate,
-        num_train_epochs=settings.epochs, max_steps=settings.max_steps, warmup_steps=settings.warmup,
-        lr_scheduler_type=settings.scheduler, beta=settings.beta, loss_type=losses, loss_weights=weights,
-        max_length=settings.max_length, seed=settings.seed, data_seed=settings.seed,
-        logging_steps=settings.logging_steps, save_strategy="steps" if checkpoints else "no",
-        save_steps=settings.checkpoint_steps, save_total_limit=1, report_to=[], use_cpu=not cuda, bf16=cuda,
-        fp16=False, **no_activation_checkpointing(DPOConfig), remove_unused_columns=False, dataloader_num_workers=0,
-        dataloader_pin_memory=cuda, disable_tqdm=not progress,
-        # Every LoRA weight takes part in each forward: DDP need not search for unused ones (as kit.training.sft's).
-        ddp_find_unused_parameters=False,
-    )
-    options.update(settings.extra)
-    return DPOConfig(**options)
+    return trainer_config(DPOConfig, settings, output_dir, cuda=cuda, checkpoints=checkpoints, progress=progress,
+                          lr_scheduler_type=settings.scheduler, beta=settings.beta, loss_type=losses,
+                          loss_weights=weights)
 
 
 def _trainer(loaded: Any, dataset: Any, settings: DPOSettings, args: Any, targets: list[str],
              ref_model: Any = None) -> Any:
     """The trainer ``settings.loss`` names, with a fresh LoRA adapter on ``targets``."""
-    from peft import LoraConfig
     from trl import DPOTrainer
 
     options: dict[str, Any] = dict(
         model=loaded.model, ref_model=ref_model, processing_class=loaded.processor, train_dataset=dataset, args=args,
-        peft_config=LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                               target_modules=targets, bias="none", task_type="CAUSAL_LM"))
+        peft_config=lora_config(settings, targets))
     if settings.loss == "draft":
         return _draft_trainer_class()(**options, sft_weight=settings.sft_weight)
     return DPOTrainer(**options)
@@ -353,7 +340,6 @@ def dpo(model: Any, data: Any, output_dir: str | Path, settings: DPOSettings | N
     model) instead of the policy with its adapter disabled."""
     import torch
 
-    from kit.core.artifacts import atomic_dir, atomic_write_json
     from kit.llm.models import load
 
     settings = settings or DPOSettings()
@@ -365,8 +351,8 @@ def dpo(model: Any, data: Any, output_dir: str | Path, settings: DPOSettings | N
     loaded = load(model, dtype="bfloat16" if cuda else None)
     targets = lora_targets(loaded.model, settings)  # a module the model lacks is named before training starts
     output_dir = Path(output_dir)
-    resume = _last_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    with tempfile.TemporaryDirectory(prefix="kit-dpo-") as scratch, _PeakMemory() as memory:
+    resume = last_checkpoint(checkpoint_dir)
+    with tempfile.TemporaryDirectory(prefix="kit-dpo-") as scratch, PeakMemory() as memory:
         torch.manual_seed(settings.seed)
         ref_model = load(reference, dtype="bfloat16" if cuda else None).model if reference is not None else None
         args = _dpo_config(settings, Path(checkpoint_dir or scratch), cuda, checkpoint_dir is not None, progress)
@@ -385,24 +371,19 @@ def dpo(model: Any, data: Any, output_dir: str | Path, settings: DPOSettings | N
         rewards_chosen=_logged(history, "rewards/chosen"), rewards_rejected=_logged(history, "rewards/rejected"),
         reward_margin=_logged(history, "rewards/margins"), seconds=round(seconds, 2),
         peak_memory_mb=round(memory.peak_mb, 1),
-        resumed_from_step=int(resume.name.rsplit("-", 1)[1]) if resume is not None else 0,
+        resumed_from_step=checkpoint_step(resume),
     )
-    if accelerator.is_main_process:
-        with atomic_dir(output_dir) as tmp:
-            accelerator.unwrap_model(trainer.model).save_pretrained(tmp)
-            loaded.processor.save_pretrained(tmp)
-            atomic_write_json(tmp / "kit_dpo.json", {
-                **asdict(result), "loss_formula": LOSSES[settings.loss], "model": str(model),
-                "reference": str(reference) if reference else "adapter disabled",
-                "data": str(data) if isinstance(data, str | Path) else "(in memory)", **(metadata or {})})
-        if checkpoint_dir is not None:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    accelerator.wait_for_everyone()
+    save_adapter(accelerator, trainer.model, loaded.processor, output_dir, "kit_dpo.json", {
+        **asdict(result), "loss_formula": LOSSES[settings.loss], "model": str(model),
+        "reference": str(reference) if reference else "adapter disabled",
+        "data": str(data) if isinstance(data, str | Path) else "(in memory)", **(metadata or {})}, checkpoint_dir)
     return result
 
 
-def _stage(model: str | Path, data: str | Path, run_dir: str | Path,
-           settings: DPOSettings) -> tuple[Path, dict[str, Any]]:
+def _adapter_folder(model: str | Path, data: str | Path, run_dir: str | Path,
+                    settings: DPOSettings) -> tuple[Path, dict[str, Any]]:
+    """The ``dpo-<hash>`` folder of a DPO stage and the params its hash is taken over: the policy's and the
+    pairs' content and the recipe."""
     from kit.core.artifacts import fingerprint, stage_dir
 
     params = {"model": fingerprint(model), "data": fingerprint(data), "recipe": settings.recipe()}
@@ -413,7 +394,7 @@ def stage_folder(model: str | Path, data: str | Path, run_dir: str | Path,
                  settings: DPOSettings | None = None) -> Path:
     """The ``dpo-<hash>`` folder ``dpo_stage`` uses for these arguments: train into it elsewhere
     (``launch_command``) and ``dpo_stage`` reuses the finished adapter."""
-    return _stage(model, data, run_dir, settings or DPOSettings())[0]
+    return _adapter_folder(model, data, run_dir, settings or DPOSettings())[0]
 
 
 def dpo_stage(model: str | Path, data: str | Path, run_dir: str | Path, settings: DPOSettings | None = None,
@@ -421,7 +402,7 @@ def dpo_stage(model: str | Path, data: str | Path, run_dir: str | Path, settings
     """``dpo`` as a pipeline stage in ``run_dir/dpo-<hash>/`` (the policy's and the pairs' content and the
     recipe): a finished adapter is reused, a killed run resumes. Returns its ``kit_dpo.json``."""
     settings = settings or DPOSettings()
-    folder, params = _stage(model, data, run_dir, settings)
+    folder, params = _adapter_folder(model, data, run_dir, settings)
     done = folder / "kit_dpo.json"
     if not done.is_file():
         dpo(model, data, folder, settings, log, checkpoint_dir=checkpoint_folder(folder), progress=progress,
@@ -464,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m kit.training.dpo POLICY PAIRS OUTPUT [options]`` (or ``accelerate launch -m kit.training.dpo ...``)."""
     return run_training_command(
         argument_parser(), DPO_OPTIONS, argv, "dpo",
-        stage=lambda args, settings, run_dir: _stage(args.policy, args.pairs, run_dir, settings),
+        stage=lambda args, settings, run_dir: _adapter_folder(args.policy, args.pairs, run_dir, settings),
         train=lambda args, settings, metadata: dpo(args.policy, args.pairs, args.output, settings,
                                                    checkpoint_dir=args.checkpoint_dir, metadata=metadata))
 

@@ -51,19 +51,33 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import re
-import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kit.core.settings_cli import SettingsOptions, absolute_if_local, accelerate_command
 from kit.errors import KitError
+from kit.training.common import (
+    LANGUAGE_ATTENTION,
+    LANGUAGE_MLP,
+    PeakMemory,
+    assistant_turn_numbers,
+    check_settings,
+    checkpoint_folder,
+    checkpoint_step,
+    last_checkpoint,
+    lora_config,
+    lora_targets,
+    recipe_of,
+    run_training_command,
+    save_adapter,
+    trainer_config,
+    turn_mask,
+)
 
 # transformers' Trainer (5.2x) reads ``model.is_gradient_checkpointing``, deprecated there, once per trainer: a
 # FutureWarning the kit cannot act on, repeated a dozen times in notebook 04. Silenced here, where training starts.
@@ -71,11 +85,6 @@ warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is depre
 
 BACKENDS = ("auto", "unsloth", "peft")
 UNSLOTH_MAX_LENGTH = 2048  # FastVisionModel.from_pretrained's max_seq_length in Unsloth's vision notebooks
-LANGUAGE_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
-LANGUAGE_MLP = ("gate_proj", "up_proj", "down_proj")
-# Submodule paths of the vision towers of the supported families (Qwen2-VL's ``visual``, LLaVA's
-# ``vision_tower`` and ``multi_modal_projector``): LoRA stays out of them unless finetune_vision_layers.
-VISION_PARTS = ("visual", "vision_tower", "multi_modal_projector")
 
 
 @dataclass(frozen=True)
@@ -115,35 +124,7 @@ class SFTSettings:
 
     def recipe(self) -> dict[str, Any]:
         """What the run does, independent of the backend that does it."""
-        data = asdict(self)
-        data.pop("backend")
-        data.pop("logging_steps")
-        data.pop("checkpoint_steps")
-        data["target_modules"] = list(self.target_modules)
-        return data
-
-
-def check_settings(settings: Any, what: str, more: list[tuple[bool, str]] = ()) -> None:
-    """The checks every LoRA training recipe shares (``SFTSettings``, ``kit.training.dpo.DPOSettings``) plus ``more``;
-    the first that fails is a ``KitError`` naming the field, before any model is loaded."""
-    s = settings
-    checks = [
-        (isinstance(s.lora_r, int) and s.lora_r > 0, "lora_r must be a whole number > 0"),
-        (s.lora_alpha > 0, "lora_alpha must be > 0"),
-        (0 <= s.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
-        (s.learning_rate > 0, "learning_rate must be > 0"),
-        (s.epochs > 0 or s.max_steps > 0, "epochs or max_steps must be > 0"),
-        (isinstance(s.batch_size, int) and s.batch_size > 0, "batch_size must be a whole number > 0"),
-        (isinstance(s.gradient_accumulation, int) and s.gradient_accumulation > 0,
-         "gradient_accumulation must be a whole number > 0"),
-        (s.max_length is None or s.max_length > 0, "max_length must be > 0 or None"),
-        (bool(s.target_modules), "target_modules must name at least one module"),
-        (isinstance(s.checkpoint_steps, int) and s.checkpoint_steps > 0, "checkpoint_steps must be a whole number > 0"),
-        *more,
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise KitError(f"{what}: {message}")
+        return recipe_of(self, not_recipe=("backend",))
 
 
 @dataclass
@@ -188,26 +169,6 @@ def choose_backend(requested: str = "auto") -> tuple[str, str]:
     return "peft", "auto: no CUDA GPU"
 
 
-def lora_targets(model: Any, settings: SFTSettings) -> list[str]:
-    """The full names of the linear modules LoRA wraps; a target name the model lacks is an error."""
-    import torch
-
-    linear = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
-    chosen, found = [], set()
-    for name in linear:
-        leaf = name.rsplit(".", 1)[-1]
-        in_vision = any(f".{part}." in f".{name}." for part in VISION_PARTS)
-        if leaf in settings.target_modules and (settings.finetune_vision_layers or not in_vision):
-            chosen.append(name)
-            found.add(leaf)
-    missing = [t for t in settings.target_modules if t not in found]
-    if missing:
-        available = sorted({n.rsplit(".", 1)[-1] for n in linear})
-        raise KitError(f"fine-tuning settings: target module(s) {', '.join(missing)} not found in the model "
-                       f"(its linear layers: {', '.join(available)})")
-    return chosen
-
-
 def _read_examples(data: Any) -> list[dict]:
     """The training rows, each image checked: a missing one is a ``KitError`` naming the file and the row."""
     from kit.training.data import read_set
@@ -225,21 +186,19 @@ def keep_turns(labels: Any, turns: list[list[int] | None], ids: list[str]) -> No
     """Keep the loss only on each row's ``turns`` (0-based assistant turns, ``None``: all of them), in place.
 
     ``labels`` come from a collator that labels every assistant turn: each contiguous run of labelled
-    positions is one turn. A row left with no labelled token is a ``KitError`` naming its example: its
-    chat template marked no assistant turn, or ``train_turns`` names turns the example does not have."""
+    positions is one turn (``kit.training.common.turn_mask``, the rule ``kit.tiny.pretrain`` masks by too). A row
+    left with no labelled token is a ``KitError`` naming its example: its chat template marked no assistant turn,
+    or ``train_turns`` names turns the example does not have."""
     for row, keep in enumerate(turns):
-        turn, inside = -1, False
-        for position in range(labels.shape[1]):
-            labelled = bool(labels[row, position] != -100)
-            if labelled and not inside:
-                turn += 1
-            inside = labelled
-            if labelled and keep is not None and turn not in keep:
+        labelled = (labels[row] != -100).tolist()
+        mask = turn_mask(labelled, keep)
+        for position, (was, stays) in enumerate(zip(labelled, mask, strict=True)):
+            if was and not stays:
                 labels[row, position] = -100
-        if not bool((labels[row] != -100).any()):
+        if not any(mask):
+            marked = max(assistant_turn_numbers(labelled), default=-1) + 1
             raise KitError(f"fine-tuning: example {ids[row]!r} has no token to learn from: the chat template "
-                           f"marked {turn + 1} assistant turn(s) and train_turns is {keep}")
-
+                           f"marked {marked} assistant turn(s) and train_turns is {keep}")
 
 def _turns_and_ids(examples: list[dict]) -> tuple[list[list[int] | None], list[str]]:
     turns = [None if e.get("train_turns") is None else list(e["train_turns"]) for e in examples]
@@ -348,35 +307,18 @@ def fitting_examples(examples: list[dict], processor: Any, max_length: int | Non
     return kept, [str(e.get("id")) for e in skipped]
 
 
-def no_activation_checkpointing(config_class: type) -> dict[str, bool]:
-    """The option that turns activation checkpointing off: ``activation_checkpointing`` from transformers 5.18,
-    ``gradient_checkpointing`` (its deprecated alias since) before, which Unsloth's 5.17 still needs."""
-    from dataclasses import fields
-
-    names = {f.name for f in fields(config_class)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": False}
-
-
 def _trl_config(settings: SFTSettings, output_dir: Path, cuda: bool, unsloth: bool, checkpoints: bool = False,
                 progress: bool = False):
+    """TRL's ``SFTConfig`` for ``settings``: the arguments both trainers share (``trainer_config``) and SFT's own."""
     from trl import SFTConfig
 
-    options: dict[str, Any] = dict(
-        output_dir=str(output_dir), per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation, learning_rate=settings.learning_rate,
-        num_train_epochs=settings.epochs, max_steps=settings.max_steps, warmup_steps=settings.warmup,
-        seed=settings.seed, data_seed=settings.seed, logging_steps=settings.logging_steps,
-        save_strategy="steps" if checkpoints else "no", save_steps=settings.checkpoint_steps, save_total_limit=1,
-        report_to=[], use_cpu=not cuda, bf16=cuda, fp16=False, **no_activation_checkpointing(SFTConfig), max_length=settings.max_length,
-        remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=not progress,
-    )
     if unsloth:
         # What Unsloth's vision fine-tuning needs: its collator prepares the batches itself.
-        options.update(dataset_text_field="", dataset_kwargs={"skip_prepare_dataset": True})
+        specific: dict[str, Any] = dict(dataset_text_field="", dataset_kwargs={"skip_prepare_dataset": True})
     else:
-        options.update(assistant_only_loss=True)
-    options.update(settings.extra)
-    return SFTConfig(**options)
+        specific = dict(assistant_only_loss=True)
+    return trainer_config(SFTConfig, settings, output_dir, cuda=cuda, checkpoints=checkpoints, progress=progress,
+                          **specific)
 
 
 # TRL computes assistant masks on images only from here (its SFTTrainer refuses vision assistant-only loss
@@ -400,7 +342,7 @@ def check_peft_masks() -> None:
 def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path,
                 adapter: str | Path | None = None, **config: bool) -> tuple[Any, Any, Any, list[str]]:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from trl import SFTTrainer
 
     from kit.llm.models import load
@@ -412,9 +354,7 @@ def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, 
     if adapter is None:
         targets = lora_targets(model, settings)
         torch.manual_seed(settings.seed)
-        model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
-                                                 lora_dropout=settings.lora_dropout, target_modules=targets,
-                                                 bias="none", task_type="CAUSAL_LM"))
+        model = get_peft_model(model, lora_config(settings, targets))
     check_peft_masks()
     examples, skipped = fitting_examples(examples, loaded.processor, settings.max_length)
     trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda, unsloth=False, **config),
@@ -481,18 +421,14 @@ def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | N
     ``adapter``: an existing LoRA adapter of ``model`` to go on training (EACO's additional SFT stage continues
     the DPO adapter). Its LoRA shape and target modules are kept, so ``settings``' LoRA fields do not apply;
     ``kit_train.json`` names the adapter it continued."""
-    import shutil
-
-    from kit.core.artifacts import atomic_dir, atomic_write_json
-
     settings = settings or SFTSettings()
     backend, reason = choose_backend(settings.backend)
     examples = _read_examples(data)
     if not examples:
         raise KitError(f"fine-tuning: no training examples in {data}")
     output_dir = Path(output_dir)
-    resume = _last_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    with tempfile.TemporaryDirectory(prefix="kit-train-") as scratch, _PeakMemory() as memory:  # the trainer's own files, per process
+    resume = last_checkpoint(checkpoint_dir)
+    with tempfile.TemporaryDirectory(prefix="kit-train-") as scratch, PeakMemory() as memory:  # the trainer's own files, per process
         trainer_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
         build = _train_unsloth if backend == "unsloth" else _train_peft
         trainer, peft_model, processor, skipped = build(model, examples, settings, trainer_dir, adapter=adapter,
@@ -508,7 +444,7 @@ def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | N
         output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         seconds = time.perf_counter() - started
     steps = int(output.global_step)
-    resumed_from = int(resume.name.rsplit("-", 1)[1]) if resume is not None else 0
+    resumed_from = checkpoint_step(resume)
     result = SFTResult(
         adapter_dir=str(output_dir), backend=backend, backend_reason=reason, recipe=settings.recipe(),
         steps=steps, examples=len(examples) - len(skipped), processes=accelerator.num_processes,
@@ -518,33 +454,16 @@ def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | N
         peak_memory_mb=round(memory.peak_mb, 1), resumed_from_step=resumed_from,
         loss_mask=LOSS_MASKS[backend], skipped_too_long=skipped,
     )
-    # Only the main process writes, so that several processes never race for the folder.
-    if accelerator.is_main_process:
-        with atomic_dir(output_dir) as tmp:
-            accelerator.unwrap_model(peft_model).save_pretrained(tmp)
-            processor.save_pretrained(tmp)
-            atomic_write_json(tmp / "kit_train.json", {
-                **asdict(result), "model": str(model), "continued_adapter": str(adapter) if adapter else None,
-                "data": str(data) if isinstance(data, str | Path) else "(in memory)", **(metadata or {})})
-        if checkpoint_dir is not None:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    accelerator.wait_for_everyone()
+    save_adapter(accelerator, peft_model, processor, output_dir, "kit_train.json", {
+        **asdict(result), "model": str(model), "continued_adapter": str(adapter) if adapter else None,
+        "data": str(data) if isinstance(data, str | Path) else "(in memory)", **(metadata or {})}, checkpoint_dir)
     return result
 
 
-def _last_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` folder the trainer left (one it was killed while writing lacks
-    ``trainer_state.json``, which the trainer writes last)."""
-    folder = Path(checkpoint_dir)
-    if not folder.is_dir():
-        return None
-    complete = [c for c in folder.glob("checkpoint-*")
-                if c.name.rsplit("-", 1)[1].isdigit() and (c / "trainer_state.json").is_file()]
-    return max(complete, key=lambda c: int(c.name.rsplit("-", 1)[1]), default=None)
-
-
-def _stage(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings,
-           adapter: str | Path | None) -> tuple[Path, dict[str, Any]]:
+def _adapter_folder(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings,
+                    adapter: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    """The ``adapter-<hash>`` folder of a fine-tuning stage and the params its hash is taken over: the base model's
+    and the training set's content, the recipe, the backend and the adapter it continues, if any."""
     from kit.core.artifacts import fingerprint, stage_dir
 
     backend, _ = choose_backend(settings.backend)
@@ -554,18 +473,12 @@ def _stage(model: str | Path, data: str | Path, run_dir: str | Path, settings: S
     return stage_dir(run_dir, "adapter", params), params
 
 
-def checkpoint_folder(stage: str | Path) -> Path:
-    """Where a stage's trainer keeps its checkpoints until the stage is finished: ``<stage>.checkpoints``."""
-    stage = Path(stage)
-    return stage.with_name(stage.name + ".checkpoints")
-
-
 def stage_folder(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings | None = None,
                  *, adapter: str | Path | None = None) -> Path:
     """The ``adapter-<hash>`` folder ``train_stage`` uses for these arguments: train into it elsewhere (e.g.
     ``accelerate launch -m kit.training.sft`` on several GPUs: ``launch_command``) and ``train_stage`` reuses the
     finished adapter."""
-    return _stage(model, data, run_dir, settings or SFTSettings(), adapter)[0]
+    return _adapter_folder(model, data, run_dir, settings or SFTSettings(), adapter)[0]
 
 
 def train_stage(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings | None = None,
@@ -575,49 +488,12 @@ def train_stage(model: str | Path, data: str | Path, run_dir: str | Path, settin
     reused as it is; a killed run resumes from its last checkpoint (``adapter-<hash>.checkpoints/``).
     Returns the adapter's ``kit_train.json`` (``adapter_dir``, ``backend``, ``steps``, ``train_loss``, ...)."""
     settings = settings or SFTSettings()
-    folder, params = _stage(model, data, run_dir, settings, adapter)
+    folder, params = _adapter_folder(model, data, run_dir, settings, adapter)
     done = folder / "kit_train.json"
     if not done.is_file():
         sft(model, data, folder, settings, log, adapter=adapter, checkpoint_dir=checkpoint_folder(folder),
             progress=progress, metadata={"params": params})
     return json.loads(done.read_text())
-
-
-class _PeakMemory:
-    """The peak memory of this run: CUDA's peak allocation on a GPU; on a CPU the peak resident size of the
-    process, sampled every 50 ms (``ru_maxrss`` would report the peak of every earlier run in the process)."""
-
-    def __enter__(self) -> _PeakMemory:
-        import threading
-
-        import psutil
-        import torch
-
-        self.cuda = torch.cuda.is_available()
-        self.peak_mb = 0.0
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-            return self
-        process, self._stop = psutil.Process(), threading.Event()
-
-        def sample() -> None:
-            while True:
-                self.peak_mb = max(self.peak_mb, process.memory_info().rss / 2**20)
-                if self._stop.wait(0.05):
-                    return
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        import torch
-
-        if self.cuda:
-            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
 
 
 def merge(adapter_dir: str | Path, output_dir: str | Path) -> Path:
@@ -636,23 +512,6 @@ def merge(adapter_dir: str | Path, output_dir: str | Path) -> Path:
 # ------------------------------------------------------------------------------------------ command line
 # The command line is SFTSettings' fields (kit.core.settings_cli), under the option names the README has always used.
 SFT_OPTIONS = SettingsOptions(SFTSettings, flags={"finetune_vision_layers": "--finetune-vision"})
-_STAGE_NAME = re.compile(r"(?P<kind>[a-z]+)-[0-9a-f]{12}")
-
-
-def stage_metadata(output: Path, kind: str, stage: Callable[[Path], tuple[Path, dict[str, Any]]]) -> dict[str, Any] | None:
-    """For a command line whose OUTPUT is a stage folder (``<kind>-<12 hex>``, as ``launch_command`` writes):
-    the metadata the stage function records (``{"params": ...}``), so the folder is the one it would have
-    written. ``stage(run_dir)`` gives the folder and params of this command's inputs and settings under
-    ``run_dir``; when its name is not OUTPUT's, the settings differ from those that named the folder and the
-    stage function would later reuse an adapter trained another way: a ``KitError``. Any other OUTPUT: None."""
-    name = _STAGE_NAME.fullmatch(output.name)
-    if name is None or name["kind"] != kind:
-        return None
-    folder, params = stage(output.parent)
-    if folder.name != output.name:
-        raise KitError(f"{output} is a {kind} stage folder, but this command's inputs and options make "
-                       f"{folder.name}: train into that folder, or build the command with launch_command")
-    return {"params": params}
 
 
 def launch_command(model: str | Path, data: str | Path, run_dir: str | Path, settings: SFTSettings | None = None,
@@ -690,34 +549,11 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_training_command(parser: argparse.ArgumentParser, options: SettingsOptions, argv: list[str] | None,
-                         kind: str, stage: Callable[[argparse.Namespace, Any, Path], tuple[Path, dict[str, Any]]],
-                         train: Callable[[argparse.Namespace, Any, dict[str, Any] | None], Any]) -> int:
-    """The body of ``python -m kit.training.sft`` and ``python -m kit.training.dpo``: settings from the options (bad ones: usage
-    and exit 2), the stage metadata when OUTPUT is a ``kind`` stage folder (``stage_metadata``; ``stage(args,
-    settings, run_dir)``), then ``train(args, settings, metadata)``; a ``KitError`` exits 2, and the main process
-    prints the result as one JSON line."""
-    args = parser.parse_args(argv)
-    try:
-        settings = options.settings(args)
-    except KitError as err:
-        parser.error(str(err))  # usage and the message on stderr, exit status 2
-    try:
-        metadata = stage_metadata(args.output, kind, lambda run_dir: stage(args, settings, run_dir))
-        result = train(args, settings, metadata)
-    except KitError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
-    if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
-        print(json.dumps(asdict(result)))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m kit.training.sft MODEL DATA OUTPUT [options]`` (or ``accelerate launch -m kit.training.sft ...``)."""
     return run_training_command(
         argument_parser(), SFT_OPTIONS, argv, "adapter",
-        stage=lambda args, settings, run_dir: _stage(args.model, args.data, run_dir, settings, args.adapter),
+        stage=lambda args, settings, run_dir: _adapter_folder(args.model, args.data, run_dir, settings, args.adapter),
         train=lambda args, settings, metadata: sft(args.model, args.data, args.output, settings, adapter=args.adapter,
                                                    checkpoint_dir=args.checkpoint_dir, metadata=metadata))
 

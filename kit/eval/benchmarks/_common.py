@@ -2,7 +2,8 @@
 and the record, resolving image paths, loading a Hugging Face hub copy (with its embedded images
 written once to a cache folder so that every record can carry a plain ``image_path``), downloading a hub
 repository's files and unpacking its image archive once (resumably), counting the bad rows of a large
-source by reason, and the Levenshtein distance MathVista needs."""
+source by reason, the answer text of a released answer line (``answer_text``, for the ``read_outputs`` of
+POPE, SEED-Bench and ScienceQA) and the Levenshtein distance MathVista needs."""
 
 from __future__ import annotations
 
@@ -82,6 +83,18 @@ def require_fields(record: Any, fields: Iterable[str], where: str | Path, record
     missing = [field for field in fields if field not in record]
     if missing:
         raise KitError(f"{where}: record {record_id} lacks the field(s) {', '.join(repr(m) for m in missing)}")
+
+
+def answer_text(line: Mapping, where: str) -> str:
+    """The model's answer in a released answer line: POPE's own answer files say ``answer``, LLaVA's ``text``,
+    the kit's prediction files ``response`` (tried in the order text, answer, response). A line without one, or
+    with one that is not text, is a ``KitError`` naming ``where``."""
+    for key in ("text", "answer", "response"):
+        if key in line:
+            if not isinstance(line[key], str):
+                raise KitError(f"{where}: '{key}' is a {type(line[key]).__name__}, expected text")
+            return line[key]
+    raise KitError(f"{where}: no answer text (a 'text', 'answer' or 'response' field)")
 
 
 def resolve_image(

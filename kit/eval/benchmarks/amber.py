@@ -86,8 +86,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kit.core.paths import is_hub_id
 from kit.errors import KitError
-from kit.eval.benchmarks import _common
+from kit.eval.benchmarks import Metric, Outputs, _common
 from kit.eval.benchmarks import pope as _pope
 
 NAME = "amber"
@@ -95,6 +96,14 @@ HUB_ID = "junyangwang0410/AMBER"  # the GitHub repository: AMBER has no Hugging 
 SPLITS = ("all", "generative", "discriminative", "discriminative-existence", "discriminative-attribute",
           "discriminative-relation")
 DEFAULT_SPLIT = "all"
+TITLE = "AMBER"  # the benchmark's name as the papers write it
+# The numbers the papers' tables report (kit.eval.evaluate.metrics_table's columns, in this order).
+HEADLINES = (Metric("AMBER score", ("amber_score",)),
+             Metric("AMBER CHAIR", ("generative", "CHAIR"), higher_is_better=False),  # hallucinated objects
+             Metric("AMBER F1", ("discriminative", "F1")))
+# The one column that stands for the benchmark where a single number per benchmark is needed (EACO's
+# "average over benchmarks"): AMBER's own overall score ((100 - CHAIR + F1) / 2).
+HEADLINE_METRIC = "AMBER score"
 GENERATIVE = "generative"
 EXISTENCE = "discriminative-hallucination"
 SIMILARITY_THRESHOLD = 0.8  # inference.py --similarity_score default
@@ -189,7 +198,7 @@ def load(
     folder, read again by ``score``) and ``image_path``."""
     if split not in SPLITS:
         raise KitError(f"amber: unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if _common.is_hub_id(source):
+    if is_hub_id(source):
         raise KitError(f"amber: {source!r} has no Hugging Face copy with annotations; download the "
                        "junyangwang0410/AMBER repository (data/) and its images, and pass that folder")
     data = data_dir(source)
@@ -552,3 +561,26 @@ def score(
         result["amber_score"] = round((100 - result["generative"]["CHAIR"] + result["discriminative"]["F1"]) / 2, 2)
     result["questions"] = generative + discriminative
     return result
+
+
+def read_outputs(path: str | Path, *, data: str | Path, nouns: str = "auto", similarity: str = "auto",
+                 extract_answers: bool = False) -> Outputs:
+    """AMBER's response list (``[{'id', 'response'}]``, what the official ``inference.py`` reads) joined with the
+    annotations of the AMBER repository (or its ``data/`` folder) ``data``, for ``score(..., data=<resources>,
+    nouns=nouns, similarity=similarity)``. ``extract_answers`` (``kit score amber --extract``) first maps each
+    response by ``extract`` (discriminative answers to Yes/No by POPE's rule); the official script counts
+    anything but exactly ``Yes``/``No`` as wrong."""
+    path = Path(path)
+    items = _common.read_json(path)
+    if not isinstance(items, list):
+        raise KitError(f"{path}: expected AMBER's response list [{{'id', 'response'}}], got {type(items).__name__}")
+    resources = read_resources(data_dir(data))
+    records = []
+    for position, item in enumerate(items):
+        rid = record_id(item) if isinstance(item, Mapping) else f"#{position}"
+        _common.require_fields(item, ("id", "response"), path, rid)
+        record = {**annotation(resources, item["id"], path), "response": item["response"]}
+        if extract_answers:
+            record["prediction"] = extract(item["response"], record)
+        records.append(record)
+    return Outputs(records, str(path), {"data": resources, "nouns": nouns, "similarity": similarity})

@@ -39,13 +39,21 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kit.core.paths import is_hub_id
 from kit.errors import KitError
-from kit.eval.benchmarks import _common
+from kit.eval.benchmarks import Metric, Outputs, _common
 
 NAME = "hallusionbench"
 HUB_ID = "lmms-lab/HallusionBench"
 SPLITS = ("all", "image", "non_image")
 DEFAULT_SPLIT = "all"
+TITLE = "HallusionBench"  # the benchmark's name as the papers write it
+# The numbers the papers' tables report (kit.eval.evaluate.metrics_table's columns, in this order).
+HEADLINES = (Metric("HallusionBench aAcc", ("aAcc",)), Metric("HallusionBench fAcc", ("fAcc",)),
+             Metric("HallusionBench qAcc", ("qAcc",)))
+# The one column that stands for the benchmark where a single number per benchmark is needed (EACO's
+# "average over benchmarks"): accuracy over all questions (fAcc, qAcc group them).
+HEADLINE_METRIC = "HallusionBench aAcc"
 FILE_NAME = "HallusionBench.json"
 QUESTION_FIELDS = ("category", "subcategory", "visual_input", "set_id", "figure_id", "question_id", "question",
                    "gt_answer_details", "gt_answer", "filename")
@@ -74,7 +82,7 @@ def load(
     without a figure). Missing files or fields raise ``KitError`` naming the file and the question."""
     if split not in SPLITS:
         raise KitError(f"hallusionbench: unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if _common.is_hub_id(source):
+    if is_hub_id(source):
         return _load_hub(str(source), split, limit, cache_dir)
     root = _common.local_root(source, NAME, HUB_ID)
     path = root / FILE_NAME
@@ -301,3 +309,13 @@ def score(
         "correct_pairs": correct_pairs,
         "by_category": by_category,
     }
+
+
+def read_outputs(path: str | Path) -> Outputs:
+    """The HallusionBench questions (``HallusionBench.json``), each with ``correct`` (0/1, the released
+    judgements) or the model's ``model_prediction``; ``score`` checks the fields."""
+    path = Path(path)
+    data = _common.read_json(path)
+    if not isinstance(data, list):
+        raise KitError(f"{path}: expected a list of HallusionBench questions, got {type(data).__name__}")
+    return Outputs(data, str(path))

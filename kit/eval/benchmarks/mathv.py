@@ -37,13 +37,20 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kit.core.paths import is_hub_id
 from kit.errors import KitError
-from kit.eval.benchmarks import _common
+from kit.eval.benchmarks import Metric, Outputs, _common
 
 NAME = "mathv"
 HUB_ID = "MathLLMs/MathVision"
 SPLITS = ("test", "testmini")
 DEFAULT_SPLIT = "test"
+TITLE = "MATH-V"  # the benchmark's name as the papers write it
+# The numbers the papers' tables report (kit.eval.evaluate.metrics_table's columns, in this order).
+HEADLINES = (Metric("MATH-V", ("accuracy",)),)
+# The one column that stands for the benchmark where a single number per benchmark is needed (EACO's
+# "average over benchmarks"): accuracy.
+HEADLINE_METRIC = "MATH-V"
 PROBLEM_FIELDS = ("id", "question", "options", "answer", "level", "subject", "image")
 SCORE_FIELDS = ("id", "options", "answer", "level", "subject")
 
@@ -71,7 +78,7 @@ def load(
     ``image_path`` (absolute). Missing files or fields raise ``KitError`` naming the file and the id."""
     if split not in SPLITS:
         raise KitError(f"mathv: unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if _common.is_hub_id(source):
+    if is_hub_id(source):
         return _load_hub(str(source), split, limit, cache_dir)
     root = _common.local_root(source, NAME, HUB_ID)
     path = root / f"{split}.jsonl"
@@ -449,3 +456,25 @@ def score(
         "by_subject_level": dict(sorted(by_subject_level.items())),
         "official": official,
     }
+
+
+def read_outputs(path: str | Path, *, gt: str | Path) -> Outputs:
+    """A released MATH-V output file (JSON lines ``{'id', 'response', ...}``) and the problems ``gt``
+    (``data/test.jsonl`` or ``data/testmini.jsonl``), for ``score(..., gt=<id -> problem>)``. Every response
+    is extracted again, as the official ``evaluate(..., True)`` does."""
+    path, gt_path = Path(path), Path(gt)
+    problems: dict[str, dict] = {}
+    for line_no, problem in enumerate(_common.read_jsonl(gt_path), 1):
+        _common.require_fields(problem, ("id",), gt_path, f"at line {line_no}")
+        rid = str(problem["id"])
+        if rid in problems:
+            raise KitError(f"{gt_path}, line {line_no}: id {rid} appears twice")
+        problems[rid] = problem
+    records = []
+    for line_no, output in enumerate(_common.read_jsonl(path), 1):
+        rid = str(output.get("id", f"at line {line_no}"))
+        _common.require_fields(output, ("id", "response"), path, rid)
+        if not isinstance(output["response"], str):
+            raise KitError(f"{path}: record {rid} has a response of type {type(output['response']).__name__}")
+        records.append({"id": rid, "response": output["response"]})
+    return Outputs(records, str(path), {"gt": problems})

@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kit.core.paths import is_hub_id
 from kit.errors import KitError
-from kit.eval.benchmarks import _common
+from kit.eval.benchmarks import Metric, Outputs, _common
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,12 @@ NAME = "mathvista"
 HUB_ID = "AI4Math/MathVista"
 SPLITS = ("testmini", "test")  # the hub "test" split has no public answers
 DEFAULT_SPLIT = "testmini"
+TITLE = "MathVista"  # the benchmark's name as the papers write it
+# The numbers the papers' tables report (kit.eval.evaluate.metrics_table's columns, in this order).
+HEADLINES = (Metric("MathVista", ("accuracy",)),)
+# The one column that stands for the benchmark where a single number per benchmark is needed (EACO's
+# "average over benchmarks"): accuracy.
+HEADLINE_METRIC = "MathVista"
 INT_RULES = ("legacy", "current")
 
 PROBLEM_FIELDS = ("pid", "question", "image", "choices", "unit", "precision", "answer", "question_type",
@@ -113,7 +120,7 @@ def load(
     ``data/testmini.json`` layout) or the hub id ``AI4Math/MathVista``. Each record keeps the official
     fields and adds ``image_path`` (absolute). Missing files or fields raise ``KitError`` naming the
     file and the pid."""
-    if _common.is_hub_id(source):
+    if is_hub_id(source):
         return _load_hub(str(source), split, limit, cache_dir)
     root = _common.local_root(source, NAME, HUB_ID)
     path = root / f"{split}.json"
@@ -422,3 +429,31 @@ def score(
         }
         result[key] = dict(sorted(breakdown.items(), key=lambda item: item[1]["accuracy"], reverse=True))
     return result
+
+
+def read_outputs(path: str | Path, *, int_rule: str = "current") -> Outputs:
+    """The released output file of MathVista's ``generate_response.py``/``extract_answer.py``
+    (``results/<model>/output_<model>.json``: pid -> record with the problem fields and ``extraction`` and/or
+    ``response``; a list of such records is read too), for ``score(..., int_rule=int_rule)``. No LLM here: the
+    stored ``extraction`` where present, else the rule shortcuts on ``response``; a stored ``prediction`` is
+    dropped so that it is never mistaken for the official extraction."""
+    path = Path(path)
+    data = _common.read_json(path)
+    if isinstance(data, Mapping):
+        for pid, record in data.items():
+            if isinstance(record, Mapping) and "pid" not in record:
+                raise KitError(f"{path}: record {pid} lacks the field 'pid'")
+        records = list(data.values())
+    elif isinstance(data, list):
+        records = data
+    else:
+        raise KitError(f"{path}: expected the MathVista output object (pid -> record), got {type(data).__name__}")
+    cleaned = []
+    for position, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise KitError(f"{path}: record #{position} is a {type(record).__name__}, expected a JSON object")
+        item = {k: v for k, v in record.items() if k != "prediction"}
+        if "extraction" not in item and "response" not in item:
+            raise KitError(f"{path}: record {record_id(record)} has neither 'extraction' nor 'response'")
+        cleaned.append(item)
+    return Outputs(cleaned, str(path), {"int_rule": int_rule})

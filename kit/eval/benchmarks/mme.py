@@ -33,13 +33,20 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kit.core.paths import is_hub_id
 from kit.errors import KitError
-from kit.eval.benchmarks import _common
+from kit.eval.benchmarks import Metric, Outputs, _common
 
 NAME = "mme"
 HUB_ID = "lmms-lab/MME"
 SPLITS = ("test",)
 DEFAULT_SPLIT = "test"
+TITLE = "MME"  # the benchmark's name as the papers write it
+# The numbers the papers' tables report (kit.eval.evaluate.metrics_table's columns, in this order).
+HEADLINES = (Metric("MME perception", ("perception",)), Metric("MME cognition", ("cognition",)))
+# The one column that stands for the benchmark where a single number per benchmark is needed (EACO's
+# "average over benchmarks"): the "MME" figure of the LLaVA-1.5/1.6 tables.
+HEADLINE_METRIC = "MME perception"
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork",
               "OCR")
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
@@ -67,7 +74,7 @@ def load(
     file without its image, or a malformed line, raises ``KitError`` naming the file and line."""
     if split not in SPLITS:
         raise KitError(f"mme: unknown split {split!r}; expected {', '.join(SPLITS)}")
-    if _common.is_hub_id(source):
+    if is_hub_id(source):
         return _load_hub(str(source), split, limit, cache_dir)
     root = _common.local_root(source, NAME, HUB_ID)
     present = [name for name in SUBTASKS if (root / name).is_dir()]
@@ -272,3 +279,8 @@ def read_results(directory: str | Path) -> list[dict]:
             records.append({"question_id": f"{path.stem}/{image}", "category": path.stem, "image": image,
                             "question": question, "answer": gt, "response": response, "line": line_no})
     return records
+
+
+def read_outputs(directory: str | Path) -> Outputs:
+    """The eval tool's results folder (``read_results``), reported as a ``"dir"``."""
+    return Outputs(read_results(directory), str(directory), kind="dir")

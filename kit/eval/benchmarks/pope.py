@@ -41,14 +41,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kit.core.paths import is_hub_id
 from kit.errors import KitError
-from kit.eval.benchmarks import _common
+from kit.eval.benchmarks import Metric, Outputs, _common
 
 NAME = "pope"
 HUB_ID = "lmms-lab/POPE"
 CATEGORIES = ("random", "popular", "adversarial")
 SPLITS = CATEGORIES + ("all",)
 DEFAULT_SPLIT = "all"
+TITLE = "POPE"  # the benchmark's name as the papers write it
+# The numbers the papers' tables report (kit.eval.evaluate.metrics_table's columns, in this order).
+HEADLINES = (Metric("POPE accuracy", ("accuracy",)), Metric("POPE F1", ("f1",)))
+# The one column that stands for the benchmark where a single number per benchmark is needed (EACO's
+# "average over benchmarks"): the "POPE" figure of the LLaVA-1.5/1.6 tables (F1 over its splits).
+HEADLINE_METRIC = "POPE F1"
 LABEL_FILE = "coco_pope_{}.json"
 QUESTION_FIELDS = ("question_id", "image", "text", "label")
 PROMPT_SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -103,7 +110,7 @@ def load(
     add ``category`` (the split) and ``image_path``."""
     if split not in SPLITS:
         raise KitError(f"pope: unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if _common.is_hub_id(source):
+    if is_hub_id(source):
         return _load_hub(str(source), split, limit, cache_dir)
     root = _common.local_root(source, NAME, HUB_ID)
     wanted = CATEGORIES if split == "all" else (split,)
@@ -225,3 +232,54 @@ def score(records: Iterable[Mapping[str, Any]], where: str = "pope records") -> 
     result["averaged_over"] = order
     result["splits"] = splits
     return result
+
+
+def read_outputs(path: str | Path, *, labels: str | Path | None = None,
+                 questions: str | Path | None = None) -> Outputs:
+    """POPE answers (JSON lines with ``answer`` (POPE), ``text`` (LLaVA) or ``response``) with their labels:
+
+    - ``labels=None``: each answer line carries its ``label`` (and ``category``);
+    - ``labels=<coco_pope_<split>.json>``: answers and label lines paired line by line, as ``evaluate.py`` does
+      (the counts must agree; the official script silently truncates);
+    - ``labels=<folder>``: answers split by category, each split paired with its ``coco_pope_<split>.json`` as
+      LLaVA's ``eval_pope.py`` does; the category comes from the answer line or, by ``question_id``, from
+      ``questions`` (LLaVA's ``llava_pope_test.jsonl``)."""
+    path = Path(path)
+    answers = [(line_no, line) for line_no, line in enumerate(_common.read_jsonl(path), 1)]
+    records: list[dict] = []
+
+    def pair(rows: list[tuple[int, Mapping]], label_lines: list[dict], label_path: Path) -> None:
+        if len(rows) != len(label_lines):
+            raise KitError(f"{path}: {len(rows)} answers for the {len(label_lines)} questions of {label_path}; POPE "
+                           "pairs answers and questions line by line, so the counts must agree")
+        for (line_no, line), label in zip(rows, label_lines, strict=True):
+            records.append({**label, "response": _common.answer_text(line, f"{path}, line {line_no}")})
+
+    if labels is None:
+        for line_no, line in answers:
+            _common.require_fields(line, ("label",), path, f"at line {line_no}")
+            records.append({"question_id": line.get("question_id", line_no), "category": line.get("category", "all"),
+                            "label": line["label"], "response": _common.answer_text(line, f"{path}, line {line_no}")})
+    elif Path(labels).is_dir():
+        folder = Path(labels)
+        category_of_question: dict[str, str] = {}
+        if questions:
+            for line_no, question in enumerate(_common.read_jsonl(Path(questions)), 1):
+                _common.require_fields(question, ("question_id", "category"), questions, f"at line {line_no}")
+                category_of_question[str(question["question_id"])] = str(question["category"])
+        groups: dict[str, list[tuple[int, Mapping]]] = {}
+        for line_no, line in answers:
+            category = line.get("category") or category_of_question.get(str(line.get("question_id")))
+            if category is None:
+                raise KitError(f"{path}, line {line_no}: no split (category) for question {line.get('question_id')!r}; "
+                               "give --questions (LLaVA's llava_pope_test.jsonl)")
+            groups.setdefault(str(category), []).append((line_no, line))
+        for category, rows in groups.items():
+            label_path = label_file(folder, category)
+            if label_path is None:
+                raise KitError(f"{folder}: no {LABEL_FILE.format(category)} for the answers of split {category!r}")
+            pair(rows, read_labels(label_path, category), label_path)
+    else:
+        label_path = Path(labels)
+        pair(answers, read_labels(label_path), label_path)
+    return Outputs(records, str(path))

@@ -46,8 +46,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kit.core.paths import is_hub_id
 from kit.errors import KitError
-from kit.eval.benchmarks import _common
+from kit.eval.benchmarks import Metric, Outputs, _common
 
 NAME = "scienceqa"
 HUB_ID = "derek-thomas/ScienceQA"
@@ -56,6 +57,12 @@ SPLITS = ("test", "val", "train", "minival", "minitest")
 # the official pid_splits.json, and the hub rows carry no pid to pick them by.
 HUB_SPLITS = {"test": "test", "val": "validation", "train": "train"}
 DEFAULT_SPLIT = "test"
+TITLE = "ScienceQA-IMG"  # the benchmark's name as the papers write it
+# The numbers the papers' tables report (kit.eval.evaluate.metrics_table's columns, in this order).
+HEADLINES = (Metric("ScienceQA-IMG", ("accuracy",)),)
+# The one column that stands for the benchmark where a single number per benchmark is needed (EACO's
+# "average over benchmarks"): accuracy.
+HEADLINE_METRIC = "ScienceQA-IMG"
 OPTIONS = ("A", "B", "C", "D", "E")
 PROBLEM_FIELDS = ("question", "choices", "answer", "hint", "image", "subject", "grade")
 SCORE_FIELDS = ("choices", "answer")
@@ -111,7 +118,7 @@ def load(
     ``derek-thomas/ScienceQA``. Records keep the official fields and add ``pid`` and ``image_path``."""
     if split not in SPLITS:
         raise KitError(f"scienceqa: unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if _common.is_hub_id(source):
+    if is_hub_id(source):
         return _load_hub(str(source), split, limit, cache_dir)
     root = _common.local_root(source, NAME, HUB_ID)
     problems, where = read_problems(root, split)
@@ -246,3 +253,28 @@ def score(records: Iterable[Mapping[str, Any]], where: str = "scienceqa records"
             groups[group][short_name] = _accuracy(chosen)
     result.update(groups)
     return result
+
+
+def read_outputs(path: str | Path, *, base_dir: str | Path, split: str = "test") -> Outputs:
+    """LLaVA's ScienceQA answers (JSON lines ``{'question_id', 'prompt', 'text'}`` as ``model_vqa_science.py``
+    writes them) against the problems of ``split`` in ``base_dir`` (``problems.json``, ``pid_splits.json``).
+    As ``eval_science_qa.py``: a problem without an answer is ``FAILED``, and a problem is multimodal when its
+    prompt holds ``<image>``."""
+    path = Path(path)
+    predictions: dict[str, Mapping] = {}
+    for line_no, line in enumerate(_common.read_jsonl(path), 1):
+        _common.require_fields(line, ("question_id", "text"), path, f"at line {line_no}")
+        predictions[str(line["question_id"])] = line
+    problems, _ = read_problems(Path(base_dir), split)
+    records = []
+    for pid, problem in problems:
+        record = {**problem, "pid": pid}
+        if pid in predictions:
+            line = predictions[pid]
+            record["response"] = _common.answer_text(line, f"{path}, question {pid}")
+            record["is_multimodal"] = "<image>" in str(line.get("prompt", ""))
+        else:  # eval_science_qa.py: a missing prediction is FAILED with the prompt 'Unknown'
+            record["prediction"] = FAILED
+            record["is_multimodal"] = False
+        records.append(record)
+    return Outputs(records, str(path))

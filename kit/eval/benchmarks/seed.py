@@ -43,13 +43,20 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kit.core.paths import is_hub_id
 from kit.errors import KitError
-from kit.eval.benchmarks import _common
+from kit.eval.benchmarks import Metric, Outputs, _common
 
 NAME = "seed"
 HUB_ID = "lmms-lab/SEED-Bench"
 SPLITS = ("image",)
 DEFAULT_SPLIT = "image"
+TITLE = "SEED-Bench"  # the benchmark's name as the papers write it
+# The numbers the papers' tables report (kit.eval.evaluate.metrics_table's columns, in this order).
+HEADLINES = (Metric("SEED-Bench image", ("accuracy",)),)
+# The one column that stands for the benchmark where a single number per benchmark is needed (EACO's
+# "average over benchmarks"): accuracy.
+HEADLINE_METRIC = "SEED-Bench image"
 FILE_NAME = "SEED-Bench.json"
 LETTERS = ("A", "B", "C", "D")
 QUESTION_FIELDS = ("answer", "choice_a", "choice_b", "choice_c", "choice_d", "data_id", "data_type", "question",
@@ -132,7 +139,7 @@ def load(
     ``question_type_id``) and ``image_path``."""
     if split not in SPLITS:
         raise KitError(f"seed: unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if _common.is_hub_id(source):
+    if is_hub_id(source):
         return _load_hub(str(source), limit, cache_dir)
     root = _common.local_root(source, NAME, HUB_ID)
     path = root / FILE_NAME
@@ -302,3 +309,36 @@ def score(records: Iterable[Mapping[str, Any]], where: str = "seed records",
         "data_types": {t: {"accuracy": 100 * c / n, "questions": n} for t, (c, n) in sorted(by_type.items())},
         "dimensions": dimensions,
     }
+
+
+def read_outputs(path: str | Path, *, questions: str | Path | None = None, data_type: str = "image") -> Outputs:
+    """SEED-Bench answers, for ``score(..., names=<dimension id -> name>)``: the official ``eval.py``'s
+    ``results.json`` (JSON lines ``{'q_id', 'prediction', 'gt', 'q_type_id'}``, each with its ground truth), or
+    LLaVA's answer lines ``{'question_id', 'text'}`` scored against ``questions`` (``SEED-Bench.json``), keeping
+    the questions of ``data_type`` (``image``, ``video`` or ``all``); an unanswered question counts as wrong."""
+    path = Path(path)
+    lines = _common.read_jsonl(path)
+    names: dict[int, str] = {}
+    if lines and "q_id" in lines[0]:
+        records = []
+        for line_no, line in enumerate(lines, 1):
+            _common.require_fields(line, ("q_id", "prediction", "gt", "q_type_id"), path, f"at line {line_no}")
+            records.append({"question_id": line["q_id"], "answer": line["gt"], "question_type_id": line["q_type_id"],
+                            "prediction": line["prediction"]})
+    else:
+        if not questions:
+            raise KitError(f"{path}: answers without ground truth need --questions (SEED-Bench.json)")
+        problems, names = read_questions(Path(questions))
+        answers: dict[str, str] = {}
+        for line_no, line in enumerate(lines, 1):
+            _common.require_fields(line, ("question_id",), path, f"at line {line_no}")
+            answers[str(line["question_id"])] = _common.answer_text(line, f"{path}, line {line_no}")
+        records = []
+        for question in problems:
+            if data_type != "all" and question["data_type"] != data_type:
+                continue
+            record = dict(question)
+            if str(question["question_id"]) in answers:  # a question without an answer counts as wrong
+                record["response"] = answers[str(question["question_id"])]
+            records.append(record)
+    return Outputs(records, str(path), {"names": names})

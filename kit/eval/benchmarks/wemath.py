@@ -34,13 +34,20 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kit.core.paths import is_hub_id
 from kit.errors import KitError
-from kit.eval.benchmarks import _common
+from kit.eval.benchmarks import Metric, Outputs, _common
 
 NAME = "wemath"
 HUB_ID = "We-Math/We-Math"
 SPLITS = ("testmini",)
 DEFAULT_SPLIT = "testmini"
+TITLE = "We-Math"  # the benchmark's name as the papers write it
+# The numbers the papers' tables report (kit.eval.evaluate.metrics_table's columns, in this order).
+HEADLINES = (Metric("We-Math strict", ("strict", "score")), Metric("We-Math loose", ("loose", "score")))
+# The one column that stands for the benchmark where a single number per benchmark is needed (EACO's
+# "average over benchmarks"): We-Math ranks models by the strict score.
+HEADLINE_METRIC = "We-Math strict"
 ROW_FIELDS = ("ID", "key", "question", "option", "answer", "image_path")
 SCORE_FIELDS = ("ID", "key", "answer")
 _KEY = re.compile(r"^([23])steps_(1|2|3|multi)$")
@@ -71,7 +78,7 @@ def load(
     Each record keeps the official fields; ``image_path`` becomes the absolute path (the official
     relative value is kept as ``image``). Missing files or fields raise ``KitError`` naming the file and
     the row (``ID/key``)."""
-    if _common.is_hub_id(source):
+    if is_hub_id(source):
         return _load_hub(str(source), split, limit, cache_dir)
     root = _common.local_root(source, NAME, HUB_ID)
     path = root / f"{split}.json"
@@ -235,3 +242,20 @@ def score(records: Iterable[Mapping[str, Any]], where: str = "wemath records") -
         "S2": _pct(_mean([m["joker_multi"] for m in two])),
         "S3": _pct(_mean([m["joker_multi"] for m in three])),
     }
+
+
+def read_outputs(path: str | Path) -> Outputs:
+    """The testmini rows (``testmini.json``) each with the model's ``response``, as We-Math's evaluation
+    reads them; a stored ``prediction`` is dropped, so every response is extracted again."""
+    path = Path(path)
+    data = _common.read_json(path)
+    if not isinstance(data, list):
+        raise KitError(f"{path}: expected a list of testmini rows with 'response', got {type(data).__name__}")
+    rows = []
+    for position, row in enumerate(data):
+        rid = record_id(row) if isinstance(row, Mapping) else f"#{position}"
+        _common.require_fields(row, SCORE_FIELDS + ("response",), path, rid)
+        if not isinstance(row["response"], str):
+            raise KitError(f"{path}: row {rid} has a response of type {type(row['response']).__name__}")
+        rows.append({k: v for k, v in row.items() if k != "prediction"})
+    return Outputs(rows, str(path))
