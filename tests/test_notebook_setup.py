@@ -44,3 +44,16 @@ def test_under_papermill_the_bars_go_and_each_stage_prints_one_line(monkeypatch,
     cached_stage(tmp_path, "demo", {"a": 1}, lambda folder: None)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("demo:")]
     assert len(lines) == 2 and "built" in lines[0] and "skipped" in lines[1]
+
+
+def test_setup_seeds_the_global_generators_so_figures_repeat(monkeypatch):
+    import random
+
+    import numpy as np
+
+    monkeypatch.delenv(notebook.PAPERMILL_ENV, raising=False)
+    draws = []
+    for _ in range(2):
+        notebook.setup("tiny")
+        draws.append((random.random(), float(np.random.uniform())))
+    assert draws[0] == draws[1]

@@ -250,7 +250,7 @@ def _openai_engine(servers: list[str], label: str | None = None):
     from kit.llm.generate import OpenAIEngine
 
     engine = OpenAIEngine(servers, "teacher-7b", concurrency=2)
-    engine._one = lambda chat, sampling, server, index, count: default_script(chat)
+    engine._request = lambda chat, sampling, server, index, count: default_script(chat)
     if label is not None:
         engine.model_label = label
     return engine

@@ -1,6 +1,6 @@
 """The first code cell after a notebook's parameters: ``setup(profile, run_dir, results_dir)`` loads the
-profile, applies its process settings (threads, offline, pinned hub revisions), picks the run folder and makes
-the output read like a handout.
+profile, applies its process settings (threads, offline, pinned hub revisions), seeds the global random
+generators with the profile's ``seed``, picks the run folder and makes the output read like a handout.
 
 A notebook run by ``kit run`` (papermill) gets its run folder from the runner; one opened in JupyterLab works
 in ``results/runs/<profile>-interactive/``, so its cached stages are found again on the next visit. Under
@@ -34,9 +34,21 @@ def setup(profile: str, run_dir: str | None = None, results_dir: str = "results"
     """The profile (a name under kit/profiles or a YAML path), applied to this kernel, and the run's folders."""
     loaded = load_profile(profile)
     apply_runtime(loaded)
+    _seed_global_generators(int(loaded.get("seed", 0)))
     run = Path(run_dir) if run_dir else REPO_DIR / "results" / "runs" / f"{loaded.name}-interactive"
     _quiet_output(papermill=bool(os.environ.get(PAPERMILL_ENV)))
     return NotebookRun(loaded, run, REPO_DIR / results_dir)
+
+
+def _seed_global_generators(seed: int) -> None:
+    # Every stage takes its own seed; this is for what draws from the global generators in a notebook's own
+    # cells (seaborn's strip-plot jitter), so that a figure comes out the same on every run.
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def _quiet_output(papermill: bool) -> None:

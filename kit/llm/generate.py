@@ -709,7 +709,7 @@ class OpenAIEngine:
         raise KitError(f"server {server} refused to load adapter {name} from {path} (HTTP {status}: {message}): "
                        f"{hint}")
 
-    def _one(self, chat: Chat, sampling: Sampling, server: int, index: int, count: int) -> str:
+    def _request(self, chat: Chat, sampling: Sampling, server: int, index: int, count: int) -> str:
         body = self.request_body(chat, sampling, server)
         url, where = self.urls[server], f"server {self.servers[server]}, request #{index} of {count}"
         try:
@@ -744,7 +744,7 @@ class OpenAIEngine:
                         server = min(range(len(busy)), key=lambda s: (busy[s], (s - turn) % len(busy)))
                         turn = server + 1
                         busy[server] += 1
-                        future = pool.submit(self._one, chats[started], sampling, server, started, count)
+                        future = pool.submit(self._request, chats[started], sampling, server, started, count)
                         running[future] = (started, server)
                         started += 1
                     if failure is not None and head == failure[0]:

@@ -510,7 +510,7 @@ def merge(adapter_dir: str | Path, output_dir: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ command line
-# The command line is SFTSettings' fields (kit.core.settings_cli), under the option names the README has always used.
+# The command line is SFTSettings' fields (kit.core.settings_cli), under the option names the docs have always used.
 SFT_OPTIONS = SettingsOptions(SFTSettings, flags={"finetune_vision_layers": "--finetune-vision"})
 
 

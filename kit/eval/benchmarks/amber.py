@@ -413,7 +413,7 @@ def generative_counts(nouns: list[str], truth: list[str], hallu: list[str], reso
     return safe_flag_list, safe_list[-safe_len:], ha_list[-ha_len:]
 
 
-def _prf(correct: float, num: float, ans_no_score: float, ans_no_num: float, no_score: float, no_num: float,
+def _precision_recall_f1(correct: float, num: float, ans_no_score: float, ans_no_num: float, no_score: float, no_num: float,
          epsilon: float) -> dict:
     accuracy = round(correct / num * 100, 1)
     precision = round(ans_no_score / ans_no_num * 100, 1)
@@ -535,7 +535,7 @@ def score(
         # Sums of the raw counters, initial 0.001s included, as the official attribute numbers are.
         c = {name: sum(counters[f"{p}_{name}"] for p in prefixes_)
              for name in ("correct_score", "correct_num", "ans_no_score", "ans_no_num", "no_score", "no_num")}
-        metrics = _prf(c["correct_score"], c["correct_num"], c["ans_no_score"], c["ans_no_num"], c["no_score"],
+        metrics = _precision_recall_f1(c["correct_score"], c["correct_num"], c["ans_no_score"], c["ans_no_num"], c["no_score"],
                        c["no_num"], epsilon)
         metrics["questions"] = round(c["correct_num"] - _NUM0 * len(prefixes_))
         return metrics

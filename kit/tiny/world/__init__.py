@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from kit.core.artifacts import atomic_dir, file_hash
 from kit.errors import KitError
-from kit.tiny.world import eaco_families as eaco
+from kit.tiny.world import eaco_families
 from kit.tiny.world import families as fam
 from kit.tiny.world.families import EVAL_FAMILIES, FAMILIES, TRAIN_FAMILIES
 from kit.tiny.world.readers import image_questions, load_records
@@ -174,10 +174,10 @@ def _build_into(folder: Path, config: WorldConfig, progress: bool) -> dict[str, 
         ("mme", lambda: fam.write_mme(ctx, family_rng(seed, "mme"), config.mme_images_per_subtask)),
         # EACO's other benchmarks: own generators, evaluation-side scenes only, so that no earlier family
         # and no training family changes (training families reject evaluation-side scenes anyway).
-        ("pope", lambda: eaco.write_pope(ctx, family_rng(seed, "pope"), config.pope_images)),
-        ("seed", lambda: eaco.write_seed(ctx, family_rng(seed, "seed"), config.seed_questions)),
-        ("scienceqa", lambda: eaco.write_scienceqa(ctx, family_rng(seed, "scienceqa"), config.scienceqa_problems)),
-        ("amber", lambda: eaco.write_amber(ctx, family_rng(seed, "amber"), config.amber_images)),
+        ("pope", lambda: eaco_families.write_pope(ctx, family_rng(seed, "pope"), config.pope_images)),
+        ("seed", lambda: eaco_families.write_seed(ctx, family_rng(seed, "seed"), config.seed_questions)),
+        ("scienceqa", lambda: eaco_families.write_scienceqa(ctx, family_rng(seed, "scienceqa"), config.scienceqa_problems)),
+        ("amber", lambda: eaco_families.write_amber(ctx, family_rng(seed, "amber"), config.amber_images)),
     ]
     # Evaluation families first: the training families then refuse every scene they used.
     eval_hashes: set[str] = set()

@@ -313,7 +313,7 @@ def write_wemath(ctx: Context, rng: random.Random, n: int) -> int:
 
 
 # -- HallusionBench -------------------------------------------------------------------------------
-def _hb_row(
+def _hallusion_row(
     category: str,
     subcategory: str,
     set_id: int,
@@ -341,7 +341,7 @@ def _hb_row(
     }
 
 
-def _vs_set(ctx: Context, source: SceneSource, rng: random.Random, set_id: int) -> list[dict[str, Any]]:
+def _visual_supplement_set(ctx: Context, source: SceneSource, rng: random.Random, set_id: int) -> list[dict[str, Any]]:
     """A visual-supplement set: figure 0 has no image and is answered from the world's rules (corners),
     figure 1 agrees with the rules, figure 2 is edited so that the image contradicts what the rules
     alone would suggest about the named shape."""
@@ -377,7 +377,7 @@ def _vs_set(ctx: Context, source: SceneSource, rng: random.Random, set_id: int) 
                 truth = claimed == CORNERS[actual]
                 details = f"The {target.color} shape is a {actual}, which has {CORNERS[actual]} corners."
             rows.append(
-                _hb_row(
+                _hallusion_row(
                     "VS",
                     "figure",
                     set_id,
@@ -394,7 +394,7 @@ def _vs_set(ctx: Context, source: SceneSource, rng: random.Random, set_id: int) 
     return rows
 
 
-def _vd_set(
+def _visual_dependent_set(
     ctx: Context, source: SceneSource, rng: random.Random, set_id: int, kind: str
 ) -> list[dict[str, Any]]:
     """A visual-dependent set: an original figure and a minimally edited one, asked the same yes/no
@@ -420,7 +420,7 @@ def _vd_set(
         ctx.save_image(f"hallusionbench/hallusion_bench/{filename[2:]}", shown)
         for qid, probe in enumerate(chosen):
             rows.append(
-                _hb_row(
+                _hallusion_row(
                     "VD",
                     subcategory,
                     set_id,
@@ -442,11 +442,11 @@ def write_hallusionbench(ctx: Context, rng: random.Random, n: int) -> int:
     n_vs = n // 5
     rows: list[dict[str, Any]] = []
     for set_id in range(n_vs):
-        rows += _vs_set(ctx, source, rng, set_id)
+        rows += _visual_supplement_set(ctx, source, rng, set_id)
     counters = {"shapes": 0, "bars": 0}
     for i in range(n - n_vs):
         kind = SCENE_KINDS[i % 2]
-        rows += _vd_set(ctx, source, rng, counters[kind], kind)
+        rows += _visual_dependent_set(ctx, source, rng, counters[kind], kind)
         counters[kind] += 1
     ctx.write_json("hallusionbench/HallusionBench.json", rows)
     return len(rows)
