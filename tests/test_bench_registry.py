@@ -218,7 +218,7 @@ def test_kit_score_options_are_the_keywords_of_read_outputs() -> None:
     for name, parser in per_benchmark.items():
         read_outputs = benchmarks.get(name).read_outputs
         keywords = {p.name for p in inspect.signature(read_outputs).parameters.values() if p.kind is p.KEYWORD_ONLY}
-        assert {a.dest for a in parser._actions} - {"help", "path"} == keywords, name
+        assert {a.dest for a in parser._actions} - {"help", "path", "source_format"} == keywords, name
 
 
 def test_read_outputs_returns_what_score_needs(tmp_path: Path) -> None:

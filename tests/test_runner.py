@@ -95,7 +95,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
                 "torch_threads": None,
                 "models": {"teacher": "Qwen/Qwen2-VL-7B-Instruct"},
                 "datasets": {"mathvista": "data/tiny/mathvista"},
-                "world": {"train_pool": 12},
+                # data/tiny is the tiny world notebook 00 builds: never hand-supplied data, built or not
+                "world": {"root": "data/tiny", "train_pool": 12},
                 "evaluation": {"batch_size": 2, "limit": None},
             }
         )
@@ -103,6 +104,14 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     write_notebook(notebooks / "00_prepare.ipynb", "# Prepare", WRITE_PARAMETERS)
     write_notebook(notebooks / "01_use.ipynb", NEEDS_00)
     return Project(notebooks=notebooks, results=tmp_path / "results", profile_path=profile_path)
+
+
+def executed(project: Project) -> list[str]:
+    """What a run left besides the params files: executed notebooks, stages.json, anything else."""
+    if not project.results.exists():
+        return []
+    return sorted(path.relative_to(project.results).as_posix() for path in project.results.rglob("*")
+                  if path.is_file() and path.parent.name != runner.PARAMS_DIR)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -219,7 +228,7 @@ def test_only_and_from_select(project: Project) -> None:
 def test_dry_run_prints_the_plan_and_executes_nothing(project: Project, capsys) -> None:
     outcomes = project.run(dry_run=True)
     assert [outcome.status for outcome in outcomes] == ["would run", "would run"]
-    assert not project.results.exists()
+    assert executed(project) == []
     printed = capsys.readouterr().out
     assert "[1/2] 00_prepare  would run" in printed
     assert "teacher  Qwen/Qwen2-VL-7B-Instruct  (hub)" in printed
@@ -277,7 +286,7 @@ def test_an_unset_answer_reader_stops_the_run_before_its_first_notebook(project:
     for options in ({"dry_run": True}, {}):
         with pytest.raises(KitError, match="evaluation.extractor is 'llm' but evaluation.judge_url is not set"):
             project.run(**options)
-    assert not project.results.exists()  # 00 and 01 never ran
+    assert executed(project) == []  # 00 and 01 never ran
     # Once 02 has nothing left to do, nothing needs the reader: the other notebooks run without it.
     assert [o.status for o in project.run(only="00")] == ["done"]
 
@@ -290,3 +299,157 @@ def test_every_shipped_notebook_cell_has_its_own_id(repo_dir):
     for path in sorted((repo_dir / "notebooks").glob("*.ipynb")):
         ids = [cell.get("id") for cell in json.loads(path.read_text())["cells"]]
         assert None not in ids and len(set(ids)) == len(ids), f"{path.name}: cell ids {ids}"
+
+
+# ------------------------------------------------------------------------ params files and papermill commands
+def test_each_notebook_s_parameters_are_kept_in_the_run_folder(project: Project) -> None:
+    project.run()
+    run_dir = project.run_dir
+    seen = json.loads((run_dir / "seen_by_00.json").read_text())
+    kept = yaml.safe_load((run_dir / "params" / "00_prepare.yaml").read_text())
+    assert kept == seen  # exactly what papermill injected
+    assert yaml.safe_load((run_dir / "params" / "01_use.yaml").read_text()) == kept
+    assert not list((run_dir / "params").glob(".*")), "temporary files left beside the params"
+
+
+ENVIRONMENT_SEEN = """
+import json, os, pathlib
+names = ["KIT_PAPERMILL", "TQDM_DISABLE", "HF_HUB_OFFLINE", "OMP_NUM_THREADS", "KIT_HUB_REVISIONS"]
+pathlib.Path(run_dir, "by_papermill.json").write_text(json.dumps(
+    {"parameters": {"seed": seed, "models_teacher": models_teacher, "world_train_pool": world_train_pool,
+                    "profile": profile, "run_dir": run_dir},
+     "environment": {name: os.environ.get(name) for name in names}, "cwd": os.getcwd()}))
+"""
+
+
+def test_the_dry_run_prints_a_papermill_command_that_runs_as_printed(project: Project, tmp_path: Path) -> None:
+    """The printed command, run by a shell from another folder with none of the kit's variables set, executes
+    the notebook with the parameters, working directory and environment that kit run gives it."""
+    import os
+    import subprocess
+    import sys
+
+    document = yaml.safe_load(project.profile_path.read_text())
+    # A dry run changes nothing in this process, so the runtime settings can be the tiny profile's.
+    document.update(offline=True, torch_threads=1, revisions={"Org/Model": "0123abc"})
+    project.profile_path.write_text(yaml.safe_dump(document))
+    write_notebook(project.notebooks / "00_prepare.ipynb", ENVIRONMENT_SEEN)
+    before = dict(os.environ)
+
+    outcomes = project.run(dry_run=True, only="00")
+    assert dict(os.environ) == before
+    command = outcomes[0].command
+    params = project.run_dir / "params" / "00_prepare.yaml"
+    assert command == (
+        "env KIT_PAPERMILL=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "
+        "KIT_HUB_REVISIONS='{\"Org/Model\": \"0123abc\"}' OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "
+        f"papermill {project.notebooks / '00_prepare.ipynb'} {project.run_dir / '00_prepare.ipynb'} -f {params} "
+        f"-k python3 -l python --cwd {runner.REPO_DIR}"
+    )
+    assert executed(project) == []
+    expected_parameters = yaml.safe_load(params.read_text())
+
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("KIT_PAPERMILL", "TQDM_DISABLE", "HF_HUB_OFFLINE", "OMP_NUM_THREADS",
+                                   "KIT_HUB_REVISIONS")}
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(["bash", "-c", command], cwd=elsewhere, env=environment, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads((project.run_dir / "by_papermill.json").read_text())
+    assert seen["parameters"] == expected_parameters == {
+        "seed": 5, "models_teacher": "Qwen/Qwen2-VL-7B-Instruct", "world_train_pool": 12,
+        "profile": str(project.profile_path.resolve()), "run_dir": str(project.run_dir)}
+    assert seen["environment"] == {"KIT_PAPERMILL": "1", "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1",
+                                   "OMP_NUM_THREADS": "1", "KIT_HUB_REVISIONS": '{"Org/Model": "0123abc"}'}
+    assert Path(seen["cwd"]).resolve() == runner.REPO_DIR.resolve()
+    assert (project.run_dir / "00_prepare.ipynb").is_file()
+
+
+def test_a_profile_without_pins_removes_an_earlier_profile_s_pins_in_the_command(project: Project) -> None:
+    command = project.run(dry_run=True)[0].command
+    assert command.startswith("env -u KIT_HUB_REVISIONS KIT_PAPERMILL=1 TQDM_DISABLE=1 papermill ")
+
+
+# ------------------------------------------------------------------------------------- hand-supplied data
+def test_missing_hand_supplied_data_is_listed_exactly(tmp_path: Path) -> None:
+    from kit.core.profile import missing_data
+
+    amber = tmp_path / "amber"
+    for name in ("annotations.json", "relation.json", "safe_words.txt", "query/query_all.json"):
+        (amber / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (amber / "data" / name).write_text("[]")
+    (tmp_path / "instructions").mkdir()
+    document = yaml.safe_load((runner.PACKAGE_DIR / "profiles" / "paper.yaml").read_text())
+    document["world"]["root"] = str(tmp_path / "world")  # not built: the tiny world is never listed
+    document["datasets"].update(eaco_images=str(tmp_path / "coco" / "train2014"),
+                                instructions=str(tmp_path / "instructions"), amber=str(amber),
+                                mathvista=str(tmp_path / "world" / "mathvista"),
+                                scienceqa=str(tmp_path / "scienceqa"))
+    path = tmp_path / "paper-copy.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    assert [entry.line() for entry in missing_data(load_profile(path))] == [
+        f"datasets.eaco_images: {tmp_path}/coco/train2014 does not exist (see docs/paper-data.md#coco-train2014)",
+        f"datasets.instructions: {tmp_path}/instructions has no *.json; coco/train2017/*.jpg; "
+        "textvqa/train_images/*.jpg; vg/VG_100K/*.jpg; vg/VG_100K_2/*.jpg "
+        "(see docs/paper-data.md#stic-instruction-set)",
+        f"datasets.scienceqa: {tmp_path}/scienceqa does not exist (see docs/paper-data.md#other-local-datasets)",
+        f"datasets.amber: {tmp_path}/amber has no image/AMBER_* or images/AMBER_* or AMBER_* "
+        "(see docs/paper-data.md#amber)",
+    ]
+    (amber / "image").mkdir()
+    (amber / "image" / "AMBER_1.jpg").write_bytes(b"jpeg")
+    (tmp_path / "scienceqa").mkdir()
+    assert [entry.key for entry in missing_data(load_profile(path))] == ["datasets.eaco_images",
+                                                                         "datasets.instructions"]
+
+
+def test_the_shipped_profiles_hand_supplied_data(tmp_path: Path) -> None:
+    """The paper profile's local datasets are exactly the documented ones; the tiny profile has none, even in
+    a fresh clone where notebook 00 has not built data/tiny yet."""
+    from kit.core.profile import HAND_SUPPLIED_DATA, hand_supplied_data, missing_data
+
+    assert list(hand_supplied_data(load_profile("paper"))) == list(HAND_SUPPLIED_DATA)
+    assert hand_supplied_data(load_profile("tiny")) == {}
+    fresh = tmp_path / "fresh-clone" / "data" / "tiny"
+    text = (runner.PACKAGE_DIR / "profiles" / "tiny.yaml").read_text().replace("data/tiny", str(fresh))
+    path = tmp_path / "tiny-copy.yaml"
+    path.write_text(text)
+    assert load_profile(path).get("datasets.amber") == str(fresh / "amber")
+    assert missing_data(load_profile(path)) == []
+
+
+def test_every_data_section_the_kit_names_is_in_the_doc(repo_dir: Path) -> None:
+    import re
+
+    from kit.core.profile import DATA_DOC, HAND_SUPPLIED_DATA, OTHER_LOCAL_DATA_SECTION
+
+    headings = [line.lstrip("#").strip() for line in (repo_dir / DATA_DOC).read_text().splitlines()
+                if line.startswith("## ")]
+    anchors = {re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-") for heading in headings}
+    for section in [*(entry.section for entry in HAND_SUPPLIED_DATA.values()), OTHER_LOCAL_DATA_SECTION]:
+        assert section in anchors, f"{DATA_DOC} has no section #{section}"
+
+
+def test_missing_data_is_listed_by_the_dry_run_and_stops_the_run(project: Project, tmp_path: Path,
+                                                                  capsys) -> None:
+    document = yaml.safe_load(project.profile_path.read_text())
+    document["datasets"].update(amber=str(tmp_path / "no-amber"))
+    project.profile_path.write_text(yaml.safe_dump(document))
+    write_notebook(project.notebooks / "08_evaluate.ipynb", "x = 1")
+    line = f"datasets.amber: {tmp_path}/no-amber does not exist (see docs/paper-data.md#amber)"
+
+    project.run(dry_run=True)
+    assert f"  MISSING {line}; read by notebook 08\n" in capsys.readouterr().out
+    for options in ({}, {"from_": "01"}):
+        with pytest.raises(KitError) as raised:
+            project.run(**options)
+        assert f"\n  {line}\n" in str(raised.value)
+        assert executed(project) == []
+    # A run that executes no notebook reading AMBER does not need it.
+    assert [outcome.status for outcome in project.run(only="00")] == ["done"]
+    assert project.cli() == 2
+    assert line in capsys.readouterr().err

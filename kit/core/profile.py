@@ -276,31 +276,155 @@ def notebook_parameters(
     return {name: values[name] for name in declared_parameters(notebook_path) if name in values}
 
 
+def runtime_environment(profile: Profile) -> dict[str, str | None]:
+    """The environment variables the profile's process settings call for, without setting any: a value to set,
+    or ``None`` for a variable to remove (an earlier profile's hub pins). ``apply_runtime`` sets them in this
+    process; ``kit run --dry-run`` prints them in front of each notebook's papermill command."""
+    environment: dict[str, str | None] = {}
+    if profile.get("offline", False) is True:
+        for variable in OFFLINE_VARIABLES:
+            environment[variable] = "1"
+    # The pinned hub revisions reach loaders and stage keys (kit.core.artifacts.hub_commit) in every kernel.
+    revisions = profile.get("revisions", None)
+    environment[HUB_REVISIONS_ENV] = json.dumps(revisions, sort_keys=True) if revisions else None
+    threads = profile.get("torch_threads", None)
+    if threads is not None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise KitError(f"profile {profile.path}: torch_threads must be a positive integer or null")
+        environment["OMP_NUM_THREADS"] = str(threads)
+        environment["MKL_NUM_THREADS"] = str(threads)
+    return environment
+
+
 def apply_runtime(profile: Profile) -> dict[str, str]:
     """Apply the profile's process settings; returns the environment variables it set.
 
     Environment variables are set (rather than only calling library functions) because notebook
     kernels are child processes and inherit ``os.environ`` at start.
     """
-    changed: dict[str, str] = {}
-    if profile.get("offline", False) is True:
-        for variable in OFFLINE_VARIABLES:
-            changed[variable] = "1"
-    # The pinned hub revisions reach loaders and stage keys (kit.core.artifacts.hub_commit) in every kernel.
-    revisions = profile.get("revisions", None)
-    if revisions:
-        changed[HUB_REVISIONS_ENV] = json.dumps(revisions, sort_keys=True)
-    else:
-        os.environ.pop(HUB_REVISIONS_ENV, None)  # an earlier profile's pins must not apply to this one
-    threads = profile.get("torch_threads", None)
-    if threads is not None:
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise KitError(f"profile {profile.path}: torch_threads must be a positive integer or null")
-        changed["OMP_NUM_THREADS"] = str(threads)
-        changed["MKL_NUM_THREADS"] = str(threads)
+    environment = runtime_environment(profile)
+    changed = {name: value for name, value in environment.items() if value is not None}
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)  # an earlier profile's pins must not apply to this one
     os.environ.update(changed)
+    threads = profile.get("torch_threads", None)
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     return changed
+
+
+# ------------------------------------------------------------------------------------------ hand-supplied data
+DATA_DOC = "docs/paper-data.md"
+
+
+@dataclass(frozen=True)
+class DataRequirement:
+    """What the kit expects in the folder a ``datasets:`` key names when that data is supplied by hand.
+
+    ``files``: each entry is one requirement, a tuple of glob patterns relative to the folder, any one of
+    which must match (``("data/annotations.json", "annotations.json")``: either layout the reader accepts).
+    ``reader``: the function that reads the folder (the rules here restate what it needs, nothing more).
+    ``read_by``: the notebooks that read it, so a run that executes none of them does not need it.
+    ``section``: the anchor of its section in ``docs/paper-data.md``."""
+
+    title: str
+    section: str
+    reader: str
+    read_by: tuple[str, ...]
+    files: tuple[tuple[str, ...], ...]
+
+
+# One table for every dataset the paper profile cannot fetch from the hub. A local ``datasets:`` path outside
+# the tiny world's root (``world.root``, which notebook 00 and ``kit world build`` write) is data a person
+# supplies; a key listed here is checked for its files too, any other such key only for its folder.
+HAND_SUPPLIED_DATA: dict[str, DataRequirement] = {
+    "datasets.eaco_images": DataRequirement(
+        title="COCO train2014 (EACO's preference images)", section="coco-train2014",
+        reader="kit.eaco.preference.list_images", read_by=("07",),
+        files=(("*.jpg", "*.jpeg", "*.png"),)),
+    "datasets.instructions": DataRequirement(
+        title="STIC's instruction set (the extra SFT stage)", section="stic-instruction-set",
+        reader="kit.eaco.pipeline.load_instruction_rows", read_by=("07",),
+        files=(("*.json",), ("coco/train2017/*.jpg",), ("textvqa/train_images/*.jpg",), ("vg/VG_100K/*.jpg",),
+               ("vg/VG_100K_2/*.jpg",))),
+    "datasets.amber": DataRequirement(
+        title="AMBER", section="amber", reader="kit.eval.benchmarks.amber.load", read_by=("08",),
+        files=(("data/annotations.json", "annotations.json"), ("data/relation.json", "relation.json"),
+               ("data/safe_words.txt", "safe_words.txt"), ("data/query/query_all.json", "query/query_all.json"),
+               ("image/AMBER_*", "images/AMBER_*", "AMBER_*"))),
+}
+OTHER_LOCAL_DATA_SECTION = "other-local-datasets"
+
+
+@dataclass(frozen=True)
+class MissingData:
+    """One hand-supplied dataset that is not where the profile says, or lacks files the kit reads."""
+
+    key: str
+    path: Path
+    problem: str
+    section: str
+    read_by: tuple[str, ...] | None  # None: not known, so every notebook may read it
+
+    def line(self) -> str:
+        return f"{self.key}: {_shown_path(self.path)} {self.problem} (see {DATA_DOC}#{self.section})"
+
+
+def _shown_path(path: Path) -> str:
+    from kit import REPO_DIR
+
+    try:
+        return path.relative_to(REPO_DIR).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def hand_supplied_data(profile: Profile) -> dict[str, Path]:
+    """``datasets:`` keys (``datasets.amber``) whose value is a local path a person supplies: not a hub id
+    (``kit.core.paths.resolve_path``) and not inside the tiny world the pipeline builds (``world.root``)."""
+    world_root = profile.get("world.root", None)
+    built = resolve_path(world_root) if world_root else None
+    found = {}
+    for name, value in profile.get("datasets").items():
+        resolved = resolve_path(value)
+        if not isinstance(resolved, Path):
+            continue
+        if isinstance(built, Path) and _inside(resolved, built):
+            continue
+        found[f"datasets.{name}"] = resolved
+    return found
+
+
+def missing_data(profile: Profile) -> list[MissingData]:
+    """Every hand-supplied dataset of the profile (``hand_supplied_data``) that is absent, or present without
+    the files ``HAND_SUPPLIED_DATA`` names for its key; in the order of the profile's ``datasets:``."""
+    missing = []
+    for key, path in hand_supplied_data(profile).items():
+        requirement = HAND_SUPPLIED_DATA.get(key)
+        section = requirement.section if requirement else OTHER_LOCAL_DATA_SECTION
+        read_by = requirement.read_by if requirement else None
+        if not path.exists():
+            missing.append(MissingData(key, path, "does not exist", section, read_by))
+            continue
+        if requirement is None:
+            continue
+        if not path.is_dir():
+            missing.append(MissingData(key, path, "is not a folder", section, read_by))
+            continue
+        absent = [patterns for patterns in requirement.files
+                  if not any(next(path.glob(pattern), None) is not None for pattern in patterns)]
+        if absent:
+            wanted = "; ".join(" or ".join(patterns) for patterns in absent)
+            missing.append(MissingData(key, path, f"has no {wanted}", section, read_by))
+    return missing

@@ -6,6 +6,12 @@ notebook's cell sources, the parameters it received, the profile, and the ``kit`
 A stage whose key is unchanged and whose executed notebook exists is skipped, so re-running after a
 failure or an edit only executes what is stale. Editing a notebook re-runs that notebook only; the
 notebooks after it are not invalidated (they read their inputs through cached stages of their own).
+
+The parameters each notebook receives are kept beside it, ``params/NN_name.yaml``, and ``--dry-run`` prints
+the plain ``papermill`` command (with the environment ``kit run`` gives the kernels) that executes the notebook
+from that file, so a stage can be re-run or debugged without ``kit``. Before anything runs, the profile's
+hand-supplied data (``kit.core.profile.missing_data``: local datasets outside the tiny world) is checked; a
+real run refuses to start while a notebook it would execute reads data that is missing.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,14 +29,29 @@ from pathlib import Path
 from typing import Any
 
 from kit import PACKAGE_DIR, REPO_DIR
-from kit.core.artifacts import atomic_write_json, content_hash, tree_hash
+from kit.core.artifacts import atomic_write_json, atomic_write_text, content_hash, tree_hash
 from kit.core.notebook import PAPERMILL_ENV
-from kit.core.profile import Profile, apply_runtime, load_profile, notebook_parameters
+from kit.core.profile import (
+    DATA_DOC,
+    MissingData,
+    Profile,
+    apply_runtime,
+    hand_supplied_data,
+    load_profile,
+    missing_data,
+    notebook_parameters,
+    runtime_environment,
+)
 from kit.errors import KitError
 
 DEFAULT_NOTEBOOKS_DIR = REPO_DIR / "notebooks"
 DEFAULT_RESULTS_DIR = REPO_DIR / "results"
 STAGES_FILE = "stages.json"
+PARAMS_DIR = "params"  # <run>/params/NN_name.yaml: the parameters papermill injected into each notebook
+KERNEL = "python3"  # every notebook runs on this kernel, whatever its metadata names
+# Set for the kernels kit run starts (they inherit the environment): kit.core.notebook.setup then prints one
+# line per stage, and no progress bars.
+KERNEL_ENVIRONMENT = {PAPERMILL_ENV: "1", "TQDM_DISABLE": "1"}
 NOTEBOOK_PATTERN = re.compile(r"^(?P<number>\d{2})_(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)\.ipynb$")
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # papermill adds these cells to the executed copy; they are not cells of the notebook the user wrote.
@@ -55,6 +77,7 @@ class StageOutcome:
     status: str
     seconds: float | None = None
     output: Path | None = None
+    command: str | None = None  # dry run: the papermill command that executes the notebook as kit run would
 
 
 def discover_notebooks(notebooks_dir: str | Path) -> list[Notebook]:
@@ -244,16 +267,14 @@ def _execute(context: _RunContext, notebook: Notebook, parameters: dict[str, Any
     with contextlib.suppress(FileNotFoundError):
         failed.unlink()
     started = time.perf_counter()
-    # The kernel inherits the environment: kit.core.notebook.setup then prints one line per stage, no bars.
-    kernel_environment = {PAPERMILL_ENV: "1", "TQDM_DISABLE": "1"}
-    saved = {name: os.environ.get(name) for name in kernel_environment}
-    os.environ.update(kernel_environment)
+    saved = {name: os.environ.get(name) for name in KERNEL_ENVIRONMENT}
+    os.environ.update(KERNEL_ENVIRONMENT)
     try:
         papermill.execute_notebook(
             str(notebook.path),
             str(running),
             parameters=parameters,
-            kernel_name="python3",
+            kernel_name=KERNEL,
             language="python",
             cwd=str(REPO_DIR),
             progress_bar=True,
@@ -308,7 +329,53 @@ def _failure(context: _RunContext, notebook: Notebook, err: Exception, failed: P
     )
 
 
-def _print_plan(context: _RunContext, outcomes: list[StageOutcome]) -> None:
+def params_path(run_dir: Path, notebook: Notebook) -> Path:
+    """``<run>/params/NN_name.yaml``: the parameters papermill injects into ``notebook``."""
+    return run_dir / PARAMS_DIR / f"{notebook.stem}.yaml"
+
+
+def write_params(run_dir: Path, notebook: Notebook, parameters: dict[str, Any]) -> Path:
+    """Write the notebook's parameters, exactly as papermill gets them, as YAML (what ``papermill -f`` reads)."""
+    import yaml
+
+    text = yaml.safe_dump(parameters, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return atomic_write_text(params_path(run_dir, notebook), text)
+
+
+def papermill_command(profile: Profile, notebook: Notebook, run_dir: Path) -> str:
+    """The plain ``papermill`` command that executes ``notebook`` as ``kit run`` does: the same parameters (its
+    ``params/NN_name.yaml``), kernel, working directory and environment (``KERNEL_ENVIRONMENT`` and the
+    profile's ``runtime_environment``; ``env -u`` removes what ``kit run`` removes). Paths are absolute, so it
+    runs from any folder. It writes the executed copy straight to the run folder and leaves ``stages.json``
+    alone."""
+    environment: dict[str, str | None] = {**KERNEL_ENVIRONMENT, **runtime_environment(profile)}
+    parts = ["env"]
+    parts += [f"-u {name}" for name, value in environment.items() if value is None]
+    parts += [f"{name}={shlex.quote(value)}" for name, value in environment.items() if value is not None]
+    parts += ["papermill", shlex.quote(str(notebook.path.resolve())),
+              shlex.quote(str((run_dir / notebook.path.name).resolve())),
+              "-f", shlex.quote(str(params_path(run_dir, notebook).resolve())),
+              "-k", KERNEL, "-l", "python", "--cwd", shlex.quote(str(REPO_DIR))]
+    return " ".join(parts)
+
+
+def _needed(missing: list[MissingData], numbers: set[str]) -> list[MissingData]:
+    """The missing data a notebook among ``numbers`` reads (data whose readers are not known: all of it)."""
+    return [entry for entry in missing if entry.read_by is None or numbers & set(entry.read_by)]
+
+
+def _refuse_missing_data(context: _RunContext, missing: list[MissingData]) -> None:
+    if not missing:
+        return
+    lines = "\n".join(f"  {entry.line()}" for entry in missing)
+    raise KitError(
+        f"profile {context.profile.reference}: hand-supplied data is missing, so the run does not start:\n{lines}\n"
+        f"Put each in place as {DATA_DOC} describes (or point the profile key at it); "
+        f"`kit run --profile {context.profile.reference} --dry-run` lists what is still missing."
+    )
+
+
+def _print_plan(context: _RunContext, outcomes: list[StageOutcome], missing: list[MissingData]) -> None:
     profile = context.profile
     print(f"profile {profile.reference} ({profile.path}), hash {profile.hash[:12]}")
     print(f"run folder {_shown(context.run_dir)}")
@@ -316,6 +383,13 @@ def _print_plan(context: _RunContext, outcomes: list[StageOutcome]) -> None:
     width = max(len(outcome.notebook) for outcome in outcomes)
     for index, outcome in enumerate(outcomes, start=1):
         print(f"  [{index}/{len(outcomes)}] {outcome.notebook:<{width}}  {outcome.status}")
+        if outcome.command:
+            print(f"      {outcome.command}")
+    print("hand-supplied data:" + ("" if missing else " nothing missing"))
+    for entry in missing:
+        readers = f"read by notebook {', '.join(entry.read_by)}" if entry.read_by else "read by any notebook"
+        print(f"  MISSING {entry.line()}; {readers}")
+    supplied = hand_supplied_data(profile)
     for section in ("models", "datasets"):
         entries = profile.get(section, {})
         print(f"{section}:")
@@ -323,7 +397,10 @@ def _print_plan(context: _RunContext, outcomes: list[StageOutcome]) -> None:
         for name, value in entries.items():
             resolved = profile.resolve_path(value)
             if isinstance(resolved, Path):
-                where = f"{resolved}" + ("" if resolved.exists() else "  (missing)")
+                absent = "  (missing)"
+                if section == "datasets" and f"datasets.{name}" not in supplied:
+                    absent = "  (not built yet: the tiny world, written by notebook 00)"
+                where = f"{resolved}" + ("" if resolved.exists() else absent)
             else:
                 where = f"{resolved}  (hub)"
             print(f"  {name:<{name_width}}  {where}")
@@ -395,17 +472,35 @@ def run_notebooks(
         key = stage_key(notebook.path, parameters, profile, code_hash)
         plan.append((notebook, parameters, key, not force and context.is_up_to_date(notebook, key)))
 
+    # Hand-supplied data (COCO images, AMBER, ...) is checked before notebook 00 runs, not when notebook 07
+    # needs it: the dry run lists all of it, a real run refuses while a notebook it would execute reads it.
+    missing = missing_data(profile)
+    if not dry_run:
+        _refuse_missing_data(context, _needed(missing, {notebook.number for notebook, _, _, fresh in plan
+                                                         if not fresh}))
+
     # The evaluation notebooks' answer reader is checked before notebook 01 runs, not after hours of training:
-    # its settings always, and in a real run its endpoint with one request.
-    _check_answer_reader(profile, [(notebook.path, parameters) for notebook, parameters, _, fresh in plan
-                                   if not fresh], contact=not dry_run)
+    # its settings always, and in a real run its endpoint with one request. A dry run prints its plan (and so
+    # the missing data) first and then refuses as the real run would.
+    reader_error = None
+    try:
+        _check_answer_reader(profile, [(notebook.path, parameters) for notebook, parameters, _, fresh in plan
+                                       if not fresh], contact=not dry_run)
+    except KitError as err:
+        if not dry_run:
+            raise
+        reader_error = err
 
     if dry_run:
-        outcomes = [
-            StageOutcome(notebook.stem, "up to date" if fresh else "would run")
-            for notebook, _, _, fresh in plan
-        ]
-        _print_plan(context, outcomes)
+        # The params files are written so that each printed papermill command runs as it is.
+        outcomes = []
+        for notebook, parameters, _, fresh in plan:
+            write_params(context.run_dir, notebook, parameters)
+            outcomes.append(StageOutcome(notebook.stem, "up to date" if fresh else "would run",
+                                         command=papermill_command(profile, notebook, context.run_dir)))
+        _print_plan(context, outcomes, missing)
+        if reader_error is not None:
+            raise reader_error
         return outcomes
 
     from kit.core.provenance import kit_commit, write_provenance
@@ -430,6 +525,8 @@ def run_notebooks(
     with tqdm(total=total, unit="notebook", desc="kit run", leave=False) as bar:
         for index, (notebook, parameters, key, fresh) in enumerate(plan, start=1):
             prefix = f"[{index}/{total}] {notebook.stem} ..."
+            # Up to date means run with these very parameters (they are part of the key): written either way.
+            write_params(context.run_dir, notebook, parameters)
             if fresh:
                 bar.write(f"{prefix} skipped (up to date)")
                 outcomes.append(
@@ -480,7 +577,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     selection.add_argument("--only", metavar="NN", help="run only notebook NN")
     selection.add_argument("--from", dest="from_", metavar="NN", help="run notebook NN and the ones after it")
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the plan and the profile, execute nothing"
+        "--dry-run", action="store_true",
+        help="print the plan, each notebook's papermill command (writing its params file), the missing "
+             "hand-supplied data and the profile; execute nothing"
     )
     parser.add_argument(
         "--force", action="store_true", help="execute the selected notebooks even if up to date"

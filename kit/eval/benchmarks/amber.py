@@ -584,3 +584,41 @@ def read_outputs(path: str | Path, *, data: str | Path, nouns: str = "auto", sim
             record["prediction"] = extract(item["response"], record)
         records.append(record)
     return Outputs(records, str(path), {"data": resources, "nouns": nouns, "similarity": similarity})
+
+
+# ----------------------------------------------------------------------------------------- foreign formats
+# lmms-eval (tasks/amber_g, the generative task only): ``doc`` is the Kyunnilee/amber_g row without its image:
+# question_id (the AMBER id), task_type, truth and hallu (the annotation's object lists). VLMEvalKit (AMBER, a Y/N
+# dataset of the discriminative questions): columns index, question, answer (yes/no), category (the annotation
+# type) and image_path. The word lists (relation.json, safe_words.txt) come from --data either way.
+FOREIGN_RULES = {
+    "lmms-eval": "inference.py's generative metrics (CHAIR, Cover, Hal, Cog) on filtered_resps[0] against the "
+                 "doc's truth/hallu, with --data's relation.json and safe_words.txt",
+    "vlmevalkit": "inference.py's discriminative metrics on the prediction column (exactly Yes/No unless --extract) "
+                  "against the answer column, typed by the category column",
+}
+
+
+def from_lmms_eval(doc: Mapping[str, Any], response: str, sample: Mapping[str, Any], where: str) -> dict:
+    from kit.eval.benchmarks import foreign
+
+    _common.require_fields(doc, ("question_id", "truth", "hallu"), where, str(doc.get("question_id", "?")))
+    kind = str(doc.get("task_type") or GENERATIVE)
+    return {"id": foreign.whole(doc["question_id"], where, "question_id"), "type": kind, "truth": doc["truth"],
+            "hallu": doc["hallu"], "response": response}
+
+
+def from_vlmevalkit(row: Mapping[str, Any], where: str) -> dict:
+    from kit.eval.benchmarks import foreign
+
+    return {"id": foreign.whole(foreign.cell(row, "index", where), where, "index"),
+            "type": str(foreign.cell(row, "category", where)),
+            "truth": str(foreign.cell(row, "answer", where)).strip().lower(), "response": foreign.prediction(row)}
+
+
+def foreign_options(fmt: str, records: list[dict], *, data: str | Path, nouns: str = "auto",
+                    similarity: str = "auto", extract_answers: bool = False) -> dict:
+    if extract_answers:
+        for record in records:
+            record["prediction"] = extract(record["response"], record)
+    return {"data": read_resources(data_dir(data)), "nouns": nouns, "similarity": similarity}

@@ -5,7 +5,12 @@ This module knows no benchmark's file layout: it declares each sub-command's arg
 every one of them alike: ``bench.read_outputs(path, **options)`` (the benchmark module reads its released
 outputs, whose keyword-only parameters are the sub-command's options, by their argparse ``dest``), then
 ``bench.score(outputs.records, where=outputs.where, **outputs.options)``, and prints the metrics with the path
-read (under ``"file"``, or ``"dir"`` for MME)."""
+read (under ``"file"``, or ``"dir"`` for MME).
+
+``--from official|lmms-eval|vlmevalkit`` (default: detected by content, ``kit.eval.benchmarks.foreign.detect``)
+reads instead an lmms-eval ``--log_samples`` JSONL or a VLMEvalKit prediction file
+(``kit.eval.benchmarks.foreign.read``: each benchmark module maps the tool's rows to its records); the output
+then also says the ``format`` read and the ``rules`` that scored it. Official files print exactly as before."""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ import argparse
 import inspect
 import json
 
+from kit.errors import KitError
 from kit.eval import benchmarks as _benchmarks
+from kit.eval.benchmarks import foreign
 
 
 def _print(result: dict) -> int:
@@ -25,10 +32,24 @@ def _score(args: argparse.Namespace) -> int:
     """``kit score <benchmark>``: ``read_outputs`` then ``score`` of that benchmark's module."""
     bench = _benchmarks.get(args.benchmark)
     parameters = inspect.signature(bench.read_outputs).parameters.values()
-    options = {p.name: getattr(args, p.name) for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    outputs = bench.read_outputs(args.path, **options)
+    keywords = [p for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    options = {p.name: getattr(args, p.name) for p in keywords}
+    fmt = getattr(args, "source_format", None) or foreign.detect(args.path)
+    if fmt == foreign.OFFICIAL:
+        # Options the official layout cannot do without (MATH-V --gt, ScienceQA --base-dir, AMBER --data).
+        missing = [p.name for p in keywords if p.default is inspect.Parameter.empty and options[p.name] is None]
+        if missing:
+            flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+            raise KitError(f"kit score {args.benchmark}: the official output format needs {flags}")
+        outputs = bench.read_outputs(args.path, **options)
+        result = bench.score(outputs.records, where=outputs.where, **outputs.options)
+        result[outputs.kind] = outputs.where
+        return _print(result)
+    outputs, fmt = foreign.read(bench, args.path, fmt, **options)
     result = bench.score(outputs.records, where=outputs.where, **outputs.options)
-    result[outputs.kind] = outputs.where
+    result["format"] = fmt
+    result["rules"] = foreign.rules(bench, fmt, outputs.records)
+    result["file"] = outputs.where
     return _print(result)
 
 
@@ -38,6 +59,10 @@ def _benchmark(commands: argparse._SubParsersAction, name: str, help: str, path_
     (``args.path``, shown as ``file`` or, for MME, ``dir``); the caller adds the options."""
     parser = commands.add_parser(name, help=help)
     parser.add_argument("path", metavar=metavar, help=path_help)
+    parser.add_argument("--from", dest="source_format", choices=foreign.FORMATS, default=None,
+                        help="the layout of the outputs: the benchmark's official one, an lmms-eval --log_samples "
+                        "JSONL or a VLMEvalKit prediction file (.tsv/.csv; .xlsx with openpyxl) (default: detected "
+                        "by content)")
     return parser
 
 
@@ -47,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "score",
         help="rescore an official benchmark output file with the official rules (prints JSON)",
         description="Rescore the official output files of MathVista, MATH-V, We-Math, HallusionBench, MME, POPE, "
-        "SEED-Bench, ScienceQA-IMG or AMBER and print one JSON object with the metrics.",
+        "SEED-Bench, ScienceQA-IMG or AMBER (or an lmms-eval --log_samples JSONL or VLMEvalKit prediction file of "
+        "them: --from) and print one JSON object with the metrics.",
     )
     parser.set_defaults(func=_score)
     commands = parser.add_subparsers(dest="benchmark", required=True)
@@ -60,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = _benchmark(commands, "mathv", "MATH-V output JSONL (id, response)",
                    "the official output file, one {'id', 'response', ...} per line")
-    p.add_argument("--gt", required=True, help="the problems: data/test.jsonl or data/testmini.jsonl")
+    p.add_argument("--gt", help="the problems: data/test.jsonl or data/testmini.jsonl (official format only)")
 
     _benchmark(commands, "wemath", "We-Math testmini rows with a 'response' field",
                "testmini.json rows, each with the model's 'response'")
@@ -88,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = _benchmark(commands, "scienceqa", "ScienceQA answers (LLaVA's JSON lines) against problems.json",
                    "JSON lines {'question_id', 'prompt', 'text'} as LLaVA's model_vqa_science.py writes")
-    p.add_argument("--base-dir", required=True, help="the folder with problems.json and pid_splits.json")
+    p.add_argument("--base-dir", help="the folder with problems.json and pid_splits.json (official format only)")
     p.add_argument("--split", default="test", help="the pid_splits.json split to score (default: test)")
 
     p = _benchmark(commands, "amber", "AMBER responses [{'id', 'response'}] against the AMBER data folder",

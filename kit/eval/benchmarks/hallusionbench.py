@@ -319,3 +319,41 @@ def read_outputs(path: str | Path) -> Outputs:
     if not isinstance(data, list):
         raise KitError(f"{path}: expected a list of HallusionBench questions, got {type(data).__name__}")
     return Outputs(data, str(path))
+
+
+# ----------------------------------------------------------------------------------------- foreign formats
+# lmms-eval (tasks/hallusion_bench): ``doc`` is the lmms-lab/HallusionBench row without its image, i.e. the
+# fields of HallusionBench.json; ``hb_process_results`` sets ``model_prediction`` to the response, as here.
+# VLMEvalKit (HallusionBench, a Y/N dataset): columns index (``<category>_<subcategory>_..._<set_id>_<figure_id>
+# _<question_id>``: Hallusion_rating reads parts 3, 4 and 5), question, answer (Yes/No), category, l2-category
+# (the subcategory).
+FOREIGN_RULES = {
+    "lmms-eval": "utils.py aAcc/fAcc/qAcc with the rule judge (VLMEvalKit's YOrN_Extraction against gt_answer) on "
+                 "filtered_resps[0] as model_prediction",
+    "vlmevalkit": "utils.py aAcc/fAcc/qAcc with the rule judge (VLMEvalKit's YOrN_Extraction against the answer "
+                  "column) on the prediction column",
+}
+
+
+def from_lmms_eval(doc: Mapping[str, Any], response: str, sample: Mapping[str, Any], where: str) -> dict:
+    record = {k: v for k, v in doc.items() if k not in ("image", "correct", CORRECTNESS_ENTRY)}
+    _common.require_fields(record, SCORE_FIELDS + ("gt_answer",), where, record_id(record))
+    record[OUTPUT_ENTRY] = response
+    return record
+
+
+def from_vlmevalkit(row: Mapping[str, Any], where: str) -> dict:
+    from kit.eval.benchmarks import foreign
+
+    index = str(foreign.cell(row, "index", where))
+    parts = index.split("_")
+    if len(parts) < 6:
+        raise KitError(f"{where}: index {index!r} does not name <category>_<subcategory>_..._<set_id>_<figure_id>_"
+                       "<question_id> as VLMEvalKit's HallusionBench indices do")
+    category = parts[0] if parts[0] in ("VD", "VS") else str(foreign.cell(row, "category", where))
+    answer = str(foreign.cell(row, "answer", where)).strip().lower()
+    if answer not in ("yes", "no"):
+        raise KitError(f"{where}: answer {row['answer']!r} is neither Yes nor No")
+    return {"category": category, "subcategory": str(row.get("l2-category") or parts[1]), "set_id": parts[3],
+            "figure_id": parts[4], "question_id": parts[5], "question": row.get("question"),
+            "gt_answer": "1" if answer == "yes" else "0", OUTPUT_ENTRY: foreign.prediction(row)}

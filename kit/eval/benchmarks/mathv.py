@@ -478,3 +478,39 @@ def read_outputs(path: str | Path, *, gt: str | Path) -> Outputs:
             raise KitError(f"{path}: record {rid} has a response of type {type(output['response']).__name__}")
         records.append({"id": rid, "response": output["response"]})
     return Outputs(records, str(path), {"gt": problems})
+
+
+# ----------------------------------------------------------------------------------------- foreign formats
+# lmms-eval (tasks/mathvision): ``doc`` is the MathLLMs/MathVision row without ``decoded_image`` (id, question,
+# options, answer, solution, level, subject). VLMEvalKit (MathVision, MathVision_MINI): columns index, question,
+# answer (a letter for multiple choice), choices (a Python list as text), category (the subject) and, where the
+# TSV has it, level.
+FOREIGN_RULES = {
+    "lmms-eval": "evaluate.py (answer extraction from filtered_resps[0], is_equal on the answer or its option "
+                 "text), math_level_subject_acc",
+    "vlmevalkit": "evaluate.py (answer extraction from the prediction column, is_equal on the answer or its "
+                  "option text), math_level_subject_acc (level 'unknown' where the file has no level column)",
+}
+
+
+def from_lmms_eval(doc: Mapping[str, Any], response: str, sample: Mapping[str, Any], where: str) -> dict:
+    record = {key: doc[key] for key in ("id", *SCORE_FIELDS) if key in doc}
+    _common.require_fields(record, ("id", *SCORE_FIELDS), where, record_id(record))
+    record["id"] = str(record["id"])
+    _check_problem(record, where, record["id"])
+    record["response"] = response
+    return record
+
+
+def from_vlmevalkit(row: Mapping[str, Any], where: str) -> dict:
+    from kit.eval.benchmarks import foreign
+
+    record = {"id": str(foreign.cell(row, "index", where)),
+              "options": [str(o) for o in foreign.literal_list(row.get("choices"), where, "choices")],
+              "answer": str(foreign.cell(row, "answer", where)), "level": row.get("level") or "unknown",
+              "subject": str(row.get("subject") or foreign.cell(row, "category", where))}
+    if isinstance(record["level"], float) and record["level"] == int(record["level"]):
+        record["level"] = int(record["level"])
+    _check_problem(record, where, record["id"])
+    record["response"] = foreign.prediction(row)
+    return record

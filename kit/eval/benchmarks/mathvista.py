@@ -457,3 +457,73 @@ def read_outputs(path: str | Path, *, int_rule: str = "current") -> Outputs:
             raise KitError(f"{path}: record {record_id(record)} has neither 'extraction' nor 'response'")
         cleaned.append(item)
     return Outputs(cleaned, str(path), {"int_rule": int_rule})
+
+
+# ----------------------------------------------------------------------------------------- foreign formats
+# lmms-eval (tasks/mathvista): ``doc`` is the AI4Math/MathVista row without ``decoded_image`` (pid, question,
+# choices, unit, precision, answer, question_type, answer_type, metadata, query); ``process_results`` logs
+# under its metric key (``llm_as_judge_eval``, formerly ``gpt_eval_score``) and ``submission`` a dict with the
+# ``extraction`` that MathVista's LLM extractor (mathvista_evals.py ``extract_answer``) made of the response.
+# VLMEvalKit (MathVista_MINI): columns index (the pid), question, answer (the choice text for multi_choice),
+# answer_option, question_type, answer_type, choices (a Python list as text), precision, unit, task, skills
+# (and whichever other metadata the TSV has); no extraction is stored in the prediction file.
+FOREIGN_RULES = {
+    "lmms-eval": "calculate_score.py normalisation and comparison; the extraction lmms-eval logged (MathVista's "
+                 "LLM extractor) where present, else extract_answer.py's rule shortcuts on filtered_resps[0]",
+    "vlmevalkit": "calculate_score.py normalisation and comparison on extract_answer.py's rule shortcuts "
+                  "(no LLM) applied to the prediction column",
+}
+
+
+def _logged_extraction(sample: Mapping[str, Any]) -> tuple[bool, Any]:
+    for key in ("llm_as_judge_eval", "gpt_eval_score", "submission", *sample):
+        value = sample.get(key)
+        if isinstance(value, Mapping) and "extraction" in value and "true_false" in value:
+            return True, value["extraction"]
+    return False, None
+
+
+def from_lmms_eval(doc: Mapping[str, Any], response: str, sample: Mapping[str, Any], where: str) -> dict:
+    """One lmms-eval sample as a record: the dataset row, ``response`` and the logged ``extraction``."""
+    record = {k: v for k, v in doc.items() if k not in ("decoded_image", "prediction", "extraction")}
+    record.setdefault("pid", str(sample.get("doc_id")))
+    _common.require_fields(record, SCORE_FIELDS, where, record_id(record))
+    record["response"] = response
+    logged, extraction = _logged_extraction(sample)
+    if logged:
+        record["extraction"] = extraction
+    return record
+
+
+def from_vlmevalkit(row: Mapping[str, Any], where: str) -> dict:
+    """One VLMEvalKit MathVista row as a record (metadata the TSV lacks is ``None``)."""
+    from kit.eval.benchmarks import foreign
+
+    question_type = str(foreign.cell(row, "question_type", where))
+    choices = [str(c) for c in foreign.literal_list(row.get("choices"), where, "choices")]
+    precision = row.get("precision")
+    metadata = {key: row.get(key) for key in METADATA_KEYS}
+    metadata["skills"] = [str(s) for s in foreign.literal_list(row.get("skills"), where, "skills")]
+    return {
+        "pid": str(foreign.cell(row, "index", where)),
+        "question": row.get("question"),
+        "choices": choices or None,
+        "unit": row.get("unit"),
+        "precision": float(precision) if precision is not None else None,
+        "answer": str(foreign.cell(row, "answer", where)),
+        "question_type": question_type,
+        "answer_type": str(foreign.cell(row, "answer_type", where)),
+        "metadata": metadata,
+        "response": foreign.prediction(row),
+    }
+
+
+def foreign_options(fmt: str, records: list[dict], *, int_rule: str = "current") -> dict:
+    return {"int_rule": int_rule}
+
+
+def foreign_rules(fmt: str, records: list[Mapping[str, Any]]) -> dict:
+    """The rules, and how many answers came from the logged extraction and how many from the rule shortcuts."""
+    logged = sum(1 for r in records if "extraction" in r)
+    return {"scoring": FOREIGN_RULES[fmt],
+            "extraction": {"logged_llm_extraction": logged, "rule_shortcuts": len(records) - logged}}

@@ -284,3 +284,33 @@ def read_results(directory: str | Path) -> list[dict]:
 def read_outputs(directory: str | Path) -> Outputs:
     """The eval tool's results folder (``read_results``), reported as a ``"dir"``."""
     return Outputs(read_results(directory), str(directory), kind="dir")
+
+
+# ----------------------------------------------------------------------------------------- foreign formats
+# lmms-eval (tasks/mme): ``doc`` is the lmms-lab/MME row without its image: question_id
+# (``<subtask>/<image file>``), question, answer (Yes/No), category (the sub-task). VLMEvalKit (MME, a Y/N
+# dataset): columns index, question, answer (Yes/No), category (the sub-task) and image_path, by which
+# MME_rating pairs the two questions of an image.
+FOREIGN_RULES = {
+    "lmms-eval": "calculation.py parse_pred_ans on filtered_resps[0] (not lmms-eval's variant), acc + acc_plus "
+                 "per sub-task, questions paired by question_id's image",
+    "vlmevalkit": "calculation.py parse_pred_ans on the prediction column (not VLMEvalKit's YOrN_Extraction), acc "
+                  "+ acc_plus per sub-task, questions paired by image_path",
+}
+
+
+def from_lmms_eval(doc: Mapping[str, Any], response: str, sample: Mapping[str, Any], where: str) -> dict:
+    _common.require_fields(doc, ("question_id", "answer", "category"), where, str(doc.get("question_id", "?")))
+    return {"question_id": str(doc["question_id"]), "category": doc["category"],
+            "image": str(doc["question_id"]).split("/")[-1], "question": doc.get("question"),
+            "answer": doc["answer"], "response": response}
+
+
+def from_vlmevalkit(row: Mapping[str, Any], where: str) -> dict:
+    from kit.eval.benchmarks import foreign
+
+    category = str(foreign.cell(row, "category", where))
+    image = str(row.get("image_path") or foreign.cell(row, "image", where))
+    return {"question_id": f"{category}/{row['index']}", "category": category, "image": image,
+            "question": row.get("question"), "answer": str(foreign.cell(row, "answer", where)),
+            "response": foreign.prediction(row)}

@@ -283,3 +283,32 @@ def read_outputs(path: str | Path, *, labels: str | Path | None = None,
         label_path = Path(labels)
         pair(answers, read_labels(label_path), label_path)
     return Outputs(records, str(path))
+
+
+# ----------------------------------------------------------------------------------------- foreign formats
+# lmms-eval (tasks/pope): ``doc`` is the lmms-lab/POPE row without its image: question_id, question, answer
+# (yes/no), image_source, category (the split). VLMEvalKit (POPE, a Y/N dataset): columns index, question,
+# answer (Yes/No), category (the splits the question belongs to, comma-separated: POPE_rating explodes them)
+# and image_path.
+FOREIGN_RULES = {
+    "lmms-eval": "evaluate.py's answer rule on filtered_resps[0] (not lmms-eval's exact match), metrics per split "
+                 "(doc category) and their mean",
+    "vlmevalkit": "evaluate.py's answer rule on the prediction column (not VLMEvalKit's YOrN_Extraction), metrics "
+                  "per split (a row listed in several splits counts in each) and their mean",
+}
+
+
+def from_lmms_eval(doc: Mapping[str, Any], response: str, sample: Mapping[str, Any], where: str) -> dict:
+    _common.require_fields(doc, ("question_id", "answer"), where, str(doc.get("question_id", "?")))
+    return {"question_id": doc["question_id"], "category": doc.get("category") or "all", "label": doc["answer"],
+            "response": response}
+
+
+def from_vlmevalkit(row: Mapping[str, Any], where: str) -> list[dict]:
+    from kit.eval.benchmarks import foreign
+
+    index = foreign.cell(row, "index", where)
+    label = foreign.cell(row, "answer", where)
+    splits = [s.strip() for s in str(row.get("category") or "all").split(",") if s.strip()] or ["all"]
+    return [{"question_id": index, "category": split, "label": label, "response": foreign.prediction(row)}
+            for split in splits]

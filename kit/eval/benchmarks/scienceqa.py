@@ -278,3 +278,39 @@ def read_outputs(path: str | Path, *, base_dir: str | Path, split: str = "test")
             record["is_multimodal"] = False
         records.append(record)
     return Outputs(records, str(path))
+
+
+# ----------------------------------------------------------------------------------------- foreign formats
+# lmms-eval (tasks/scienceqa, scienceqa_img): ``doc`` is the lmms-lab/ScienceQA row (question, choices, answer
+# (index), hint, task, grade, subject, topic, category, skill, lecture, solution) with its image left out
+# (a row without an image keeps ``image: null``). VLMEvalKit (ScienceQA_TEST / ScienceQA_VAL, MCQ datasets of
+# the image questions): columns index, question, hint, A-E, answer (the letter) and whichever of subject,
+# grade the TSV has.
+FOREIGN_RULES = {
+    "lmms-eval": "eval_science_qa.py's answer parsing on filtered_resps[0] (not lmms-eval's exact match), "
+                 "IMG-Accuracy and evaluate_acc.py's breakdowns",
+    "vlmevalkit": "eval_science_qa.py's answer parsing on the prediction column (not VLMEvalKit's can_infer), "
+                  "IMG-Accuracy and evaluate_acc.py's breakdowns over the columns present",
+}
+
+
+def from_lmms_eval(doc: Mapping[str, Any], response: str, sample: Mapping[str, Any], where: str) -> dict:
+    record = {k: v for k, v in doc.items() if k != "image"}
+    record["pid"] = str(sample.get("doc_id"))
+    check_problem({**record, "image": None}, where, record["pid"])
+    has_image = "image" not in doc or doc["image"] is not None  # lmms-eval leaves the picture itself out
+    record.update({"image": "image.png" if has_image else None, "is_multimodal": has_image, "response": response})
+    return record
+
+
+def from_vlmevalkit(row: Mapping[str, Any], where: str) -> dict:
+    from kit.eval.benchmarks import foreign
+
+    choices = [str(row[letter]) for letter in OPTIONS if row.get(letter) is not None]
+    answer = str(foreign.cell(row, "answer", where)).strip()
+    if answer not in OPTIONS[:len(choices)]:
+        raise KitError(f"{where}: answer {answer!r} is not one of the letters of its {len(choices)} options")
+    return {"pid": str(foreign.cell(row, "index", where)), "question": row.get("question"), "choices": choices,
+            "answer": OPTIONS.index(answer), "hint": row.get("hint") or "", "image": "image.png",
+            "subject": row.get("subject"), "grade": row.get("grade"), "is_multimodal": True,
+            "response": foreign.prediction(row)}

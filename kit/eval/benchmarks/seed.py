@@ -342,3 +342,56 @@ def read_outputs(path: str | Path, *, questions: str | Path | None = None, data_
                 record["response"] = answers[str(question["question_id"])]
             records.append(record)
     return Outputs(records, str(path), {"names": names})
+
+
+# ----------------------------------------------------------------------------------------- foreign formats
+# lmms-eval (tasks/seedbench): ``doc`` is the lmms-lab/SEED-Bench row without its frames (answer, choice_a-d,
+# data_id, data_type, question, question_id, question_type_id); image and video questions alike. VLMEvalKit
+# (SEEDBench_IMG, an MCQ dataset): columns index, question, A-D, answer (the letter) and category (the
+# dimension's name).
+FOREIGN_RULES = {
+    "lmms-eval": "VLMEvalKit's can_infer on filtered_resps[0] (not lmms-eval's first character), accuracy per "
+                 "dimension and in total",
+    "vlmevalkit": "VLMEvalKit's can_infer (no LLM judge) on the prediction column, accuracy per dimension and in "
+                  "total",
+}
+_DIMENSION_IDS = {name.lower(): type_id for type_id, name in DIMENSIONS.items()}
+
+
+def _type_id(value: Any, where: str) -> int:
+    from kit.eval.benchmarks import foreign
+
+    return foreign.whole(value, where, "question_type_id")
+
+
+def from_lmms_eval(doc: Mapping[str, Any], response: str, sample: Mapping[str, Any], where: str) -> dict:
+    record = {k: v for k, v in doc.items() if k not in ("image", "prediction")}
+    _common.require_fields(record, SCORE_FIELDS + ("choice_a", "choice_b", "choice_c", "choice_d"), where,
+                           record_id(record))
+    record["question_type_id"] = _type_id(record["question_type_id"], where)
+    record["response"] = response
+    return record
+
+
+def from_vlmevalkit(row: Mapping[str, Any], where: str) -> dict:
+    from kit.eval.benchmarks import foreign
+
+    category = str(foreign.cell(row, "category", where))
+    if category.lower() not in _DIMENSION_IDS:
+        raise KitError(f"{where}: category {category!r} is not a SEED-Bench dimension ({', '.join(DIMENSIONS.values())})")
+    record = {"question_id": str(foreign.cell(row, "index", where)), "question": row.get("question"),
+              "answer": str(foreign.cell(row, "answer", where)).strip(),
+              "question_type_id": _DIMENSION_IDS[category.lower()], "data_type": "image",
+              "response": foreign.prediction(row)}
+    for letter in LETTERS:
+        record[f"choice_{letter.lower()}"] = "" if row.get(letter) is None else str(row[letter])
+    return record
+
+
+def foreign_options(fmt: str, records: list[dict], *, questions: Any = None, data_type: str = "image") -> dict:
+    """``--data-type`` keeps the lmms-eval questions of that type (``records`` is filtered in place)."""
+    if data_type != "all":
+        records[:] = [r for r in records if str(r.get("data_type", "image")) == data_type]
+        if not records:
+            raise KitError(f"seed: no {data_type} question in the file (--data-type all scores every question)")
+    return {}

@@ -259,3 +259,27 @@ def read_outputs(path: str | Path) -> Outputs:
             raise KitError(f"{path}: row {rid} has a response of type {type(row['response']).__name__}")
         rows.append({k: v for k, v in row.items() if k != "prediction"})
     return Outputs(rows, str(path))
+
+
+# ----------------------------------------------------------------------------------------- foreign formats
+# lmms-eval (tasks/wemath, wemath_testmini_thinking): ``doc`` is the We-Math/We-Math testmini row (ID, key,
+# question, option, answer, ...). VLMEvalKit (WeMath): columns index, ID, key, question, answer and the options;
+# its wemath.py reads the prediction column with the same "Answer" rule.
+FOREIGN_RULES = {
+    "lmms-eval": "four_dimensional_metrics.py (the first letter after the last 'Answer') on filtered_resps[0]; "
+                 "accuracy.py S1/S2/S3",
+    "vlmevalkit": "four_dimensional_metrics.py (the first letter after the last 'Answer') on the prediction "
+                  "column; accuracy.py S1/S2/S3",
+}
+
+
+def from_lmms_eval(doc: Mapping[str, Any], response: str, sample: Mapping[str, Any], where: str) -> dict:
+    _common.require_fields(doc, SCORE_FIELDS, where, record_id(doc))
+    return {"ID": doc["ID"], "key": doc["key"], "answer": doc["answer"], "response": response}
+
+
+def from_vlmevalkit(row: Mapping[str, Any], where: str) -> dict:
+    from kit.eval.benchmarks import foreign
+
+    return {"ID": str(foreign.cell(row, "ID", where)), "key": str(foreign.cell(row, "key", where)),
+            "answer": str(foreign.cell(row, "answer", where)).strip(), "response": foreign.prediction(row)}
