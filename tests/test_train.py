@@ -22,7 +22,9 @@ from kit.training.sft import (
     SFTSettings,
     TurnMaskingCollator,
     _trl_config,
+    _turns_and_ids,
     choose_backend,
+    keep_turns,
     lora_targets,
     merge,
     sft,
@@ -103,6 +105,36 @@ def test_both_backends_get_the_same_recipe(tmp_path):
 
 
 @pytest.mark.peft_sft
+def test_batches_are_trls_to_the_bit_and_each_example_is_processed_once(examples):
+    loaded = models.load(STUDENT)
+    collator = TurnMaskingCollator(loaded.processor, None)
+    rows = list(to_hf_dataset(examples))
+    calls = []
+    inner = collator.inner
+    collator.inner = lambda batch: calls.append(len(batch)) or inner(batch)
+    for _epoch in range(2):
+        for start in (0, 5):  # uneven batches: rows of different lengths padded together
+            batch = collator(rows[start:start + 5])
+            reference = inner([{k: v for k, v in r.items() if k in ("messages", "images")} for r in rows[start:start + 5]])
+            keep_turns(reference["labels"], *_turns_and_ids(rows[start:start + 5]))
+            assert set(batch) == set(reference)
+            assert all(torch.equal(batch[k], reference[k]) and batch[k].dtype == reference[k].dtype for k in batch)
+    assert calls == [1] * 10  # ten examples, each rendered once over two epochs
+    # keep_turns edits the batch, never the cached rows
+    assert all((row["labels"] != -100).sum() > 0 for row in collator.cache.values())
+    reflection = collator.collated(rows[1])
+    assert int((reflection["labels"] != -100).sum()) > int((batch["labels"][0] != -100).sum())
+
+
+@pytest.mark.peft_sft
+def test_a_set_larger_than_the_cache_is_rendered_each_time_it_is_seen(examples):
+    loaded = models.load(STUDENT)
+    collator = TurnMaskingCollator(loaded.processor, None, cache_bytes=1)
+    rows = list(to_hf_dataset(examples[:2]))
+    assert torch.equal(collator(rows)["input_ids"], collator(rows)["input_ids"]) and collator.cache == {}
+
+
+@pytest.mark.peft_sft
 def test_label_mask_keeps_only_the_trained_assistant_turns(examples):
     loaded = models.load(STUDENT)
     dataset = to_hf_dataset(examples[:2])
@@ -163,8 +195,9 @@ def test_bench_train_measures_the_peft_backend(tmp_path):
                           {"a.png": (1, 2, 3)})
     lines: list[str] = []
     results = bench_train(STUDENT, source=source, n=8, steps=2, batch_size=4, log=lines.append)
-    assert list(results) == ["peft"] and results["peft"]["samples_per_s"] > 0
+    assert list(results) == ["peft", "plain"] and results["peft"]["samples_per_s"] > 0
     assert results["peft"]["peak_memory_mb"] > 0 and lines[0].strip().startswith("peft:")
+    assert results["plain"]["samples_per_s"] > 0 and lines[1].strip().startswith("plain:")
 
 
 def _lora_weights(folder) -> dict[str, torch.Tensor]:

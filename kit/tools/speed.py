@@ -11,6 +11,7 @@ Each sub-command is one function decorated with ``@command`` that adds its parse
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import tempfile
@@ -259,25 +260,59 @@ def bench_examples(source: str | Path, n: int) -> list[dict]:
             for item in load_source(source, limit=n)]
 
 
+def plain_loop(model_source: Any, examples: list[dict], settings: Any, steps: int) -> dict[str, float]:
+    """The arithmetic the peft backend pays for, without the trainer: the same model, LoRA adapter, batches and
+    loss mask (``TurnMaskingCollator``, every batch collated before the clock starts), trained by a plain
+    PyTorch loop with AdamW. Returns samples/s over ``steps`` steps after one warm-up step."""
+    import torch
+    from peft import get_peft_model
+
+    from kit.llm.models import load
+    from kit.training.common import lora_config, lora_targets
+    from kit.training.sft import TurnMaskingCollator
+
+    loaded = load(model_source, trainable=True)
+    torch.manual_seed(settings.seed)
+    model = get_peft_model(loaded.model, lora_config(settings, lora_targets(loaded.model, settings)))
+    model.train()
+    collate = TurnMaskingCollator(loaded.processor, settings.max_length)
+    size = settings.batch_size
+    batches = [collate([examples[(step * size + i) % len(examples)] for i in range(size)]) for step in range(steps + 1)]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
+    started = 0.0
+    for step, batch in enumerate(batches):
+        if step == 1:  # the first step pays for allocations the trainer pays for too, once
+            started = time.perf_counter()
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - started
+    return {"samples_per_s": steps * size / seconds, "seconds": seconds}
+
+
 def bench_train(model: Any, *, source: str | Path, n: int = 256, steps: int = 30, batch_size: int = 8,
                 backends: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, dict]:
-    """Train ``steps`` LoRA steps with each available backend on the same model and examples; returns
-    samples/s and peak memory per backend."""
+    """Train ``steps`` LoRA steps with each available backend on the same model and examples, and the same
+    steps in a plain PyTorch loop (``plain_loop``); returns samples/s and peak memory per backend."""
     from kit.training.sft import SFTSettings, choose_backend, sft
 
     examples = bench_examples(source, n)
     if backends is None:
         backends = ["peft"] + (["unsloth"] if choose_backend("auto")[0] == "unsloth" else [])
+    settings = SFTSettings(max_steps=steps, batch_size=batch_size, learning_rate=1e-4, logging_steps=steps)
     results = {}
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix="kit-bench-train-") as tmp:
-            result = sft(model, examples, Path(tmp) / "adapter", SFTSettings(
-                backend=backend, max_steps=steps, batch_size=batch_size, learning_rate=1e-4, logging_steps=steps),
-                log=lambda message: None)
+            result = sft(model, examples, Path(tmp) / "adapter", dataclasses.replace(settings, backend=backend),
+                         log=lambda message: None)
         results[backend] = {"samples_per_s": result.samples_per_second, "peak_memory_mb": result.peak_memory_mb,
                             "seconds": result.seconds, "reason": result.backend_reason}
         log(f"{backend:>8s}: {result.samples_per_second:8.2f} samples/s, peak memory {result.peak_memory_mb:8.1f} MB "
             f"({steps} steps of {batch_size}; {result.backend_reason})")
+    plain = plain_loop(model, examples, settings, steps)
+    results["plain"] = plain
+    log(f"{'plain':>8s}: {plain['samples_per_s']:8.2f} samples/s (a plain PyTorch loop on batches collated beforehand)")
     return results
 
 
@@ -302,6 +337,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"model {args.model}, {args.n} examples of {args.source}, {args.steps} steps of {args.batch_size}, "
           f"{'CUDA' if torch.cuda.is_available() else f'CPU, {args.threads} thread(s)'}")
     results = bench_train(args.model, source=args.source, n=args.n, steps=args.steps, batch_size=args.batch_size)
+    print(f"ratio: {results['peft']['samples_per_s'] / results['plain']['samples_per_s']:.2f} (peft / plain loop)")
     if "unsloth" in results:
         print(f"speedup: {results['unsloth']['samples_per_s'] / results['peft']['samples_per_s']:.2f} (unsloth / peft)")
     else:

@@ -225,21 +225,84 @@ def training_chat_template(processor: Any) -> str | None:
     return patched
 
 
+# Collated examples kept in memory for the next epoch, up to this many bytes (every tiny-profile set fits; a
+# paper-size set keeps its first examples and renders the rest each time).
+COLLATE_CACHE_BYTES = 2 * 1024**3
+
+
 class TurnMaskingCollator:
     """TRL's vision collator with the loss on the assistant's tokens (the training chat template), then
-    only on each example's ``train_turns`` (``keep_turns``)."""
+    only on each example's ``train_turns`` (``keep_turns``).
 
-    def __init__(self, processor: Any, max_length: int | None) -> None:
+    Each example is rendered and processed once, by TRL's collator on its own, and joined into batches as TRL
+    joins them (right padding: the pad token, attention 0, label -100): the batches are TRL's to the bit, and
+    later epochs skip the chat template, the tokenizer and the image processor."""
+
+    def __init__(self, processor: Any, max_length: int | None, cache_bytes: int = COLLATE_CACHE_BYTES) -> None:
         from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
         self.inner = DataCollatorForVisionLanguageModeling(processor=processor, max_length=max_length,
                                                            assistant_only_loss=True,
                                                            chat_template=training_chat_template(processor))
+        self.pad_token_id = processor.tokenizer.pad_token_id
+        self.cache_bytes = cache_bytes
+        self.cached_bytes = 0
+        self.cache: dict[str, dict] = {}
 
     def __call__(self, examples: list[dict]) -> dict:
-        batch = self.inner([{k: v for k, v in e.items() if k in ("messages", "images")} for e in examples])
+        batch = join_rows([self.collated(e) for e in examples], self.pad_token_id)
         keep_turns(batch["labels"], *_turns_and_ids(examples))
         return batch
+
+    def collated(self, example: dict) -> dict:
+        """One example as TRL's collator makes a batch of one (from the cache when it was seen before)."""
+        key = example_key(example)
+        row = self.cache.get(key)
+        if row is None:
+            row = dict(self.inner([{k: v for k, v in example.items() if k in ("messages", "images")}]))
+            size = sum(t.numel() * t.element_size() for t in row.values())
+            if self.cached_bytes + size <= self.cache_bytes:
+                self.cache[key] = row
+                self.cached_bytes += size
+        return row
+
+
+def example_key(example: dict) -> str:
+    """What a training row's collated tensors depend on: its messages and its images' pixels."""
+    import hashlib
+
+    digest = hashlib.blake2b(json.dumps(example["messages"], sort_keys=True).encode(), digest_size=16)
+    for image in example.get("images") or []:
+        digest.update(f"{image.mode}{image.size}".encode() if hasattr(image, "tobytes") else str(image).encode())
+        if hasattr(image, "tobytes"):
+            digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def join_rows(rows: list[dict], pad_token_id: int) -> dict:
+    """Batches of one joined as TRL's vision collator pads a batch: on the right, ``input_ids`` with the pad
+    token, ``labels`` with -100, every other per-token tensor (attention mask, token types) with 0; per-image
+    tensors (pixel values, grid sizes) concatenated."""
+    import torch
+
+    length = max(row["input_ids"].shape[1] for row in rows)
+    batch = {}
+    for key in rows[0]:
+        per_token = rows[0][key].dim() >= 2 and rows[0][key].shape[:2] == rows[0]["input_ids"].shape
+        if not per_token:
+            batch[key] = torch.cat([row[key] for row in rows])
+            continue
+        fill = pad_token_id if key == "input_ids" else -100 if key == "labels" else 0
+        padded = []
+        for row in rows:
+            tensor = row[key]
+            missing = length - tensor.shape[1]
+            if missing:
+                pad = torch.full((tensor.shape[0], missing, *tensor.shape[2:]), fill, dtype=tensor.dtype)
+                tensor = torch.cat([tensor, pad], dim=1)
+            padded.append(tensor)
+        batch[key] = torch.cat(padded)
+    return batch
 
 
 # The text that opens a user turn and an assistant turn in each chat format the supported families use:
