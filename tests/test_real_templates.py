@@ -24,7 +24,9 @@ from kit.training.data import conversation, to_hf_dataset, write_set
 from kit.training.sft import (
     SFTSettings,
     TurnMaskingCollator,
+    _turns_and_ids,
     fitting_examples,
+    keep_turns,
     response_markers,
     sft,
     training_chat_template,
@@ -91,7 +93,13 @@ def test_the_real_templates_have_no_generation_markers_and_get_trl_training_vari
 def test_labels_cover_exactly_the_assistant_tokens_with_the_end_of_turn(real, image):
     family, _, processor = real
     end = REAL[family][2]
-    batch = TurnMaskingCollator(processor, None)(list(to_hf_dataset([cot(3, image), reflection(4, image)])))
+    collator = TurnMaskingCollator(processor, None)
+    rows = list(to_hf_dataset([cot(3, image), reflection(4, image)]))
+    batch = collator(rows)
+    # Rows processed one by one and joined are TRL's own batch to the bit, under the real template too.
+    reference = collator.inner([{k: v for k, v in r.items() if k in ("messages", "images")} for r in rows])
+    keep_turns(reference["labels"], *_turns_and_ids(rows))
+    assert set(batch) == set(reference) and all(torch.equal(batch[k], reference[k]) for k in batch)
     assert labelled_text(processor, batch, 0).strip() == f"Step 1: count them.\nThe answer is 3{end}".strip()
     # The reflection example's wrong CoT turn carries no loss; only its reflection turn does.
     assert labelled_text(processor, batch, 1).strip() == f"Step 1 is wrong.\nThe answer is 4{end}".strip()

@@ -272,10 +272,9 @@ def example_key(example: dict) -> str:
     import hashlib
 
     digest = hashlib.blake2b(json.dumps(example["messages"], sort_keys=True).encode(), digest_size=16)
-    for image in example.get("images") or []:
-        digest.update(f"{image.mode}{image.size}".encode() if hasattr(image, "tobytes") else str(image).encode())
-        if hasattr(image, "tobytes"):
-            digest.update(image.tobytes())
+    for image in example.get("images") or []:  # PIL images from the dataset, or paths
+        is_pil = hasattr(image, "tobytes")
+        digest.update(f"{image.mode}{image.size}".encode() + image.tobytes() if is_pil else str(image).encode())
     return digest.hexdigest()
 
 
