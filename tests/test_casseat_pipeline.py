@@ -32,16 +32,23 @@ def profile_with(tmp_path: Path, name: str = "tiny", **changes):
 
 @pytest.fixture
 def recorded(monkeypatch, tmp_path):
-    """Training sets and train_stage / evaluate_stage replaced by recorders; returns the calls."""
+    """Training sets and train_stage / evaluate_stage replaced by recorders, and the side-by-side runner by one
+    that records the stages it is given (the stage functions then run in process); returns the calls."""
+    import kit.core.parallel
     import kit.eval.evaluate
     import kit.training.sft
 
-    calls = {"train": [], "eval": []}
+    calls = {"train": [], "eval": [], "stages": []}
 
     def fake_sets(profile, run):
         names = ["seat", "cas_seat", *(f"cas_seat_n{n}" for n in profile.get("trainsets.quantities")),
                  *(f"cas_seat_mix{round(f * 100)}" for f in profile.get("trainsets.mixing_cot_fractions"))]
+        for name in names:
+            (tmp_path / f"{name}.jsonl").write_text("{}\n")
         return {name: tmp_path / f"{name}.jsonl" for name in names}
+
+    def folder(*args, **kwargs):
+        return tmp_path / "stage" / str(abs(hash(repr((args, sorted(kwargs.items()))))))
 
     def fake_train(model, data, run_dir, settings, **kwargs):
         calls["train"].append((model, Path(data).stem, run_dir, settings))
@@ -55,6 +62,10 @@ def recorded(monkeypatch, tmp_path):
     monkeypatch.setattr(pipeline, "training_sets", fake_sets)
     monkeypatch.setattr(kit.training.sft, "train_stage", fake_train)
     monkeypatch.setattr(kit.eval.evaluate, "evaluate_stage", fake_eval)
+    monkeypatch.setattr(kit.training.sft, "stage_folder", folder)
+    monkeypatch.setattr(kit.eval.evaluate, "stage_folder", folder)
+    monkeypatch.setattr(kit.core.parallel, "run_stages",
+                        lambda profile, stages, what="": calls["stages"].append((what, list(stages))))
     return calls
 
 
@@ -94,6 +105,11 @@ def test_notebook_05_evaluates_the_students_notebook_04_trains(recorded, tmp_pat
     assert {name for name, _ in trained} == set(students.training_sets)
     assert {("seat", s) for s in profile.get("spread.seeds")} <= trained
     assert all(run_dir == tmp_path / "run" / "casseat" for _, _, run_dir, _ in recorded["train"])
+    # Every adapter went to the side-by-side runner first, the spread seeds under their own names.
+    (what, stages), = recorded["stages"]
+    assert what == "training students"
+    assert len({stage.done for stage in stages}) == len(trained)
+    assert {stage.label for stage in stages} >= {"adapter seat", "adapter cas_seat (seed 2)"}
 
     evaluation = pipeline.evaluation(profile, tmp_path / "run", check=False)  # notebook 05
     assert evaluation.students.adapters() == students.adapters()
@@ -102,6 +118,8 @@ def test_notebook_05_evaluates_the_students_notebook_04_trains(recorded, tmp_pat
     by_strategy = {strategy: model for model, _, strategy, _, _ in recorded["eval"]}
     assert by_strategy["seat"] == students.trained["seat"]["adapter_dir"]
     assert by_strategy["cas_seat"] == students.trained["cas_seat"]["adapter_dir"]
+    what, stages = recorded["stages"][-1]  # the main table's evaluations, side by side
+    assert what == "evaluating" and len(stages) == len(pipeline.MAIN_ROWS)
     evaluation.main(seed=2)
     assert recorded["eval"][-1][0] == students.seeds[("cas_seat", 2)]["adapter_dir"]
     model, benchmarks, _, _, options = recorded["eval"][0]

@@ -23,7 +23,7 @@ settings classes' ``from_profile``: ``SynthesisConfig`` (``models.teacher``, ``d
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -163,14 +163,24 @@ def students(profile: Any, run: str | Path, seeds: Iterable[int] | None = None, 
     """Notebook 04's stage: a LoRA adapter (``train_stage``) for every training set, then ``SPREAD_STUDENTS``
     again under each of ``seeds`` (the profile's ``spread.seeds`` when None; the seed sets the LoRA
     initialisation and the data order, the training sets do not change)."""
-    from kit.training.sft import train_stage
+    from kit.core.parallel import Stage, run_stages
+    from kit.training.sft import stage_folder, train_stage
 
     settings = recipe(profile)
     student = _path(profile, "models.student")
     sets = training_sets(profile, run)
     root = stage_root(run)
-    trained = {name: train_stage(student, path, root, settings, progress=progress) for name, path in sets.items()}
     seeds = list(profile.get("spread.seeds", []) if seeds is None else seeds)
+    runs = {name: (path, settings) for name, path in sets.items()}
+    runs.update({Students.seed_name(name, s): (sets[name], replace(settings, seed=s))
+                 for name in SPREAD_STUDENTS for s in seeds})
+    # The adapters are independent: train those not yet done side by side (the profile's stage_workers), then
+    # read every one back through train_stage below.
+    run_stages(profile, [Stage(f"adapter {name}", stage_folder(student, path, root, recipe_) / "kit_train.json",
+                               train_stage, (student, path, root, recipe_), {"progress": progress},
+                               cost=Path(path).stat().st_size * recipe_.epochs)
+                         for name, (path, recipe_) in runs.items()], what="training students")
+    trained = {name: train_stage(student, path, root, settings, progress=progress) for name, path in sets.items()}
     spread = {(name, s): train_stage(student, sets[name], root, replace(settings, seed=s), progress=progress)
               for name in SPREAD_STUDENTS for s in seeds}
     return Students(settings, sets, trained, spread)
@@ -220,28 +230,38 @@ class Evaluation:
                                        "base": _path(profile, "models.student"), **students.adapters()}
         self.measured: dict[str, dict] = {}
 
-    def measure(self, model: str, strategy: str) -> dict[str, dict]:
-        """The model's metrics on every benchmark under one strategy (a cached stage)."""
-        from kit.eval.evaluate import evaluate_stage
-
+    def _run(self, model: str, strategy: str) -> dict[str, Any]:
+        """``evaluate_stage``'s arguments for one model under one strategy."""
         if model not in self.models:
             raise KitError(f"evaluation: no model {model!r}; the pipeline has {', '.join(self.models)}")
         section = self.profile.get("casseat_eval")
-        result = evaluate_stage(self.models[model], self.benchmarks, strategy, self.root, limit=section["limit"],
-                                batch_size=section["batch_size"], max_new_tokens=section["max_new_tokens"],
-                                engine=self.engine, **self.extraction.options())
-        self.measured[f"{model} / {strategy}"] = result
-        return result
+        return dict(model=self.models[model], benchmarks=self.benchmarks, strategy=strategy, run_dir=self.root,
+                    limit=section["limit"], batch_size=section["batch_size"],
+                    max_new_tokens=section["max_new_tokens"], engine=self.engine, **self.extraction.options())
+
+    def measure(self, model: str, strategy: str) -> dict[str, dict]:
+        """The model's metrics on every benchmark under one strategy (a cached stage)."""
+        return self.measure_many({None: (model, strategy)})[None]
+
+    def measure_many(self, requests: Mapping[Any, tuple[str, str]]) -> dict[Any, dict[str, dict]]:
+        """``label -> (model, strategy)`` in, ``label -> measure(model, strategy)`` out; the evaluations not yet
+        done run side by side (the profile's ``stage_workers``)."""
+        from kit.eval.evaluate import evaluate_stages
+
+        results = evaluate_stages(self.profile, {label: self._run(*request) for label, request in requests.items()})
+        for label, (model, strategy) in requests.items():
+            self.measured[f"{model} / {strategy}"] = results[label]
+        return results
 
     def main(self, seed: int | None = None) -> dict[str, dict[str, dict]]:
         """Main row -> metrics, each row under its strategy; with ``seed`` the trained rows are the students
         trained with that spread seed (teacher and base do not depend on it)."""
-        out = {}
+        requests = {}
         for row, model in MAIN_ROWS.items():
             if seed is not None and row in TRAINED_ROWS:
                 model = Students.seed_name(model, seed)
-            out[row] = self.measure(model, self.strategies[row])
-        return out
+            requests[row] = (model, self.strategies[row])
+        return self.measure_many(requests)
 
 
 def evaluation(profile: Any, run: str | Path, students_: Students | None = None, *, check: bool = True,

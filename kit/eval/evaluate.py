@@ -345,7 +345,48 @@ def evaluate_stage(
     the servers). Predictions are appended line by line, so a killed run resumes where it stopped;
     ``metrics.json`` is written last and a folder that has it is reused as it is.
     Returns ``benchmark name -> metrics``."""
-    from kit.core.artifacts import atomic_write_json, fingerprint, resumable_stage
+    from kit.core.artifacts import atomic_write_json, resumable_stage
+
+    params = _stage_params(model, benchmarks, strategy, engine, options)
+
+    def build(folder: Path) -> dict[str, Any]:
+        atomic_write_json(folder / "PARAMS.json", {**params, "model_path": str(model)})
+        metrics = evaluate_many(model, benchmarks, strategy, predictions_dir=folder / "predictions", engine=engine,
+                                **options)
+        return {"params": params, "model_path": str(model), "metrics": metrics}
+
+    _, done = resumable_stage(run_dir, "eval", params, build, done=STAGE_DONE)
+    return done["metrics"]
+
+
+STAGE_DONE = "metrics.json"  # what evaluate_stage writes last
+
+
+def evaluate_stages(profile: Any, runs: Mapping[Any, Mapping[str, Any]], what: str = "evaluating") -> dict[Any, dict]:
+    """``label -> evaluate_stage``'s keyword arguments (``model``, ``benchmarks``, ``strategy``, ``run_dir``, the
+    options) in, ``label -> metrics`` out. The evaluations not yet done run first, side by side in the
+    profile's ``stage_workers`` (``kit.core.parallel``); every result is then read back through
+    ``evaluate_stage``."""
+    from kit.core.parallel import Stage, run_stages
+
+    run_stages(profile, [Stage(f"{Path(str(run['model'])).name} / {run['strategy']}",
+                               stage_folder(**run) / STAGE_DONE, evaluate_stage, (), dict(run))
+                         for run in runs.values()], what=what)
+    return {label: evaluate_stage(**run) for label, run in runs.items()}
+
+
+def stage_folder(model: str | Path, benchmarks: Mapping[str, str | Path], strategy: str, run_dir: str | Path, *,
+                 engine: Any = None, **options: Any) -> Path:
+    """The ``eval-<hash>`` folder ``evaluate_stage`` uses for these arguments (finished once it holds
+    ``STAGE_DONE``)."""
+    from kit.core.artifacts import stage_dir
+
+    return stage_dir(run_dir, "eval", _stage_params(model, benchmarks, strategy, engine, options))
+
+
+def _stage_params(model: str | Path, benchmarks: Mapping[str, str | Path], strategy: str, engine: Any,
+                  options: Mapping[str, Any]) -> dict[str, Any]:
+    from kit.core.artifacts import fingerprint
     from kit.llm.generate import engine_key
 
     if strategy not in STRATEGIES:
@@ -356,17 +397,8 @@ def evaluate_stage(
         # folders of runs made before the notebooks passed it.
         keyed.pop("extractor", None)
         keyed.pop("llm_name", None)
-    params = {"model": fingerprint(model), "strategy": strategy, "options": keyed,
-              "benchmarks": {name: fingerprint(source) for name, source in benchmarks.items()}, **engine_key(engine)}
-
-    def build(folder: Path) -> dict[str, Any]:
-        atomic_write_json(folder / "PARAMS.json", {**params, "model_path": str(model)})
-        metrics = evaluate_many(model, benchmarks, strategy, predictions_dir=folder / "predictions", engine=engine,
-                                **options)
-        return {"params": params, "model_path": str(model), "metrics": metrics}
-
-    _, done = resumable_stage(run_dir, "eval", params, build, done="metrics.json")
-    return done["metrics"]
+    return {"model": fingerprint(model), "strategy": strategy, "options": keyed,
+            "benchmarks": {name: fingerprint(source) for name, source in benchmarks.items()}, **engine_key(engine)}
 
 
 def _at_path(metrics: Mapping[str, Any], keys: tuple[str, ...]) -> Any:

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
+from kit.core.progress import progress_bars
 from kit.errors import KitError
 
 LANGUAGE_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -141,7 +142,7 @@ def trainer_config(config_class: type, settings: LoraRecipe, output_dir: Path, *
         logging_steps=settings.logging_steps, save_strategy="steps" if checkpoints else "no",
         save_steps=settings.checkpoint_steps, save_total_limit=1, report_to=[], use_cpu=not cuda, bf16=cuda,
         fp16=False, **no_activation_checkpointing(config_class), remove_unused_columns=False,
-        dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=not progress,
+        dataloader_num_workers=0, dataloader_pin_memory=cuda, disable_tqdm=not progress_bars(progress),
         # Every LoRA weight takes part in each forward: DDP need not search for unused ones.
         ddp_find_unused_parameters=False,
     )
