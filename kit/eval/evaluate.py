@@ -330,6 +330,9 @@ def evaluate_many(
     return results
 
 
+STAGE_DONE = "metrics.json"  # what evaluate_stage writes last: its folder is finished once it exists
+
+
 def evaluate_stage(
     model: str | Path,
     benchmarks: Mapping[str, str | Path],
@@ -357,9 +360,6 @@ def evaluate_stage(
 
     _, done = resumable_stage(run_dir, "eval", params, build, done=STAGE_DONE)
     return done["metrics"]
-
-
-STAGE_DONE = "metrics.json"  # what evaluate_stage writes last
 
 
 def evaluate_stages(profile: Any, runs: Mapping[Any, Mapping[str, Any]], what: str = "evaluating") -> dict[Any, dict]:
