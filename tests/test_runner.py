@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -453,3 +454,97 @@ def test_missing_data_is_listed_by_the_dry_run_and_stops_the_run(project: Projec
     assert [outcome.status for outcome in project.run(only="00")] == ["done"]
     assert project.cli() == 2
     assert line in capsys.readouterr().err
+
+
+LANE_CELL = """
+import json, os, pathlib, time
+from kit.core.profile import load_profile, torch_threads
+started = time.time()
+time.sleep(2)
+pathlib.Path(run_dir, "{name}.json").write_text(json.dumps(
+    {{"start": started, "end": time.time(), "threads": torch_threads(load_profile(profile))}}))
+"""
+
+
+def lanes_project(project: Project, lanes: int, failing: str | None = None) -> Project:
+    """00 alone, then 01 and 03 in lane a beside 02 in lane b, then 04 alone; each notebook records when it ran
+    and the torch threads kit gives its kernel."""
+    for path in project.notebooks.glob("*.ipynb"):
+        path.unlink()
+    for number, lane in (("00", None), ("01", "a"), ("02", "b"), ("03", "a"), ("04", None)):
+        cell = "raise ValueError('lane a broke')" if number == failing else LANE_CELL.format(name=number)
+        path = write_notebook(project.notebooks / f"{number}_nb.ipynb", cell)
+        if lane:
+            notebook = nbformat.read(path, as_version=4)
+            notebook.metadata["kit"] = {"lane": lane}
+            nbformat.write(notebook, path)
+    profile = yaml.safe_load(project.profile_path.read_text())
+    profile.update(torch_threads=2, notebook_lanes=lanes)
+    project.profile_path.write_text(yaml.safe_dump(profile))
+    return project
+
+
+@pytest.fixture
+def restored_threads(monkeypatch: pytest.MonkeyPatch):
+    import torch
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, os.environ.get(name, "1"))
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def ran(project: Project, number: str) -> dict:
+    return json.loads((project.run_dir / f"{number}.json").read_text())
+
+
+def test_lanes_run_side_by_side_with_their_share_of_threads(project: Project, restored_threads) -> None:
+    lanes_project(project, lanes=2)
+    assert runner.lane_blocks(runner.discover_notebooks(project.notebooks)) == [[[1]], [[2, 4], [3]], [[5]]]
+    outcomes = project.run()
+    assert [outcome.notebook for outcome in outcomes] == ["00_nb", "01_nb", "02_nb", "03_nb", "04_nb"]
+    first, other, second = ran(project, "01"), ran(project, "02"), ran(project, "03")
+    assert first["start"] < other["end"] and other["start"] < first["end"]  # lanes a and b overlapped
+    assert second["start"] >= first["end"]  # a lane keeps its order
+    assert ran(project, "04")["start"] >= max(second["end"], other["end"])  # a lane-less notebook waits for all
+    assert [ran(project, n)["threads"] for n in ("00", "01", "02", "03", "04")] == [2, 1, 1, 1, 2]
+    assert all(entry["status"] == "done" for entry in project.stages().values())
+    assert runner.THREADS_SHARE_ENV not in os.environ
+    assert all(outcome.status == "skipped" for outcome in project.run())  # up-to-date lanes start no thread
+
+
+def test_one_lane_at_a_time_keeps_number_order(project: Project, restored_threads) -> None:
+    lanes_project(project, lanes=1)
+    project.run()
+    assert ran(project, "02")["start"] >= ran(project, "01")["end"]
+    assert ran(project, "03")["start"] >= ran(project, "02")["end"]
+    assert {ran(project, n)["threads"] for n in ("01", "02", "03")} == {2}
+
+
+def test_a_failing_lane_lets_the_other_finish_and_names_its_notebook(project: Project, restored_threads) -> None:
+    lanes_project(project, lanes=2, failing="01")
+    with pytest.raises(KitError, match=r"01_nb\.ipynb failed in cell 2.*ValueError: lane a broke.*--from 01"):
+        project.run()
+    stages = project.stages()
+    assert stages["01_nb"]["status"] == "failed" and stages["02_nb"]["status"] == "done"
+    assert "03_nb" not in stages and "04_nb" not in stages  # the failed lane stops; nothing after the block runs
+    assert runner.THREADS_SHARE_ENV not in os.environ
+
+
+def test_a_lane_must_be_a_name(project: Project) -> None:
+    path = project.notebooks / "01_use.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    notebook.metadata["kit"] = {"lane": 5}
+    nbformat.write(notebook, path)
+    with pytest.raises(KitError, match="01_use.ipynb: metadata kit.lane must be a name, not 5"):
+        project.run()
+
+
+def test_the_shipped_notebooks_lanes(repo_dir: Path) -> None:
+    # Cas-SEAT (01-05) and EACO (06-08) read nothing of each other's; the tour and the report stand alone.
+    notebooks = runner.discover_notebooks(repo_dir / "notebooks")
+    assert {notebook.number: notebook.lane for notebook in notebooks} == {
+        "00": None, "01": "casseat", "02": "casseat", "03": "casseat", "04": "casseat", "05": "casseat",
+        "06": "eaco", "07": "eaco", "08": "eaco", "09": None}
+    assert runner.lane_blocks(notebooks) == [[[1]], [[2, 3, 4, 5, 6], [7, 8, 9]], [[10]]]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kit.core.profile import torch_threads
 from kit.core.progress import progress_bars
 from kit.errors import KitError
 
@@ -52,7 +53,7 @@ def stage_workers(profile: Any) -> tuple[int, int | None]:
     workers = profile.get("stage_workers", 1)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise KitError(f"profile {profile.path}: stage_workers must be a positive integer, not {workers!r}")
-    threads = profile.get("torch_threads", None)
+    threads = torch_threads(profile)
     return workers, (max(1, threads // workers) if threads else None)
 
 

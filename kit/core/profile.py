@@ -287,13 +287,31 @@ def runtime_environment(profile: Profile) -> dict[str, str | None]:
     # The pinned hub revisions reach loaders and stage keys (kit.core.artifacts.hub_commit) in every kernel.
     revisions = profile.get("revisions", None)
     environment[HUB_REVISIONS_ENV] = json.dumps(revisions, sort_keys=True) if revisions else None
-    threads = profile.get("torch_threads", None)
+    threads = torch_threads(profile)
     if threads is not None:
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise KitError(f"profile {profile.path}: torch_threads must be a positive integer or null")
         environment["OMP_NUM_THREADS"] = str(threads)
         environment["MKL_NUM_THREADS"] = str(threads)
     return environment
+
+
+# Set by ``kit run`` for the kernels of notebooks that run side by side (``notebook_lanes``): each kernel gets its
+# share of the profile's torch_threads instead of all of them. Thread counts change no number (LoRA adapters and
+# greedy predictions are bit-identical at one and two threads: docs/performance.md), so it is not part of any key.
+THREADS_SHARE_ENV = "KIT_TORCH_THREADS_SHARE"
+
+
+def torch_threads(profile: Profile) -> int | None:
+    """The torch threads this process should use: the profile's ``torch_threads`` (None: torch's default), or
+    the smaller share ``kit run`` gave this kernel (``THREADS_SHARE_ENV``)."""
+    threads = profile.get("torch_threads", None)
+    if threads is None:
+        return None
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise KitError(f"profile {profile.path}: torch_threads must be a positive integer or null")
+    share = os.environ.get(THREADS_SHARE_ENV, "")
+    if not share.isdigit() or int(share) < 1:
+        return threads
+    return min(threads, int(share))
 
 
 def apply_runtime(profile: Profile) -> dict[str, str]:
@@ -308,7 +326,7 @@ def apply_runtime(profile: Profile) -> dict[str, str]:
         if value is None:
             os.environ.pop(name, None)  # an earlier profile's pins must not apply to this one
     os.environ.update(changed)
-    threads = profile.get("torch_threads", None)
+    threads = torch_threads(profile)
     if threads is not None:
         import torch
 

@@ -12,6 +12,12 @@ the plain ``papermill`` command (with the environment ``kit run`` gives the kern
 from that file, so a stage can be re-run or debugged without ``kit``. Before anything runs, the profile's
 hand-supplied data (``kit.core.profile.missing_data``: local datasets outside the tiny world) is checked; a
 real run refuses to start while a notebook it would execute reads data that is missing.
+
+Lanes: a notebook whose metadata names a lane (``"kit": {"lane": "eaco"}``) reads nothing that a notebook of
+another lane writes. Consecutive lane notebooks form a block; with the profile's ``notebook_lanes`` above 1 the
+block's lanes run side by side (each lane's notebooks still in order, in their own kernels, each kernel with its
+share of ``torch_threads``), and a notebook without a lane waits for everything before it. Numbers do not depend
+on it: stages are seeded and bit-identical at any thread count (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import json
 import os
 import re
 import shlex
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +41,7 @@ from kit.core.artifacts import atomic_write_json, atomic_write_text, content_has
 from kit.core.notebook import PAPERMILL_ENV
 from kit.core.profile import (
     DATA_DOC,
+    THREADS_SHARE_ENV,
     MissingData,
     Profile,
     apply_runtime,
@@ -41,6 +50,7 @@ from kit.core.profile import (
     missing_data,
     notebook_parameters,
     runtime_environment,
+    torch_threads,
 )
 from kit.errors import KitError
 
@@ -66,6 +76,17 @@ class Notebook:
     @property
     def stem(self) -> str:
         return self.path.stem
+
+    @property
+    def lane(self) -> str | None:
+        """The lane the notebook's metadata names (``"kit": {"lane": ...}``), or None: it waits for every
+        notebook before it and every notebook after it waits for it."""
+        import nbformat
+
+        lane = nbformat.read(str(self.path), as_version=4).metadata.get("kit", {}).get("lane")
+        if lane is not None and not (isinstance(lane, str) and lane):
+            raise KitError(f"notebook {self.path}: metadata kit.lane must be a name, not {lane!r}")
+        return lane
 
 
 @dataclass(frozen=True)
@@ -220,6 +241,7 @@ class _RunContext:
         self.stages_path = self.run_dir / STAGES_FILE
         self.stages = _load_stages(self.stages_path)
         self.commit: dict[str, Any] = {}
+        self.lock = threading.Lock()
 
     def resume_command(self, number: str) -> str:
         parts = ["kit run", f"--profile {self.profile.reference}", f"--from {number}"]
@@ -242,6 +264,10 @@ class _RunContext:
     def record(self, notebook: Notebook, **entry: Any) -> None:
         entry["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         entry["kit_commit"] = self.commit
+        with self.lock:  # lanes finish notebooks from their own threads
+            self._record(notebook, entry)
+
+    def _record(self, notebook: Notebook, entry: dict[str, Any]) -> None:
         self.stages[notebook.stem] = entry
         atomic_write_json(
             self.stages_path,
@@ -267,8 +293,6 @@ def _execute(context: _RunContext, notebook: Notebook, parameters: dict[str, Any
     with contextlib.suppress(FileNotFoundError):
         failed.unlink()
     started = time.perf_counter()
-    saved = {name: os.environ.get(name) for name in KERNEL_ENVIRONMENT}
-    os.environ.update(KERNEL_ENVIRONMENT)
     try:
         papermill.execute_notebook(
             str(notebook.path),
@@ -281,7 +305,6 @@ def _execute(context: _RunContext, notebook: Notebook, parameters: dict[str, Any
             log_output=False,
         )
     except BaseException as err:
-        _restore(saved)
         seconds = round(time.perf_counter() - started, 3)
         if running.exists():
             os.replace(running, failed)
@@ -296,7 +319,6 @@ def _execute(context: _RunContext, notebook: Notebook, parameters: dict[str, Any
         if interrupted:
             raise
         raise _failure(context, notebook, err, failed) from err
-    _restore(saved)
     os.replace(running, output)
     seconds = round(time.perf_counter() - started, 3)
     context.record(notebook, status="done", key=key, seconds=seconds, output=output.name)
@@ -520,34 +542,111 @@ def run_notebooks(
     # Recorded before anything runs, so that a report of a run (even a failed one) says what it ran on.
     write_provenance(context.run_dir, profile, context.results_dir)
     apply_runtime(profile)
-    outcomes = []
     total = len(plan)
-    with tqdm(total=total, unit="notebook", desc="kit run", leave=False) as bar:
-        for index, (notebook, parameters, key, fresh) in enumerate(plan, start=1):
-            prefix = f"[{index}/{total}] {notebook.stem} ..."
-            # Up to date means run with these very parameters (they are part of the key): written either way.
-            write_params(context.run_dir, notebook, parameters)
-            if fresh:
-                bar.write(f"{prefix} skipped (up to date)")
-                outcomes.append(
-                    StageOutcome(notebook.stem, "skipped", output=context.run_dir / notebook.path.name)
-                )
+    finished: dict[int, StageOutcome] = {}
+    saved = {name: os.environ.get(name) for name in (*KERNEL_ENVIRONMENT, THREADS_SHARE_ENV)}
+    os.environ.update(KERNEL_ENVIRONMENT)  # the kernels inherit it when they start
+    try:
+        with tqdm(total=total, unit="notebook", desc="kit run", leave=False) as bar:
+
+            def run_one(index: int) -> None:
+                notebook, parameters, key, fresh = plan[index - 1]
+                prefix = f"[{index}/{total}] {notebook.stem} ..."
+                # Up to date means run with these very parameters (they are part of the key): written either way.
+                write_params(context.run_dir, notebook, parameters)
+                if fresh:
+                    bar.write(f"{prefix} skipped (up to date)")
+                    finished[index] = StageOutcome(notebook.stem, "skipped",
+                                                   output=context.run_dir / notebook.path.name)
+                    bar.update()
+                    return
+                bar.set_description(notebook.stem)
+                try:
+                    seconds = _execute(context, notebook, parameters, key)
+                except KitError:
+                    bar.write(f"{prefix} FAILED")
+                    raise
+                bar.write(f"{prefix} done in {seconds:.1f} s")
+                finished[index] = StageOutcome(notebook.stem, "done", seconds,
+                                               context.run_dir / notebook.path.name)
                 bar.update()
-                continue
-            bar.set_description(notebook.stem)
-            try:
-                seconds = _execute(context, notebook, parameters, key)
-            except KitError:
-                bar.write(f"{prefix} FAILED")
-                raise
-            bar.write(f"{prefix} done in {seconds:.1f} s")
-            outcomes.append(
-                StageOutcome(notebook.stem, "done", seconds, context.run_dir / notebook.path.name)
-            )
-            bar.update()
+
+            up_to_date = {index for index, (_, _, _, fresh) in enumerate(plan, start=1) if fresh}
+            for block in lane_blocks([notebook for notebook, _, _, _ in plan]):
+                _run_block(profile, block, run_one, up_to_date)
+    finally:
+        _restore(saved)
+    outcomes = [finished[index] for index in sorted(finished)]
     executed = sum(outcome.status == "done" for outcome in outcomes)
     print(f"run folder {_shown(context.run_dir)}: {executed} executed, {len(outcomes) - executed} up to date")
     return outcomes
+
+
+def lane_blocks(notebooks: list[Notebook]) -> list[list[list[int]]]:
+    """The run order: blocks, each a list of lanes, each a list of 1-based positions in ``notebooks``.
+    Consecutive notebooks with a lane form one block (one list per lane, in order); a notebook without a lane
+    is a block of its own."""
+    blocks: list[dict[str | None, list[int]]] = []
+    for index, notebook in enumerate(notebooks, start=1):
+        lane = notebook.lane
+        if lane is None or not blocks or None in blocks[-1]:
+            blocks.append({})
+        blocks[-1].setdefault(lane, []).append(index)
+    return [list(block.values()) for block in blocks]
+
+
+def notebook_lanes(profile: Profile) -> int:
+    """The profile's ``notebook_lanes``: how many lanes of a block run side by side (1: one notebook at a time)."""
+    lanes = profile.get("notebook_lanes", 1)
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+        raise KitError(f"profile {profile.path}: notebook_lanes must be a positive integer, not {lanes!r}")
+    return lanes
+
+
+def _run_block(profile: Profile, block: list[list[int]], run_one: Any, up_to_date: set[int]) -> None:
+    """Run one block: its lanes side by side when the profile allows and more than one has a notebook to run,
+    else every notebook in number order. When a lane fails, the other lanes still finish theirs (nothing they
+    would compute is lost, and resuming from the failed notebook skips them); then the first failure is
+    raised."""
+    lanes = notebook_lanes(profile)
+    busy = [lane for lane in block if not set(lane) <= up_to_date]
+    if lanes == 1 or len(busy) < 2:
+        for index in sorted(index for lane in block for index in lane):
+            run_one(index)
+        return
+    for lane in block:
+        if lane not in busy:
+            for index in lane:
+                run_one(index)  # up to date: only recorded as skipped
+    side_by_side = min(lanes, len(busy))
+    threads = torch_threads(profile)
+    if threads is not None:
+        os.environ[THREADS_SHARE_ENV] = str(max(1, threads // side_by_side))
+    interrupted = threading.Event()
+
+    def run_lane(lane: list[int]) -> None:
+        for index in lane:
+            if interrupted.is_set():
+                return
+            run_one(index)
+
+    errors: list[BaseException] = []
+    try:
+        with ThreadPoolExecutor(side_by_side, thread_name_prefix="kit-lane") as pool:
+            futures = [pool.submit(run_lane, lane) for lane in busy]
+            try:
+                for future in futures:
+                    try:
+                        future.result()
+                    except Exception as error:  # the other lanes go on; raised once they are done
+                        errors.append(error)
+            except BaseException:
+                interrupted.set()  # Ctrl-C: the running notebooks end (their kernels got it too), no new ones start
+                raise
+    finally:
+        os.environ.pop(THREADS_SHARE_ENV, None)
+    if errors:
+        raise errors[0]
 
 
 def _run_command(args: argparse.Namespace) -> int:
