@@ -460,19 +460,21 @@ LANE_CELL = """
 import json, os, pathlib, time
 from kit.core.profile import load_profile, torch_threads
 started = time.time()
-time.sleep(2)
+time.sleep({seconds})
 pathlib.Path(run_dir, "{name}.json").write_text(json.dumps(
-    {{"start": started, "end": time.time(), "threads": torch_threads(load_profile(profile))}}))
+    {{"start": started, "end": time.time(), "threads": torch_threads(load_profile(profile)),
+      "papermill": os.environ.get("KIT_PAPERMILL")}}))
 """
 
 
 def lanes_project(project: Project, lanes: int, failing: str | None = None) -> Project:
-    """00 alone, then 01 and 03 in lane a beside 02 in lane b, then 04 alone; each notebook records when it ran
-    and the torch threads kit gives its kernel."""
+    """00 alone, then 01 in lane a beside 02 and 03 in lane b, then 04 alone. 02 is long, so 03 starts after
+    lane a has finished. Each notebook records when it ran and the torch threads kit gives its kernel."""
     for path in project.notebooks.glob("*.ipynb"):
         path.unlink()
-    for number, lane in (("00", None), ("01", "a"), ("02", "b"), ("03", "a"), ("04", None)):
-        cell = "raise ValueError('lane a broke')" if number == failing else LANE_CELL.format(name=number)
+    for number, lane, seconds in (("00", None, 0), ("01", "a", 1), ("02", "b", 8), ("03", "b", 1), ("04", None, 0)):
+        cell = "raise ValueError('lane b broke')" if number == failing else LANE_CELL.format(name=number,
+                                                                                             seconds=seconds)
         path = write_notebook(project.notebooks / f"{number}_nb.ipynb", cell)
         if lane:
             notebook = nbformat.read(path, as_version=4)
@@ -499,19 +501,30 @@ def ran(project: Project, number: str) -> dict:
     return json.loads((project.run_dir / f"{number}.json").read_text())
 
 
-def test_lanes_run_side_by_side_with_their_share_of_threads(project: Project, restored_threads) -> None:
+def test_lanes_run_side_by_side_with_their_share_of_threads(project: Project, restored_threads,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     lanes_project(project, lanes=2)
-    assert runner.lane_blocks(runner.discover_notebooks(project.notebooks)) == [[[1]], [[2, 4], [3]], [[5]]]
+    environment_before = dict(os.environ)
+    assert runner.lane_blocks(runner.discover_notebooks(project.notebooks)) == [[[1]], [[2], [3, 4]], [[5]]]
     outcomes = project.run()
     assert [outcome.notebook for outcome in outcomes] == ["00_nb", "01_nb", "02_nb", "03_nb", "04_nb"]
-    first, other, second = ran(project, "01"), ran(project, "02"), ran(project, "03")
-    assert first["start"] < other["end"] and other["start"] < first["end"]  # lanes a and b overlapped
-    assert second["start"] >= first["end"]  # a lane keeps its order
-    assert ran(project, "04")["start"] >= max(second["end"], other["end"])  # a lane-less notebook waits for all
-    assert [ran(project, n)["threads"] for n in ("00", "01", "02", "03", "04")] == [2, 1, 1, 1, 2]
+    alone, beside, after = ran(project, "01"), ran(project, "02"), ran(project, "03")
+    assert alone["start"] < beside["end"] and beside["start"] < alone["end"]  # lanes a and b overlapped
+    assert after["start"] >= beside["end"]  # a lane keeps its order
+    assert after["start"] >= alone["end"], "the test needs 03 to start once lane a has finished"
+    assert ran(project, "04")["start"] >= max(after["end"], alone["end"])  # a lane-less notebook waits for all
+    # Beside another lane a kernel gets one of the two threads; one that starts alone gets both.
+    assert [ran(project, n)["threads"] for n in ("00", "01", "02", "03", "04")] == [2, 1, 1, 2, 2]
+    assert {ran(project, n)["papermill"] for n in ("00", "01", "02", "03", "04")} == {"1"}
     assert all(entry["status"] == "done" for entry in project.stages().values())
-    assert runner.THREADS_SHARE_ENV not in os.environ
-    assert all(outcome.status == "skipped" for outcome in project.run())  # up-to-date lanes start no thread
+    environment_before.update(OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")  # apply_runtime's, as before lanes
+    assert dict(os.environ) == environment_before  # each kernel got its own environment; this process's is as it was
+
+    def no_threads(*args, **kwargs):
+        raise AssertionError("an up-to-date block started lane threads")
+
+    monkeypatch.setattr(runner, "ThreadPoolExecutor", no_threads)
+    assert all(outcome.status == "skipped" for outcome in project.run())
 
 
 def test_one_lane_at_a_time_keeps_number_order(project: Project, restored_threads) -> None:
@@ -523,13 +536,12 @@ def test_one_lane_at_a_time_keeps_number_order(project: Project, restored_thread
 
 
 def test_a_failing_lane_lets_the_other_finish_and_names_its_notebook(project: Project, restored_threads) -> None:
-    lanes_project(project, lanes=2, failing="01")
-    with pytest.raises(KitError, match=r"01_nb\.ipynb failed in cell 2.*ValueError: lane a broke.*--from 01"):
+    lanes_project(project, lanes=2, failing="02")
+    with pytest.raises(KitError, match=r"02_nb\.ipynb failed in cell 2.*ValueError: lane b broke.*--from 02"):
         project.run()
     stages = project.stages()
-    assert stages["01_nb"]["status"] == "failed" and stages["02_nb"]["status"] == "done"
+    assert stages["02_nb"]["status"] == "failed" and stages["01_nb"]["status"] == "done"
     assert "03_nb" not in stages and "04_nb" not in stages  # the failed lane stops; nothing after the block runs
-    assert runner.THREADS_SHARE_ENV not in os.environ
 
 
 def test_a_lane_must_be_a_name(project: Project) -> None:
@@ -538,6 +550,10 @@ def test_a_lane_must_be_a_name(project: Project) -> None:
     notebook.metadata["kit"] = {"lane": 5}
     nbformat.write(notebook, path)
     with pytest.raises(KitError, match="01_use.ipynb: metadata kit.lane must be a name, not 5"):
+        project.run()
+    notebook.metadata["kit"] = "eaco"
+    nbformat.write(notebook, path)
+    with pytest.raises(KitError, match="01_use.ipynb: metadata kit must be a mapping like .*, not 'eaco'"):
         project.run()
 
 

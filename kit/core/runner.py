@@ -83,7 +83,11 @@ class Notebook:
         notebook before it and every notebook after it waits for it."""
         import nbformat
 
-        lane = nbformat.read(str(self.path), as_version=4).metadata.get("kit", {}).get("lane")
+        kit_metadata = nbformat.read(str(self.path), as_version=4).metadata.get("kit", {})
+        if not isinstance(kit_metadata, dict):
+            raise KitError(f"notebook {self.path}: metadata kit must be a mapping like {{\"lane\": \"eaco\"}}, "
+                           f"not {kit_metadata!r}")
+        lane = kit_metadata.get("lane")
         if lane is not None and not (isinstance(lane, str) and lane):
             raise KitError(f"notebook {self.path}: metadata kit.lane must be a name, not {lane!r}")
         return lane
@@ -280,8 +284,10 @@ class _RunContext:
         )
 
 
-def _execute(context: _RunContext, notebook: Notebook, parameters: dict[str, Any], key: str) -> float:
-    """Execute one notebook into the run folder; returns its wall time in seconds."""
+def _execute(context: _RunContext, notebook: Notebook, parameters: dict[str, Any], key: str,
+             environment: dict[str, str]) -> float:
+    """Execute one notebook into the run folder, its kernel started with ``environment`` on top of this
+    process's; returns its wall time in seconds."""
     import papermill
 
     run_dir = context.run_dir
@@ -303,6 +309,7 @@ def _execute(context: _RunContext, notebook: Notebook, parameters: dict[str, Any
             cwd=str(REPO_DIR),
             progress_bar=True,
             log_output=False,
+            kernel_manager_class=_kernel_manager_class(environment),
         )
     except BaseException as err:
         seconds = round(time.perf_counter() - started, 3)
@@ -325,12 +332,18 @@ def _execute(context: _RunContext, notebook: Notebook, parameters: dict[str, Any
     return seconds
 
 
-def _restore(saved: dict[str, str | None]) -> None:
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+def _kernel_manager_class(environment: dict[str, str]) -> type:
+    """A kernel manager whose kernel starts with ``environment`` on top of this process's environment
+    (``start_kernel(env=...)``, jupyter_client's own way). Each notebook gets its own, so two lanes never
+    change the environment of the process they share."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class KernelWithEnvironment(AsyncKernelManager):
+        async def start_kernel(self, **kw: Any) -> None:
+            kw["env"] = {**os.environ, **kw.get("env", {}), **environment}
+            await super().start_kernel(**kw)
+
+    return KernelWithEnvironment
 
 
 def _failure(context: _RunContext, notebook: Notebook, err: Exception, failed: Path) -> KitError:
@@ -544,38 +557,36 @@ def run_notebooks(
     apply_runtime(profile)
     total = len(plan)
     finished: dict[int, StageOutcome] = {}
-    saved = {name: os.environ.get(name) for name in (*KERNEL_ENVIRONMENT, THREADS_SHARE_ENV)}
-    os.environ.update(KERNEL_ENVIRONMENT)  # the kernels inherit it when they start
-    try:
-        with tqdm(total=total, unit="notebook", desc="kit run", leave=False) as bar:
+    with tqdm(total=total, unit="notebook", desc="kit run", leave=False) as bar:
 
-            def run_one(index: int) -> None:
-                notebook, parameters, key, fresh = plan[index - 1]
-                prefix = f"[{index}/{total}] {notebook.stem} ..."
-                # Up to date means run with these very parameters (they are part of the key): written either way.
-                write_params(context.run_dir, notebook, parameters)
-                if fresh:
-                    bar.write(f"{prefix} skipped (up to date)")
-                    finished[index] = StageOutcome(notebook.stem, "skipped",
-                                                   output=context.run_dir / notebook.path.name)
-                    bar.update()
-                    return
-                bar.set_description(notebook.stem)
-                try:
-                    seconds = _execute(context, notebook, parameters, key)
-                except KitError:
-                    bar.write(f"{prefix} FAILED")
-                    raise
-                bar.write(f"{prefix} done in {seconds:.1f} s")
-                finished[index] = StageOutcome(notebook.stem, "done", seconds,
-                                               context.run_dir / notebook.path.name)
+        def run_one(index: int, threads_share: int | None = None) -> None:
+            """Run (or skip) the plan's notebook ``index``; ``threads_share``: the torch threads its kernel gets
+            when lanes run beside it (None: the profile's torch_threads)."""
+            notebook, parameters, key, fresh = plan[index - 1]
+            prefix = f"[{index}/{total}] {notebook.stem} ..."
+            # Up to date means run with these very parameters (they are part of the key): written either way.
+            write_params(context.run_dir, notebook, parameters)
+            if fresh:
+                bar.write(f"{prefix} skipped (up to date)")
+                finished[index] = StageOutcome(notebook.stem, "skipped", output=context.run_dir / notebook.path.name)
                 bar.update()
+                return
+            bar.set_description(notebook.stem)
+            environment = dict(KERNEL_ENVIRONMENT)
+            if threads_share is not None:
+                environment[THREADS_SHARE_ENV] = str(threads_share)
+            try:
+                seconds = _execute(context, notebook, parameters, key, environment)
+            except KitError:
+                bar.write(f"{prefix} FAILED")
+                raise
+            bar.write(f"{prefix} done in {seconds:.1f} s")
+            finished[index] = StageOutcome(notebook.stem, "done", seconds, context.run_dir / notebook.path.name)
+            bar.update()
 
-            up_to_date = {index for index, (_, _, _, fresh) in enumerate(plan, start=1) if fresh}
-            for block in lane_blocks([notebook for notebook, _, _, _ in plan]):
-                _run_block(profile, block, run_one, up_to_date)
-    finally:
-        _restore(saved)
+        up_to_date = {index for index, (_, _, _, fresh) in enumerate(plan, start=1) if fresh}
+        for block in lane_blocks([notebook for notebook, _, _, _ in plan]):
+            _run_block(profile, block, run_one, up_to_date)
     outcomes = [finished[index] for index in sorted(finished)]
     executed = sum(outcome.status == "done" for outcome in outcomes)
     print(f"run folder {_shown(context.run_dir)}: {executed} executed, {len(outcomes) - executed} up to date")
@@ -620,31 +631,37 @@ def _run_block(profile: Profile, block: list[list[int]], run_one: Any, up_to_dat
                 run_one(index)  # up to date: only recorded as skipped
     side_by_side = min(lanes, len(busy))
     threads = torch_threads(profile)
-    if threads is not None:
-        os.environ[THREADS_SHARE_ENV] = str(max(1, threads // side_by_side))
+    running = [side_by_side]  # lanes started and not finished; counted before any starts, so none sees itself alone
+    lock = threading.Lock()
     interrupted = threading.Event()
 
-    def run_lane(lane: list[int]) -> None:
-        for index in lane:
-            if interrupted.is_set():
-                return
-            run_one(index)
+    def run_lane(lane: list[int], queued: bool) -> None:
+        if queued:  # it waited for a free thread: a lane before it has finished
+            with lock:
+                running[0] += 1
+        try:
+            for index in lane:
+                if interrupted.is_set():
+                    return
+                with lock:  # a notebook that starts after the other lanes finished gets all the threads
+                    share = max(1, threads // running[0]) if threads is not None else None
+                run_one(index, share)
+        finally:
+            with lock:
+                running[0] -= 1
 
-    errors: list[BaseException] = []
-    try:
-        with ThreadPoolExecutor(side_by_side, thread_name_prefix="kit-lane") as pool:
-            futures = [pool.submit(run_lane, lane) for lane in busy]
-            try:
-                for future in futures:
-                    try:
-                        future.result()
-                    except Exception as error:  # the other lanes go on; raised once they are done
-                        errors.append(error)
-            except BaseException:
-                interrupted.set()  # Ctrl-C: the running notebooks end (their kernels got it too), no new ones start
-                raise
-    finally:
-        os.environ.pop(THREADS_SHARE_ENV, None)
+    errors: list[Exception] = []
+    with ThreadPoolExecutor(side_by_side, thread_name_prefix="kit-lane") as pool:
+        futures = [pool.submit(run_lane, lane, queued=i >= side_by_side) for i, lane in enumerate(busy)]
+        try:
+            for future in futures:
+                try:
+                    future.result()
+                except Exception as error:  # the other lanes go on; raised once they are done
+                    errors.append(error)
+        except BaseException:
+            interrupted.set()  # Ctrl-C: the running notebooks end (their kernels got it too), no new ones start
+            raise
     if errors:
         raise errors[0]
 
