@@ -289,3 +289,34 @@ def test_judge_quality_writes_its_quality_last_and_reuses_it(small_world, tmp_pa
     assert sorted(p.name for p in folder.iterdir()) == ["quality.json", "scores.jsonl"] and first["n"] > 0
     assert pipeline.judge_quality(judge, rows[:3], tmp_path, max_new_tokens=8, progress=False) == first
     assert len(made) == 1
+
+
+def test_notebook_08_s_evaluations_take_the_profile_s_eaco_eval_settings(monkeypatch, tmp_path):
+    import kit.eval.evaluate
+
+    asked = []
+
+    def fake_stages(profile, runs, what="evaluating"):
+        asked.append((profile, dict(runs)))
+        return {label: {"mme": {"label": label}} for label in runs}
+
+    class Extraction:
+        def options(self):
+            return {"extractor": "rules"}
+
+    monkeypatch.setattr(kit.eval.evaluate, "evaluate_stages", fake_stages)
+    profile = profile_with(tmp_path, eaco_eval__limit=7)
+    plan = pipeline.plan(profile, tmp_path)
+    evaluations = pipeline.EACOEvaluation(profile, plan, Extraction())
+    metrics = evaluations.measure({"base": plan.policy, "EACO": "adapter-eaco"})
+    assert metrics == {"base": {"mme": {"label": "base"}}, "EACO": {"mme": {"label": "EACO"}}}
+    (given_profile, runs), = asked
+    assert given_profile is profile  # its stage_workers decide how many run side by side
+    section = profile.get("eaco_eval")
+    assert runs["EACO"] == {"model": "adapter-eaco", "benchmarks": pipeline.eval_benchmarks(profile),
+                            "strategy": "direct", "run_dir": plan.root, "limit": 7,
+                            "batch_size": section["batch_size"], "max_new_tokens": section["max_new_tokens"],
+                            "engine": plan.engine, "extractor": "rules"}
+    assert runs["base"]["model"] == plan.policy
+    # Every evaluation is kept by model path, for the eaco_extraction table.
+    assert evaluations.measured == {plan.policy: metrics["base"], "adapter-eaco": metrics["EACO"]}

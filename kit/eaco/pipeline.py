@@ -675,3 +675,32 @@ def eval_benchmarks(profile: Any, names: Sequence[str] | None = None) -> dict[st
     if unknown:
         raise ValueError(f"eaco_eval_benchmarks: unknown {sorted(unknown)}; choose from {sorted(EVAL_DATASETS)}")
     return {name: str(resolve_path(profile.get(EVAL_DATASETS[name]))) for name in names}
+
+
+@dataclass
+class EACOEvaluation:
+    """Notebook 08's evaluations: a model (the policy or an adapter of ``plan``) on every ``eaco_eval`` benchmark
+    under ``direct`` with the profile's ``eaco_eval`` limit, batch and answer length, answers read by
+    ``extraction`` (``kit.llm.judges.extraction_from_profile``); each one a cached ``evaluate_stage`` in the
+    plan's folder. ``measured`` keeps every result by model path, for the ``eaco_extraction`` table."""
+
+    profile: Any
+    plan: EACOPlan
+    extraction: Any
+    measured: dict[str, dict] = field(default_factory=dict)
+
+    def measure(self, models: Mapping[Any, str | Path]) -> dict[Any, dict]:
+        """``label -> model`` in, ``label -> metrics`` out; the evaluations not yet done run side by side (the
+        profile's ``stage_workers``)."""
+        from kit.eval.evaluate import evaluate_stages
+
+        section = self.profile.get("eaco_eval")
+        benchmarks = eval_benchmarks(self.profile)
+        metrics = evaluate_stages(self.profile, {
+            label: dict(model=model, benchmarks=benchmarks, strategy="direct", run_dir=self.plan.root,
+                        limit=section["limit"], batch_size=section["batch_size"],
+                        max_new_tokens=section["max_new_tokens"], engine=self.plan.engine,
+                        **self.extraction.options())
+            for label, model in models.items()})
+        self.measured.update({models[label]: result for label, result in metrics.items()})
+        return metrics
