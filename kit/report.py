@@ -63,14 +63,14 @@ CLAIMS: tuple[Claim, ...] = (
 )
 # Report order: the tables of each paper as its notebooks write them; any other table comes after these.
 TABLE_ORDER = ("tiny_world_models", "casseat_synthesis", "casseat_selection", "casseat_prompting",
-               "casseat_training", "casseat_main", "casseat_main_seeds", "casseat_strategies", "casseat_quantity",
-               "casseat_mixing", "casseat_extraction", "eaco_critic", "eaco_training", "eaco_main",
+               "casseat_training", "casseat_main", "casseat_main_seeds", "casseat_paired", "casseat_strategies",
+               "casseat_reflection", "casseat_quantity", "casseat_mixing", "casseat_extraction", "eaco_critic", "eaco_training", "eaco_main",
                "eaco_main_seeds", "eaco_extraction")
 # The table in which a notebook records how its evaluations read answers (kit.eval.evaluate.extraction_table), and
 # the benchmark tables those evaluations fill.
 EXTRACTION_TABLES: dict[str, tuple[str, ...]] = {
-    "casseat_extraction": ("casseat_main", "casseat_main_seeds", "casseat_strategies", "casseat_quantity",
-                           "casseat_mixing"),
+    "casseat_extraction": ("casseat_main", "casseat_main_seeds", "casseat_paired", "casseat_strategies",
+                           "casseat_reflection", "casseat_quantity", "casseat_mixing"),
     "eaco_extraction": ("eaco_main", "eaco_main_seeds"),
 }
 

@@ -111,3 +111,44 @@ def test_the_papers_gains_are_quoted_with_their_baseline():
     assert ("compared to existing methods, Cas-SEAT significantly enhances [...], improving\n# performance by "
             "19.68%, 55.57%, and 46.79% on the MathVista, Math-V, and We-Math datasets, respectively.") in source
     assert "existing methods" in get("casseat-gains-baseline").authors
+
+
+def _items(pattern: str, first: str | None = None):
+    from kit.eval.evaluate import ItemOutcome
+
+    return {str(i): ItemOutcome(None if first is None else first[i] == "1", c == "1") for i, c in enumerate(pattern)}
+
+
+def test_reflection_table_counts_flips_both_ways():
+    from kit.casseat.tables import describe_reflection, reflection_table
+
+    # first answers 1100, after reflection 0110: one fixed (item 2), one broken (item 0)
+    table = reflection_table({"teacher": {"mathvista": _items("0110", first="1100"),
+                                          "wemath": _items("11", first="01")}})
+    row = table.set_index("benchmark").loc["MathVista"]
+    assert (row["items"], row["wrong -> right"], row["right -> wrong"]) == (4, 1, 1)
+    assert (row["first answer %"], row["after reflection %"]) == (50.0, 50.0)
+    assert row["first answer %"] + 100 * (row["wrong -> right"] - row["right -> wrong"]) / row["items"] == \
+        row["after reflection %"]
+    assert list(table.benchmark) == ["MathVista", "We-Math (per question)"]
+    assert "fixes more answers than it breaks: 2 wrong -> right against 1" in describe_reflection(table)
+    with pytest.raises(KitError, match="two turns"):
+        reflection_table({"base": {"mathvista": _items("01")}})
+
+
+def test_paired_table_compares_each_seed_on_the_same_items():
+    from kit.casseat.tables import describe_paired, paired_table
+    from kit.core.stats import mcnemar_exact
+
+    base = {"mathvista": _items("0000011111"), "mathv": _items("0101")}
+    table = paired_table({("Cas-SEAT", 0): ({"mathvista": _items("1111111111"), "mathv": _items("0101")}, base),
+                          ("Cas-SEAT", 1): ({"mathvista": _items("0000001111"), "mathv": _items("1010")}, base)})
+    first = table.iloc[0]
+    assert (first["model"], first["seed"], first["benchmark"]) == ("Cas-SEAT", 0, "MathVista")
+    assert (first["both right"], first["only model"], first["only base"], first["neither"]) == (5, 5, 0, 0)
+    assert first["difference (points)"] == 50.0 and first["McNemar p"] == pytest.approx(mcnemar_exact(5, 0))
+    assert table.iloc[3]["difference (points)"] == 0.0 and table.iloc[3]["only base"] == 2
+    sentence = describe_paired(table)
+    assert "Cas-SEAT against the base on MathVista: +50.00, -10.00 points (seeds 0, 1); 0 of 2" in sentence
+    with pytest.raises(KitError, match="different benchmarks"):
+        paired_table({("SEAT", 0): ({"mathvista": _items("1")}, {"mathv": _items("1")})})

@@ -455,3 +455,36 @@ def test_the_tiny_runs_evaluation_folders_keep_their_hash(repo_dir, tmp_path, mo
             found = evaluate_stage(params["model_path"], {name: f"/{name}" for name in params["benchmarks"]},
                                    params["strategy"], tmp_path, engine=engine, **options)
             assert found == {} and (tmp_path / folder.name / "metrics.json").is_file()
+
+
+def test_item_outcomes_read_first_and_final_answers_back_item_by_item(model_dir, world, tmp_path):
+    from kit.eval.evaluate import ItemOutcome, evaluate_stage, item_outcomes, stage_folder
+
+    sources = {"mathvista": world / "mathvista"}
+    options = {"limit": 4, "max_new_tokens": 4, "batch_size": 2}
+    with pytest.raises(KitError, match="has not finished"):
+        item_outcomes(model_dir, sources, "cas_seat", tmp_path, **options)
+    evaluate_stage(model_dir, sources, "cas_seat", tmp_path, progress=False, **options)
+    records = {r["pid"]: r for r in mathvista.load(world / "mathvista", limit=4)}
+    pids = list(records)
+    # First answers right on items 0 and 1, final answers right on items 1 and 2: item 0 is broken by the
+    # reflection, item 2 fixed, item 1 kept, item 3 wrong both times.
+    first_right, final_right = set(pids[:2]), set(pids[1:3])
+    path = stage_folder(model_dir, sources, "cas_seat", tmp_path, **options) / "predictions" / "mathvista.jsonl"
+    lines = _lines(path)
+    for line in lines:
+        record = records[line["id"]]
+        gold = record["answer"]
+        # A wrong answer the rules cannot map back to the gold one: another option, or a number nobody asks for.
+        wrong = next((c for c in record.get("choices") or [] if c != gold), "-12345")
+        line["turns"][0] = f"The answer is {gold if line['id'] in first_right else wrong}."
+        line["response"] = f"The answer is {gold if line['id'] in final_right else wrong}."
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    outcomes = item_outcomes(model_dir, sources, "cas_seat", tmp_path, **options)["mathvista"]
+    assert outcomes == {pids[0]: ItemOutcome(True, False), pids[1]: ItemOutcome(True, True),
+                        pids[2]: ItemOutcome(False, True), pids[3]: ItemOutcome(False, False)}
+
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines if line["id"] != pids[3]))
+    with pytest.raises(KitError, match=f"no line for item {pids[3]}"):
+        item_outcomes(model_dir, sources, "cas_seat", tmp_path, **options)

@@ -253,6 +253,13 @@ class Evaluation:
             self.measured[f"{model} / {strategy}"] = results[label]
         return results
 
+    def outcomes(self, model: str, strategy: str) -> dict[str, dict[str, Any]]:
+        """Item by item, the finished evaluation of ``model`` under ``strategy``
+        (``kit.eval.evaluate.item_outcomes``): what the paired tests and the reflection flips are counted from."""
+        from kit.eval.evaluate import item_outcomes
+
+        return item_outcomes(**self._run(model, strategy))
+
     def main(self, seed: int | None = None) -> dict[str, dict[str, dict]]:
         """Main row -> metrics, each row under its strategy; with ``seed`` the trained rows are the students
         trained with that spread seed (teacher and base do not depend on it)."""

@@ -8,6 +8,10 @@
 - ``sweep_table``: one ablation axis (data quantity, CoT : evaluation mix) against the same headline numbers.
 - ``grid_table``: long against cascaded prompts, at training (which set the student learnt from) and at
   inference (which strategy it answers with).
+- ``reflection_table``: what the cascade's reflection turn changes, item by item: the answers it turns from
+  wrong to right beside those it turns from right to wrong.
+- ``paired_table``: a trained student against the base on the same items, with McNemar's exact test
+  (``kit.core.stats``), so a gain can be told from noise.
 
 The metrics are ``kit.eval.evaluate`` results (``benchmark name -> metrics``); the columns are
 ``kit.eval.evaluate.HEADLINES``'s.
@@ -144,6 +148,84 @@ def describe_main(table, profile: str, seeds_table=None) -> str:
         spread = [spread_sentence(seeds_table, row, f"{column} gain %") for row in ("SEAT", "Cas-SEAT")
                   for column in headline]
         lines.extend(f"- {sentence}." for sentence in spread if sentence)
+    return "\n".join(lines)
+
+
+def _title(benchmark: str) -> str:
+    from kit.eval.evaluate import TITLES
+
+    return TITLES.get(benchmark, benchmark) + (" (per question)" if benchmark == "wemath" else "")
+
+
+def reflection_table(outcomes: Mapping[str, Mapping[str, Mapping[str, Any]]]):
+    """One row per (model, benchmark) from ``label -> kit.eval.evaluate.item_outcomes`` of two-turn evaluations:
+    the accuracy of the first answer and of the answer after the reflection turn, and the items the reflection
+    turned wrong -> right and right -> wrong. We-Math counts single questions (its strict and loose scores need
+    whole problems)."""
+    import pandas as pd
+
+    rows = []
+    for label, benchmarks in outcomes.items():
+        for benchmark, items in benchmarks.items():
+            pairs = [(o.first, o.final) for o in items.values()]
+            if any(first is None for first, _ in pairs):
+                raise KitError(f"reflection table: {label} on {benchmark} was not evaluated with two turns")
+            fixed = sum(not first and final for first, final in pairs)
+            broken = sum(first and not final for first, final in pairs)
+            rows.append({"model": label, "benchmark": _title(benchmark), "items": len(pairs),
+                         "first answer %": 100 * sum(first for first, _ in pairs) / len(pairs),
+                         "after reflection %": 100 * sum(final for _, final in pairs) / len(pairs),
+                         "wrong -> right": fixed, "right -> wrong": broken,
+                         "wrong -> right per right -> wrong": fixed / broken if broken else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def paired_table(comparisons: Mapping[tuple[str, Any], tuple[Mapping[str, Mapping[str, Any]],
+                                                              Mapping[str, Mapping[str, Any]]]],
+                 baseline: str = "base"):
+    """``(model, seed) -> (the model's item_outcomes, the baseline's item_outcomes)``: per benchmark, the items
+    both got right, those only the model or only the baseline got right, the accuracy difference model - baseline
+    in points and McNemar's exact p-value (``kit.core.stats.paired``)."""
+    import pandas as pd
+
+    from kit.core.stats import paired
+
+    rows = []
+    for (model, seed), (a, b) in comparisons.items():
+        if set(a) != set(b):
+            raise KitError(f"paired table: {model} and {baseline} were evaluated on different benchmarks "
+                           f"({sorted(a)} against {sorted(b)})")
+        for benchmark in a:
+            result = paired({i: o.final for i, o in a[benchmark].items()}, {i: o.final for i, o in b[benchmark].items()})
+            rows.append({"model": model, "seed": seed, "benchmark": _title(benchmark), "items": result["items"],
+                         "both right": result["both right"], "only model": result["only A"],
+                         f"only {baseline}": result["only B"], "neither": result["neither"],
+                         "difference (points)": result["difference (points)"], "McNemar p": result["McNemar p"]})
+    return pd.DataFrame(rows)
+
+
+def describe_reflection(table) -> str:
+    """A sentence per model of a ``reflection_table``: how many answers the reflection fixed and broke."""
+    lines = []
+    for model, rows in table.groupby("model", sort=False):
+        fixed, broken = int(rows["wrong -> right"].sum()), int(rows["right -> wrong"].sum())
+        verdict = ("fixes more answers than it breaks" if fixed > broken else
+                   "breaks more answers than it fixes" if broken > fixed else "fixes as many answers as it breaks")
+        lines.append(f"- The reflection turn of **{model}** {verdict}: {fixed} wrong -> right against {broken} "
+                     f"right -> wrong over {int(rows['items'].sum())} items.")
+    return "\n".join(lines)
+
+
+def describe_paired(table, alpha: float = 0.05) -> str:
+    """Per model and benchmark of a ``paired_table``: the differences over the seeds, and how many are more than
+    noise at ``alpha`` (McNemar's exact test)."""
+    lines = []
+    for (model, benchmark), rows in table.groupby(["model", "benchmark"], sort=False):
+        significant = rows[rows["McNemar p"] < alpha]
+        signs = ", ".join(f"{d:+.2f}" for d in rows["difference (points)"])
+        lines.append(f"- {model} against the base on {benchmark}: {signs} points (seeds "
+                     f"{', '.join(map(str, rows['seed']))}); {len(significant)} of {len(rows)} significant at "
+                     f"p < {alpha}.")
     return "\n".join(lines)
 
 

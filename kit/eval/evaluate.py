@@ -52,12 +52,13 @@ two-turn item's line is written once its last turn is done and also holds ``turn
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from kit.errors import KitError
 from kit.eval import benchmarks as _benchmarks
@@ -133,6 +134,17 @@ def extract_prediction(bench: ModuleType, response: str, record: Mapping[str, An
         if final is not None:
             prediction = rules(final, record)
     return prediction
+
+
+def scored_prediction(bench: ModuleType, line: Mapping[str, Any], record: Mapping[str, Any], extractor: str,
+                      llm: Callable[[str], str] | None, llm_name: str | None, strategy: str) -> Any:
+    """The answer a stored predictions line is scored with: rules are cheap and always applied again (a resumed
+    file is scored by the current rules); an LLM's reading is kept unless another reader wrote it."""
+    reader = llm_name if extractor == "llm" else None
+    stale = line.get("extractor") != extractor or line.get("extractor_model") != reader
+    if stale or extractor == "rules":
+        return extract_prediction(bench, line["response"], record, extractor, llm, strategy)
+    return line["prediction"]
 
 
 def generate_batch(loaded: Any, prompts: list[str], image_paths: list[str | None], ids: list[str],
@@ -277,10 +289,7 @@ def evaluate(
     scored = []
     for record, rid in zip(records, ids, strict=True):
         line = done[rid]
-        prediction = line["prediction"]
-        stale = line.get("extractor") != extractor or line.get("extractor_model") != reader.get("extractor_model")
-        if stale or extractor == "rules":
-            prediction = extract_prediction(bench, line["response"], record, extractor, llm, strategy)
+        prediction = scored_prediction(bench, line, record, extractor, llm, llm_name, strategy)
         scored.append({**record, "response": line["response"], "prediction": prediction})
     score_options = {"chat": llm} if extractor == "llm" and bench.NAME == "hallusionbench" else {}
     metrics = dict(bench.score(scored, **score_options))
@@ -382,6 +391,56 @@ def stage_folder(model: str | Path, benchmarks: Mapping[str, str | Path], strate
     from kit.core.artifacts import stage_dir
 
     return stage_dir(run_dir, "eval", _stage_params(model, benchmarks, strategy, engine, options))
+
+
+class ItemOutcome(NamedTuple):
+    """One item of a finished evaluation, by the benchmark's own per-item rule: ``first`` is whether the first
+    turn's answer was right (None for a one-turn strategy), ``final`` whether the scored answer was."""
+
+    first: bool | None
+    final: bool
+
+
+def item_outcomes(model: str | Path, benchmarks: Mapping[str, str | Path], strategy: str, run_dir: str | Path, *,
+                  engine: Any = None, **options: Any) -> dict[str, dict[str, ItemOutcome]]:
+    """``benchmark -> item id -> ItemOutcome`` of the finished ``evaluate_stage`` with these arguments, read back from
+    its predictions and scored item by item with ``bench.is_correct`` (what the paired tests and the reflection
+    flips are counted from). Answers are read as the evaluation read them (``scored_prediction``); a two-turn
+    item's first answer (its ``turns``) is read by the same reader. We-Math's rule is per question, not its
+    strict and loose scores over whole problems."""
+    folder = stage_folder(model, benchmarks, strategy, run_dir, engine=engine, **options)
+    if not (folder / STAGE_DONE).is_file():
+        raise KitError(f"{folder}: the evaluation of {model} under {strategy} has not finished; run it "
+                       "(evaluate_stage) before reading its items")
+    extractor, llm, llm_name = options.get("extractor", "rules"), options.get("llm"), options.get("llm_name")
+    outcomes: dict[str, dict[str, ItemOutcome]] = {}
+    for name, source in benchmarks.items():
+        bench = _benchmark(name)
+        if not hasattr(bench, "is_correct"):
+            raise KitError(f"{bench.NAME} has no per-item correctness rule (is_correct); its items cannot be compared")
+        records = bench.load(source, split=options.get("split") or bench.DEFAULT_SPLIT, limit=options.get("limit"))
+        path = folder / "predictions" / f"{name}.jsonl"
+        lines = {}
+        for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError:
+                raise KitError(f"{path}: line {number} is not valid JSON") from None
+            lines[str(line.get("id"))] = line
+        items = {}
+        for record, rid in zip(records, item_ids(bench, records), strict=True):
+            if rid not in lines:
+                raise KitError(f"{path}: no line for item {rid} of {bench.NAME}; the folder does not hold this "
+                               "evaluation's predictions")
+            line = lines[rid]
+            final = bench.is_correct(scored_prediction(bench, line, record, extractor, llm, llm_name, strategy), record)
+            turns = line.get("turns")
+            first = None
+            if turns:
+                first = bench.is_correct(extract_prediction(bench, turns[0], record, extractor, llm, strategy), record)
+            items[rid] = ItemOutcome(None if first is None else bool(first), bool(final))
+        outcomes[name] = items
+    return outcomes
 
 
 def _stage_params(model: str | Path, benchmarks: Mapping[str, str | Path], strategy: str, engine: Any,
