@@ -180,6 +180,27 @@ def test_notebook_05_tables_hold_what_the_evaluations_measured(tiny_run):
     for name in ("casseat_main", "casseat_strategies", "casseat_quantity", "casseat_mixing", "casseat_training"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 5_000, name
 
+    # The reflection table counts items: its flips move the first answer's accuracy to the final one, which is the
+    # cas_seat accuracy of the strategies table (and the first answer the cot one: the same greedy first turn).
+    reflection = pd.read_csv(results / "tables" / "casseat_reflection.csv")
+    assert reflection["model"].unique().tolist() == ["teacher", "base", "SEAT", "Cas-SEAT"]
+    moved = reflection["first answer %"] + 100 * (reflection["wrong -> right"] - reflection["right -> wrong"]) / \
+        reflection["items"]
+    assert moved.round(6).tolist() == reflection["after reflection %"].round(6).tolist()
+    by_run = strategies.set_index(["trained on", "strategy"])
+    cas = reflection[reflection.benchmark == "MathVista"].set_index("model")
+    assert cas.loc["Cas-SEAT", "after reflection %"] == pytest.approx(by_run.loc[("Cas-SEAT", "cas_seat"), "MathVista"],
+                                                                      abs=0.01)
+    assert cas.loc["base", "first answer %"] == pytest.approx(by_run.loc[("base", "cot"), "MathVista"], abs=0.01)
+    assert cas.loc["teacher", "after reflection %"] == pytest.approx(main_table.loc["teacher", "MathVista"], abs=0.01)
+    # The paired table's differences are the main table's, seed by seed (seed 0 trains the main students).
+    paired = pd.read_csv(results / "tables" / "casseat_paired.csv")
+    assert set(paired["seed"]) == {0, 1} and set(paired["model"]) == {"SEAT", "Cas-SEAT"}
+    first = paired[(paired.model == "Cas-SEAT") & (paired.seed == 0) & (paired.benchmark == "MathVista")].iloc[0]
+    assert first["difference (points)"] == pytest.approx(
+        main_table.loc["Cas-SEAT", "MathVista"] - main_table.loc["base", "MathVista"], abs=0.01)
+    assert ((paired["McNemar p"] > 0) & (paired["McNemar p"] <= 1)).all()
+
 
 def test_notebook_06_measures_the_critic_on_held_out_ratings(tiny_run):
     code, results = tiny_run
