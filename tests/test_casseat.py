@@ -87,7 +87,7 @@ def test_describe_main_names_benchmarks_without_a_gain():
     text = describe_main(main_table({"base": _metrics(30.0, 10.0, 0.0, 0.0), "Cas-SEAT": _metrics(36.0, 15.0, 0.0, 0.0)}),
                          "tiny")
     assert "The base scores 0 on We-Math strict, We-Math loose: no relative gain can be computed there " \
-           "(every row scores 0)." in text
+           "(every model scores 0)." in text
 
 
 def test_training_table_lists_every_student_run():
@@ -152,3 +152,16 @@ def test_paired_table_compares_each_seed_on_the_same_items():
     assert "Cas-SEAT against the base on MathVista: +50.00, -10.00 points (seeds 0, 1); 0 of 2" in sentence
     with pytest.raises(KitError, match="different benchmarks"):
         paired_table({("SEAT", 0): ({"mathvista": _items("1")}, {"mathv": _items("1")})})
+
+
+def test_main_table_ends_with_the_blind_guess_and_says_who_beats_it():
+    baseline = _metrics(27.0, 22.0, 2.0, 9.0)
+    table = main_table(MAIN, baseline=baseline)
+    assert table.index.tolist() == ["teacher", "base", "SEAT", "Cas-SEAT", "chance / majority"]
+    assert table.loc["chance / majority", "MathVista"] == 27.0
+    assert table.loc["chance / majority", [c for c in table.columns if "gain" in c]].isna().all()
+    assert table.loc["Cas-SEAT", "MathVista gain %"] == main_table(MAIN).loc["Cas-SEAT", "MathVista gain %"]
+    text = describe_main(table, "tiny")
+    # teacher 50 vs 27 on MathVista, 25 vs 2 on We-Math strict, 40 vs 9 loose; base, SEAT 20 and Cas-SEAT 30 vs 9 loose
+    assert "At least 10 points better than it: teacher on MathVista, We-Math strict, We-Math loose; " \
+           "base on We-Math loose; SEAT on We-Math loose; Cas-SEAT on We-Math loose." in text

@@ -152,7 +152,10 @@ def test_notebook_05_tables_hold_what_the_evaluations_measured(tiny_run):
     code, results = tiny_run
     assert code == 0
     main_table = pd.read_csv(results / "tables" / "casseat_main.csv").set_index("model")
-    assert main_table.index.tolist() == ["teacher", "base", "SEAT", "Cas-SEAT"]
+    assert main_table.index.tolist() == ["teacher", "base", "SEAT", "Cas-SEAT", "chance / majority"]
+    # the blind guesser's row: a number on every benchmark, no gain (it is not a model trained from the base)
+    assert main_table.loc["chance / majority", ["MathVista", "MATH-V", "We-Math loose"]].between(0.5, 60).all()
+    assert main_table.loc["chance / majority", [c for c in main_table.columns if "gain" in c]].isna().all()
     assert main_table.columns[:4].tolist() == ["MathVista", "MATH-V", "We-Math strict", "We-Math loose"]
     assert main_table.loc["Cas-SEAT", "MathVista gain % (paper)"] == 19.68
     evaluations = _eval_folders(results)
@@ -226,7 +229,10 @@ def test_notebooks_07_and_08_train_the_eaco_stages_and_table_them(tiny_run):
     training = pd.read_csv(results / "tables" / "eaco_training.csv").set_index("stage")
     assert training.loc["extra SFT (continues DPO critic)", "examples"] == 8
     table = pd.read_csv(results / "tables" / "eaco_main.csv").set_index("model")
-    assert table.index.tolist() == ["base", "DPO (critic)", "EACO", "STIC"]
+    assert table.index.tolist() == ["base", "DPO (critic)", "EACO", "STIC", "chance / majority"]
+    # yes/no benchmarks guess at about half; AMBER has no blind guess
+    assert 35 < table.loc["chance / majority", "POPE accuracy"] < 65 and math.isnan(table.loc["chance / majority",
+                                                                                          "AMBER CHAIR"])
     assert table.columns[:6].tolist() == ["HallusionBench aAcc", "HallusionBench fAcc", "HallusionBench qAcc",
                                           "MME-C", "MME-P", "MathVista"]
     assert {"POPE accuracy", "SEED-Bench image", "ScienceQA-IMG", "AMBER score"} <= set(table.columns)

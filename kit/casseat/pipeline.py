@@ -253,6 +253,13 @@ class Evaluation:
             self.measured[f"{model} / {strategy}"] = results[label]
         return results
 
+    def baseline(self) -> dict[str, dict[str, Any]]:
+        """A blind guesser's scores on the items these evaluations score (``kit.eval.baselines.blind_baseline``): the
+        main table's ``chance / majority`` row."""
+        from kit.eval.baselines import blind_baseline
+
+        return blind_baseline(self.benchmarks, limit=self.profile.get("casseat_eval")["limit"])
+
     def outcomes(self, model: str, strategy: str) -> dict[str, dict[str, Any]]:
         """Item by item, the finished evaluation of ``model`` under ``strategy``
         (``kit.eval.evaluate.item_outcomes``): what the paired tests and the reflection flips are counted from."""

@@ -26,6 +26,7 @@ from typing import Any
 
 from kit.core.tables import relative_gain
 from kit.errors import KitError
+from kit.eval.baselines import BASELINE_ROW, baseline_sentence, with_baseline_row
 
 # Cas-SEAT's relative improvements, in %, as the paper's v1 abstract gives them (arxiv.org/html/2501.05662v1):
 # "Experiments show that, compared to existing methods, Cas-SEAT significantly enhances [...], improving
@@ -43,11 +44,13 @@ def _paper_gain(column: str) -> float:
     return PAPER_GAINS["We-Math" if column.startswith("We-Math") else column]
 
 
-def main_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]]):
+def main_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]],
+               baseline: Mapping[str, Mapping[str, Any]] | None = None):
     """Rows ``teacher``, ``base``, ``SEAT``, ``Cas-SEAT`` (those given, in that order); columns the headline
     numbers (``MathVista``, ``MATH-V``, ``We-Math strict``, ``We-Math loose``), then ``<column> gain %`` (over
     ``base``) and ``<column> gain % (paper)``, the paper's figure on the Cas-SEAT row (a gain over
-    ``PAPER_BASELINE``, "existing methods", not necessarily over the base)."""
+    ``PAPER_BASELINE``, "existing methods", not necessarily over the base). With ``baseline``
+    (``kit.eval.baselines.blind_baseline``) a last row ``chance / majority`` holds a blind guesser's numbers."""
     from kit.eval.evaluate import metrics_table
 
     unknown = [label for label in metrics if label not in MAIN_ROWS]
@@ -63,6 +66,7 @@ def main_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]]):
         table[f"{column} gain % (paper)"] = [
             _paper_gain(column) if label == "Cas-SEAT" else float("nan") for label in table.index]
     table.loc["base", [f"{c} gain %" for c in headline]] = float("nan")  # the base against itself says nothing
+    table = with_baseline_row(table, baseline)
     table.index.name = "model"
     return table
 
@@ -136,12 +140,15 @@ def describe_main(table, profile: str, seeds_table=None) -> str:
         lines.append(f"- **{row}** against the base: " + "; ".join(parts) + ".")
     zero = [c for c in headline if table.loc["base", c] == 0]
     if zero:
+        models = table.drop(index=BASELINE_ROW, errors="ignore")
         lines.append(f"- The base scores 0 on {', '.join(zero)}: no relative gain can be computed there"
-                     + (" (every row scores 0)." if all((table[c] == 0).all() for c in zero) else "."))
+                     + (" (every model scores 0)." if all((models[c] == 0).all() for c in zero) else "."))
     if "teacher" in table.index and "Cas-SEAT" in table.index:
         closer = [c for c in headline if 0 < table.loc["teacher", c] <= table.loc["Cas-SEAT", c]]
         lines.append("- The Cas-SEAT student " + (f"reaches the teacher on {', '.join(closer)}." if closer
                                                  else "stays below the teacher on every benchmark."))
+    if BASELINE_ROW in table.index:
+        lines.append(baseline_sentence(table, headline, [r for r in table.index if r != BASELINE_ROW]))
     if seeds_table is not None:
         from kit.core.tables import spread_sentence
 

@@ -689,6 +689,13 @@ class EACOEvaluation:
     extraction: Any
     measured: dict[str, dict] = field(default_factory=dict)
 
+    def baseline(self) -> dict[str, dict[str, Any]]:
+        """A blind guesser's scores on the items these evaluations score (``kit.eval.baselines.blind_baseline``): the
+        main table's ``chance / majority`` row."""
+        from kit.eval.baselines import blind_baseline
+
+        return blind_baseline(eval_benchmarks(self.profile), limit=self.profile.get("eaco_eval")["limit"])
+
     def measure(self, models: Mapping[Any, str | Path]) -> dict[Any, dict]:
         """``label -> model`` in, ``label -> metrics`` out; the evaluations not yet done run side by side (the
         profile's ``stage_workers``)."""

@@ -16,6 +16,7 @@ from typing import Any
 from kit.core.tables import relative_gain
 from kit.errors import KitError
 from kit.eval import evaluate as _evaluate
+from kit.eval.baselines import BASELINE_ROW, baseline_sentence, with_baseline_row
 
 MAIN_ROWS = ("base", "DPO (critic)", "EACO", "STIC")
 # The paper's relative improvements of EACO over its base policy, in % (arXiv 2412.04903 v2, abstract:
@@ -52,14 +53,16 @@ def average_sentence(table) -> str:
             "one number per benchmark; the paper does not say which benchmarks and metrics its average takes)")
 
 
-def main_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]]):
+def main_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]],
+               baseline: Mapping[str, Mapping[str, Any]] | None = None):
     """Rows ``base``, ``DPO (critic)``, ``EACO``, ``STIC`` (those given); columns ``HallusionBench aAcc``,
     ``HallusionBench fAcc``, ``HallusionBench qAcc``, ``MME-C``, ``MME-P``, ``MathVista``, then the other
     benchmarks measured (the radar ones), then ``<column> gain %`` over ``base`` for each, ``average gain %``
     (the mean over one headline gain per benchmark, ``average_columns``), and the paper's reported EACO
     gains on the EACO row (``HallusionBench gain % (paper)``:
     the paper does not say which HallusionBench accuracy; ``MME-C gain % (paper)``, ``average gain %
-    (paper)``)."""
+    (paper)``). With ``baseline`` (``kit.eval.baselines.blind_baseline``) a last row ``chance / majority`` holds a
+    blind guesser's numbers (none for AMBER)."""
     from kit.eval.evaluate import metrics_table
 
     unknown = [label for label in metrics if label not in MAIN_ROWS]
@@ -81,6 +84,7 @@ def main_table(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]]):
                PAPER_GAINS["MME-C"], "average gain % (paper)": PAPER_GAINS["average"]}
     for column, value in on_eaco.items():
         table[column] = [value if label == "EACO" else float("nan") for label in table.index]
+    table = with_baseline_row(table, baseline, RENAME)
     table.index.name = "model"
     return table
 
@@ -112,6 +116,7 @@ def radar_figure(table, title: str = "EACO: methods over benchmarks"):
     import numpy as np
     from matplotlib import pyplot as plt
 
+    table = table.drop(index=BASELINE_ROW, errors="ignore")  # the methods against each other; AMBER has no guess
     headline = [c for c in table.columns if "gain" not in c and not table[c].isna().all()]
     if len(headline) < 3:
         raise KitError(f"radar figure: needs at least 3 benchmark columns, the table has {headline}")
@@ -170,6 +175,9 @@ def describe_main(table, profile: str, seeds_table=None) -> str:
         lines.append(f"- **{label}**: average gain {table.loc[label, 'average gain %']:+.2f} % over the base; largest "
                      f"on {row.idxmax().removesuffix(' gain %')} ({row.max():+.2f} %), smallest on "
                      f"{row.idxmin().removesuffix(' gain %')} ({row.min():+.2f} %).")
+    if BASELINE_ROW in table.index:
+        headline = [c for c in table.columns if "gain" not in c]
+        lines.append(baseline_sentence(table, headline, [r for r in table.index if r != BASELINE_ROW], LOWER_IS_BETTER))
     if seeds_table is not None:
         from kit.core.tables import spread_sentence
 

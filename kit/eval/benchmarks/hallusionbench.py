@@ -215,6 +215,12 @@ def assign_correctness(judgement: Any, record: Mapping[str, Any], where: str) ->
     return 1 if value == 1 else 0
 
 
+def blind_choices(record: Mapping[str, Any], records: list[Mapping[str, Any]]) -> list[Any]:
+    """What a guesser that neither sees the picture nor reads the question answers (``kit.eval.baselines``):
+    yes or no."""
+    return ["yes", "no"]
+
+
 # ------------------------------------------------------------------------------------------------ scoring
 def _correctness(record: Mapping[str, Any], chat: Callable[[str], str] | None, where: str) -> tuple[int, str]:
     """(0/1, source) from, in order: ``correct`` (0/1, final), the official judgement entry

@@ -392,6 +392,15 @@ def is_correct(model_answer: str, record: Mapping[str, Any]) -> bool:
     return is_equal(gt_answer, model_answer) or is_equal(gt_value, model_answer)
 
 
+def blind_choices(record: Mapping[str, Any], records: list[Mapping[str, Any]]) -> list[Any]:
+    """What a guesser that neither sees the picture nor reads the question answers (``kit.eval.baselines``): one of
+    the option letters, or for a free-form item the most common gold answer of the free-form items (a majority
+    baseline)."""
+    if record.get("options"):
+        return [chr(ord("A") + i) for i in range(len(record["options"]))]
+    return [_common.most_common(str(r["answer"]) for r in records if not r.get("options"))]
+
+
 # ------------------------------------------------------------------------------------------------ scoring
 def _tally(correct: int, total: int) -> dict:
     return {"accuracy": round(correct / max(total, 1) * 100, 2), "correct": correct, "total": total}

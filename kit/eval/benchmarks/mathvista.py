@@ -289,6 +289,17 @@ def is_correct(extraction: Any, record: Mapping[str, Any], int_rule: str = "curr
     return prediction is not None and safe_equal(prediction, record["answer"])
 
 
+def blind_choices(record: Mapping[str, Any], records: list[Mapping[str, Any]]) -> list[Any]:
+    """What a guesser that neither sees the picture nor reads the question answers (``kit.eval.baselines``): one of
+    the choices, or for a free-form item the most common gold answer among the free-form items of its answer type
+    and precision (a majority baseline)."""
+    if record["question_type"] == "multi_choice" and record.get("choices"):
+        return list(record["choices"])
+    kind = (record["answer_type"], record.get("precision"))
+    return [_common.most_common(str(r["answer"]) for r in records if r["question_type"] != "multi_choice"
+                                and (r["answer_type"], r.get("precision")) == kind)]
+
+
 # ------------------------------------------------------------------------------------------------ scoring
 def get_most_similar(prediction: str, choices: list[str]) -> str:
     """calculate_score.py ``get_most_similar``: the first choice at the least Levenshtein distance."""

@@ -180,6 +180,12 @@ def extract(response: str, record: Mapping[str, Any] | None = None) -> str:
     return parse_pred_ans(response.lower())
 
 
+def blind_choices(record: Mapping[str, Any], records: list[Mapping[str, Any]]) -> list[Any]:
+    """What a guesser that neither sees the picture nor reads the question answers (``kit.eval.baselines``):
+    yes or no."""
+    return ["yes", "no"]
+
+
 # ------------------------------------------------------------------------------------------------ scoring
 def score(records: Iterable[Mapping[str, Any]], where: str = "mme records") -> dict:
     """Per sub-task ``acc``, ``acc_plus`` and ``score`` (= 100 acc + 100 acc_plus), and the Perception

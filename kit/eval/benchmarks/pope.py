@@ -169,6 +169,12 @@ def extract(response: str, record: Mapping[str, Any] | None = None) -> str:
     return "yes"
 
 
+def blind_choices(record: Mapping[str, Any], records: list[Mapping[str, Any]]) -> list[Any]:
+    """What a guesser that neither sees the picture nor reads the question answers (``kit.eval.baselines``):
+    yes or no."""
+    return ["yes", "no"]
+
+
 # ------------------------------------------------------------------------------------------------ scoring
 def _pct(numerator: int, denominator: int) -> float:
     return 100 * numerator / denominator if denominator else 0.0

@@ -193,6 +193,12 @@ def pred_idx(prediction: str, choices: list[Any]) -> int:
     return OPTIONS.index(prediction) if prediction in OPTIONS[:len(choices)] else -1
 
 
+def blind_choices(record: Mapping[str, Any], records: list[Mapping[str, Any]]) -> list[Any]:
+    """What a guesser that neither sees the picture nor reads the question answers (``kit.eval.baselines``):
+    one of the option letters."""
+    return list(OPTIONS[:len(record["choices"])])
+
+
 # ------------------------------------------------------------------------------------------------ scoring
 def _accuracy(rows: list[tuple[Mapping[str, Any], bool]]) -> dict:
     right = sum(ok for _, ok in rows)

@@ -255,6 +255,12 @@ def extract(response: str, record: Mapping[str, Any] | None = None) -> str | Non
     return letter if letter in LETTERS else None
 
 
+def blind_choices(record: Mapping[str, Any], records: list[Mapping[str, Any]]) -> list[Any]:
+    """What a guesser that neither sees the picture nor reads the question answers (``kit.eval.baselines``):
+    one of the four option letters."""
+    return ["A", "B", "C", "D"]
+
+
 # ------------------------------------------------------------------------------------------------ scoring
 def score(records: Iterable[Mapping[str, Any]], where: str = "seed records",
           names: Mapping[int, str] | None = None) -> dict:

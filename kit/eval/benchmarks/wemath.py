@@ -145,6 +145,13 @@ def is_correct(prediction: str | None, record: Mapping[str, Any]) -> bool:
     return prediction == record["answer"]
 
 
+def blind_choices(record: Mapping[str, Any], records: list[Mapping[str, Any]]) -> list[Any]:
+    """What a guesser that neither sees the picture nor reads the question answers (``kit.eval.baselines``): one of
+    the option letters the question lists (``"A. ...; B. ..."``)."""
+    letters = re.findall(r"(?:^|;)\s*([A-H])\.", str(record.get("option", "")))
+    return letters or ["A"]
+
+
 # ------------------------------------------------------------------------------------------------ scoring
 def _merged(rows: list[dict], steps: int) -> list[dict[str, bool | None]]:
     """process_steps_data: rows of ``<steps>steps_1`` left-joined on ``ID`` with those of each further
