@@ -244,3 +244,18 @@ def test_a_hub_id_is_refused_while_offline_without_touching_the_network(monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(KitError, match="offline"):
         critic.load_vlfeedback("MMInstruction/VLFeedback")
+
+
+def test_blank_image_rows_keep_everything_but_the_picture(tiny_rows, tmp_path):
+    from kit.eaco.pipeline import judged_params
+
+    rows = tiny_rows[:3]
+    blank = critic.blank_image_rows(rows, tmp_path / "blanks")
+    assert [(r.id, r.prompt, r.completions) for r in blank] == [(r.id, r.prompt, r.completions) for r in rows]
+    for row, blanked in zip(rows, blank, strict=True):
+        with Image.open(row.image) as original, Image.open(blanked.image) as grey:
+            assert grey.size == original.size and grey.getextrema() == ((128, 128),) * 3
+    assert len(list((tmp_path / "blanks").glob("blank-*.png"))) == len({Image.open(r.image).size for r in rows})
+    assert critic.blank_image_rows(rows, tmp_path / "blanks") == blank  # written once, reused
+    # the judged stage is keyed by the pictures: the control never reuses the real images' judgements
+    assert judged_params("critic", rows)["items"] != judged_params("critic", blank)["items"]

@@ -147,6 +147,10 @@ def test_describe_main_and_training_table_come_from_their_inputs():
     table = training_table(dpo, {**dpo, "pairs": 300}, {"examples": 8, "steps": 1, "train_loss": 0.4, "seconds": 2.0})
     assert table["stage"].tolist() == ["DPO (critic pairs)", "DPO (STIC pairs)", "extra SFT (continues DPO critic)"]
     assert table["examples"].tolist() == [14, 300, 8] and table.loc[0, "margin (first, last)"] == [0.0, 0.2]
+    assert "images with a pair %" not in table
+    covered = training_table(dpo, {**dpo, "pairs": 300}, {"examples": 8, "steps": 1, "train_loss": 0.4, "seconds": 2.0},
+                             {"images": 300, "pairs": 16})
+    assert covered["images with a pair %"].tolist()[:2] == [pytest.approx(16 / 3), 100.0]
 
 
 def test_the_average_takes_one_headline_number_per_benchmark():

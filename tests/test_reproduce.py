@@ -12,6 +12,7 @@ import math
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from kit import REPO_DIR
 from kit.cli import main
@@ -210,10 +211,13 @@ def test_notebook_06_measures_the_critic_on_held_out_ratings(tiny_run):
     assert code == 0
     table = pd.read_csv(results / "tables" / "eaco_critic.csv").set_index("judge")
     assert table.index.tolist()[:2] == ["critic base (untrained)", "Critic"]
-    assert table.index[2].startswith("constant (always ") and table.iloc[2]["pairwise preference accuracy %"] == 0
+    assert table.index[2] == "Critic, blank image"
+    assert table.index[3].startswith("constant (always ") and table.iloc[3]["pairwise preference accuracy %"] == 0
     measured = [json.loads((f / "quality.json").read_text()) for f in (results / "runs" / "e2e" / "eaco").glob("judged-*")]
-    assert len(measured) == 2 and {q["n"] for q in measured} == set(table["responses"]) and measured[0]["n"] > 0
-    assert sorted(q["unparseable"] for q in measured) == sorted(table["unparseable judgements"][:2])
+    assert len(measured) == 3 and {q["n"] for q in measured} == set(table["responses"]) and measured[0]["n"] > 0
+    assert sorted(q["unparseable"] for q in measured) == sorted(table["unparseable judgements"][:3])
+    blanks = list((results / "runs" / "e2e" / "eaco" / "blank-images").glob("blank-*.png"))
+    assert blanks and all(Image.open(b).getextrema() == ((128, 128),) * 3 for b in blanks)
 
 
 def test_notebooks_07_and_08_train_the_eaco_stages_and_table_them(tiny_run):
@@ -228,6 +232,12 @@ def test_notebooks_07_and_08_train_the_eaco_stages_and_table_them(tiny_run):
     assert len([d for d in eaco_dir.glob("dpo-*") if not d.name.endswith(".checkpoints")]) == 4
     training = pd.read_csv(results / "tables" / "eaco_training.csv").set_index("stage")
     assert training.loc["extra SFT (continues DPO critic)", "examples"] == 8
+    main_counts = json.loads(next(p for p in preferences if (p / "counts.json").is_file()  # any seed: same shape
+                                  ).joinpath("counts.json").read_text())
+    assert main_counts["images"] == 128
+    assert 0 <= training.loc["DPO (critic pairs)", "images with a pair %"] <= 100
+    assert training.loc["DPO (STIC pairs)", "images with a pair %"] == pytest.approx(
+        100 * training.loc["DPO (STIC pairs)", "examples"] / 128)
     table = pd.read_csv(results / "tables" / "eaco_main.csv").set_index("model")
     assert table.index.tolist() == ["base", "DPO (critic)", "EACO", "STIC", "chance / majority"]
     # yes/no benchmarks guess at about half; AMBER has no blind guess

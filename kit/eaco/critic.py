@@ -578,6 +578,35 @@ def critic_items(rows: Sequence[FeedbackRow]) -> list[CriticItem]:
             for row in rows for k, c in enumerate(row.completions)]
 
 
+BLANK_GREY = (128, 128, 128)  # a uniform mid-grey: no object, no colour, no edge to read
+
+
+def blank_image_rows(rows: Sequence[FeedbackRow], folder: str | Path) -> list[FeedbackRow]:
+    """``rows`` with every image replaced by a uniform mid-grey picture of the same size (written once per size into
+    ``folder``): the control that shows whether a judge reads the image at all. A Critic that judges as well
+    without the picture scores the text, not what the response says about the image."""
+    import io
+
+    from PIL import Image
+
+    from kit.core.artifacts import atomic_write_bytes
+
+    blanks: dict[tuple[int, int], str] = {}
+    blanked = []
+    for row in rows:
+        with Image.open(row.image) as picture:
+            size = picture.size
+        if size not in blanks:
+            path = Path(folder) / f"blank-{size[0]}x{size[1]}.png"
+            if not path.is_file():
+                buffer = io.BytesIO()
+                Image.new("RGB", size, BLANK_GREY).save(buffer, format="PNG")
+                atomic_write_bytes(path, buffer.getvalue())
+            blanks[size] = str(path)
+        blanked.append(FeedbackRow(row.id, blanks[size], row.prompt, row.completions, row.where))
+    return blanked
+
+
 def gold_scores(rows: Sequence[FeedbackRow], aggregate: str = DEFAULT_AGGREGATE) -> dict[tuple[str, int], int]:
     """``(row id, completion index) -> gold additive score``, the targets ``scoring_instructions`` trains on."""
     return {(row.id, k): gold_score(c, aggregate) for row in rows for k, c in enumerate(row.completions)}

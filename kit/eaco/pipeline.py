@@ -240,8 +240,9 @@ def judged_params(judge: str | Path, heldout: Sequence[Any], *, max_new_tokens: 
     from kit.llm.generate import engine_key
 
     items = critic_items(list(heldout))
+    images = {i.image: fingerprint(i.image) for i in items}  # the pictures judged, by content (a blank-image control)
     return {"judge": fingerprint(judge), "max_new_tokens": max_new_tokens,
-            "items": content_hash([(i.id, i.index, i.response) for i in items]), **engine_key(engine)}
+            "items": content_hash([(i.id, i.index, i.response, images[i.image]) for i in items]), **engine_key(engine)}
 
 
 def judge_quality(judge: str | Path, heldout: Sequence[Any], run_dir: str | Path, *, aggregate: str = "mean",
@@ -587,6 +588,13 @@ class EACOPlan:
 
     def critic_adapter(self) -> str:
         return self.train_critic()["critic"]["adapter_dir"]
+
+    def blank_image_rows(self, heldout: Sequence[Any]) -> list[Any]:
+        """The held-out rows with every picture a blank grey one (``kit.eaco.critic.blank_image_rows``), written once
+        into the plan's folder: judged by the Critic, they show whether it reads the image."""
+        from kit.eaco.critic import blank_image_rows
+
+        return blank_image_rows(heldout, self.root / "blank-images")
 
     def judge(self, model: str | Path, heldout: Sequence[Any]) -> dict[str, Any]:
         """``judge_quality`` of ``model`` (the Critic's adapter or an untrained base) on held-out rows."""

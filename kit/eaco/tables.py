@@ -142,18 +142,25 @@ def radar_figure(table, title: str = "EACO: methods over benchmarks"):
 
 
 
-def training_table(dpo_critic: Mapping[str, Any], dpo_stic: Mapping[str, Any], eaco: Mapping[str, Any]):
+def training_table(dpo_critic: Mapping[str, Any], dpo_stic: Mapping[str, Any], eaco: Mapping[str, Any],
+                   preference: Mapping[str, Any] | None = None):
     """Notebook 07's record of the three training runs: examples, steps, loss, the implicit rewards DPO logged
-    at its first and last step, and seconds (``kit_dpo.json`` and ``kit_train.json`` contents)."""
+    at its first and last step, and seconds (``kit_dpo.json`` and ``kit_train.json`` contents). With ``preference``
+    (``build_pairs``'s counts: ``images``, ``pairs``) the DPO rows also say on how many of the sampled images the
+    pairs were made: a Critic that scores every answer alike leaves most images without a pair."""
     import pandas as pd
 
-    def dpo_row(stage: str, r: Mapping[str, Any]) -> dict[str, Any]:
-        return {"stage": stage, "examples": r["pairs"], "steps": r["steps"], "loss": r["train_loss"],
-                "reward chosen (first, last)": r["rewards_chosen"], "reward rejected (first, last)": r["rewards_rejected"],
-                "margin (first, last)": r["reward_margin"], "seconds": r["seconds"]}
+    def dpo_row(stage: str, r: Mapping[str, Any], pairs: int | None) -> dict[str, Any]:
+        row = {"stage": stage, "examples": r["pairs"], "steps": r["steps"], "loss": r["train_loss"],
+               "reward chosen (first, last)": r["rewards_chosen"], "reward rejected (first, last)": r["rewards_rejected"],
+               "margin (first, last)": r["reward_margin"], "seconds": r["seconds"]}
+        if preference is not None:
+            row["images with a pair %"] = 100 * pairs / preference["images"] if preference["images"] else float("nan")
+        return row
 
+    critic_pairs = None if preference is None else preference["pairs"]
     return pd.DataFrame([
-        dpo_row("DPO (critic pairs)", dpo_critic), dpo_row("DPO (STIC pairs)", dpo_stic),
+        dpo_row("DPO (critic pairs)", dpo_critic, critic_pairs), dpo_row("DPO (STIC pairs)", dpo_stic, dpo_stic["pairs"]),
         {"stage": "extra SFT (continues DPO critic)", "examples": eaco["examples"], "steps": eaco["steps"],
          "loss": eaco["train_loss"], "seconds": eaco["seconds"]},
     ])
