@@ -141,17 +141,22 @@ def test_paired_table_compares_each_seed_on_the_same_items():
     from kit.core.stats import mcnemar_exact
 
     base = {"mathvista": _items("0000011111"), "mathv": _items("0101")}
-    table = paired_table({("Cas-SEAT", 0): ({"mathvista": _items("1111111111"), "mathv": _items("0101")}, base),
-                          ("Cas-SEAT", 1): ({"mathvista": _items("0000001111"), "mathv": _items("1010")}, base)})
+    seat = {"mathvista": _items("0000000000"), "mathv": _items("0101")}
+    cas = {0: {"mathvista": _items("1111111111"), "mathv": _items("0101")},
+           1: {"mathvista": _items("0000001111"), "mathv": _items("1010")}}
+    table = paired_table({**{("Cas-SEAT", "base", s): (cas[s], base) for s in cas},
+                          ("Cas-SEAT", "SEAT", 0): (cas[0], seat)})
     first = table.iloc[0]
-    assert (first["model"], first["seed"], first["benchmark"]) == ("Cas-SEAT", 0, "MathVista")
-    assert (first["both right"], first["only model"], first["only base"], first["neither"]) == (5, 5, 0, 0)
+    assert (first["model"], first["against"], first["seed"], first["benchmark"]) == ("Cas-SEAT", "base", 0, "MathVista")
+    assert (first["both right"], first["only model"], first["only the other"], first["neither"]) == (5, 5, 0, 0)
     assert first["difference (points)"] == 50.0 and first["McNemar p"] == pytest.approx(mcnemar_exact(5, 0))
-    assert table.iloc[3]["difference (points)"] == 0.0 and table.iloc[3]["only base"] == 2
+    assert table.iloc[3]["difference (points)"] == 0.0 and table.iloc[3]["only the other"] == 2
+    assert table.iloc[4]["difference (points)"] == 100.0 and table.iloc[4]["McNemar p"] < 0.01
     sentence = describe_paired(table)
-    assert "Cas-SEAT against the base on MathVista: +50.00, -10.00 points (seeds 0, 1); 0 of 2" in sentence
+    assert "Cas-SEAT against base on MathVista: +50.00, -10.00 points (seeds 0, 1); 0 of 2" in sentence
+    assert "Cas-SEAT against SEAT on MathVista: +100.00 points (seeds 0); 1 of 1 significant" in sentence
     with pytest.raises(KitError, match="different benchmarks"):
-        paired_table({("SEAT", 0): ({"mathvista": _items("1")}, {"mathv": _items("1")})})
+        paired_table({("SEAT", "base", 0): ({"mathvista": _items("1")}, {"mathv": _items("1")})})
 
 
 def test_main_table_ends_with_the_blind_guess_and_says_who_beats_it():

@@ -200,7 +200,10 @@ def test_notebook_05_tables_hold_what_the_evaluations_measured(tiny_run):
     # The paired table's differences are the main table's, seed by seed (seed 0 trains the main students).
     paired = pd.read_csv(results / "tables" / "casseat_paired.csv")
     assert set(paired["seed"]) == {0, 1} and set(paired["model"]) == {"SEAT", "Cas-SEAT"}
-    first = paired[(paired.model == "Cas-SEAT") & (paired.seed == 0) & (paired.benchmark == "MathVista")].iloc[0]
+    assert set(zip(paired["model"], paired["against"], strict=True)) == {("SEAT", "base"), ("Cas-SEAT", "base"),
+                                                                       ("Cas-SEAT", "SEAT")}
+    first = paired[(paired.model == "Cas-SEAT") & (paired.against == "base") & (paired.seed == 0)
+                   & (paired.benchmark == "MathVista")].iloc[0]
     assert first["difference (points)"] == pytest.approx(
         main_table.loc["Cas-SEAT", "MathVista"] - main_table.loc["base", "MathVista"], abs=0.01)
     assert ((paired["McNemar p"] > 0) & (paired["McNemar p"] <= 1)).all()

@@ -187,26 +187,26 @@ def reflection_table(outcomes: Mapping[str, Mapping[str, Mapping[str, Any]]]):
     return pd.DataFrame(rows)
 
 
-def paired_table(comparisons: Mapping[tuple[str, Any], tuple[Mapping[str, Mapping[str, Any]],
-                                                              Mapping[str, Mapping[str, Any]]]],
-                 baseline: str = "base"):
-    """``(model, seed) -> (the model's item_outcomes, the baseline's item_outcomes)``: per benchmark, the items
-    both got right, those only the model or only the baseline got right, the accuracy difference model - baseline
-    in points and McNemar's exact p-value (``kit.core.stats.paired``)."""
+def paired_table(comparisons: Mapping[tuple[str, str, Any], tuple[Mapping[str, Mapping[str, Any]],
+                                                                   Mapping[str, Mapping[str, Any]]]]):
+    """``(model, against, seed) -> (the model's item_outcomes, the other's item_outcomes)`` (e.g. one spread seed's
+    Cas-SEAT student against the base, or against that seed's SEAT student): per benchmark, the items both got
+    right, those only the model or only the other got right, the accuracy difference model - other in points and
+    McNemar's exact p-value (``kit.core.stats.paired``)."""
     import pandas as pd
 
     from kit.core.stats import paired
 
     rows = []
-    for (model, seed), (a, b) in comparisons.items():
+    for (model, against, seed), (a, b) in comparisons.items():
         if set(a) != set(b):
-            raise KitError(f"paired table: {model} and {baseline} were evaluated on different benchmarks "
+            raise KitError(f"paired table: {model} and {against} were evaluated on different benchmarks "
                            f"({sorted(a)} against {sorted(b)})")
         for benchmark in a:
             result = paired({i: o.final for i, o in a[benchmark].items()}, {i: o.final for i, o in b[benchmark].items()})
-            rows.append({"model": model, "seed": seed, "benchmark": _title(benchmark), "items": result["items"],
-                         "both right": result["both right"], "only model": result["only A"],
-                         f"only {baseline}": result["only B"], "neither": result["neither"],
+            rows.append({"model": model, "against": against, "seed": seed, "benchmark": _title(benchmark),
+                         "items": result["items"], "both right": result["both right"], "only model": result["only A"],
+                         "only the other": result["only B"], "neither": result["neither"],
                          "difference (points)": result["difference (points)"], "McNemar p": result["McNemar p"]})
     return pd.DataFrame(rows)
 
@@ -224,13 +224,13 @@ def describe_reflection(table) -> str:
 
 
 def describe_paired(table, alpha: float = 0.05) -> str:
-    """Per model and benchmark of a ``paired_table``: the differences over the seeds, and how many are more than
-    noise at ``alpha`` (McNemar's exact test)."""
+    """Per comparison and benchmark of a ``paired_table``: the differences over the seeds, and how many are more
+    than noise at ``alpha`` (McNemar's exact test)."""
     lines = []
-    for (model, benchmark), rows in table.groupby(["model", "benchmark"], sort=False):
+    for (model, against, benchmark), rows in table.groupby(["model", "against", "benchmark"], sort=False):
         significant = rows[rows["McNemar p"] < alpha]
         signs = ", ".join(f"{d:+.2f}" for d in rows["difference (points)"])
-        lines.append(f"- {model} against the base on {benchmark}: {signs} points (seeds "
+        lines.append(f"- {model} against {against} on {benchmark}: {signs} points (seeds "
                      f"{', '.join(map(str, rows['seed']))}); {len(significant)} of {len(rows)} significant at "
                      f"p < {alpha}.")
     return "\n".join(lines)
