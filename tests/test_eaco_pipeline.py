@@ -320,3 +320,20 @@ def test_notebook_08_s_evaluations_take_the_profile_s_eaco_eval_settings(monkeyp
     assert runs["base"]["model"] == plan.policy
     # Every evaluation is kept by model path, for the eaco_extraction table.
     assert evaluations.measured == {plan.policy: metrics["base"], "adapter-eaco": metrics["EACO"]}
+
+
+def test_judge_many_runs_each_judgement_as_a_stage_and_reads_them_back(tmp_path, monkeypatch):
+    from kit.core import parallel
+    from kit.core.artifacts import stage_dir
+
+    plan = pipeline.plan(load_profile("tiny"), tmp_path)
+    rows = ["row-a", "row-b"]
+    monkeypatch.setattr(pipeline, "judged_params", lambda model, rows, **options: {"model": model, "rows": rows})
+    sent: list = []
+    monkeypatch.setattr(parallel, "run_stages", lambda profile, stages, what: sent.extend(stages) or 0)
+    monkeypatch.setattr(pipeline, "judge_quality", lambda model, rows, run_dir, **options: {"model": model, "n": len(rows)})
+    quality = plan.judge_many({"Critic": ("critic", rows), "Critic, blank image": ("critic", rows[:1])})
+    assert quality == {"Critic": {"model": "critic", "n": 2}, "Critic, blank image": {"model": "critic", "n": 1}}
+    assert [s.done for s in sent] == [stage_dir(plan.root, "judged", {"model": "critic", "rows": r}) / "quality.json"
+                                      for r in (rows, rows[:1])]
+    assert all(s.args[2] == plan.root and s.kwargs["max_new_tokens"] == plan.critic.max_new_tokens for s in sent)

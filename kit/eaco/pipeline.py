@@ -555,6 +555,7 @@ class EACOPlan:
     extra_settings: Any  # kit.training.sft.SFTSettings, as dpo_settings
     engine: Any  # kit.llm.generate.EngineChoice
     progress: bool = True
+    profile: Any = None  # the profile it was read from: its stage_workers run independent judgements side by side
 
     @classmethod
     def from_profile(cls, profile: Any, run: str | Path, *, progress: bool = True) -> EACOPlan:
@@ -572,7 +573,7 @@ class EACOPlan:
                    critic_settings=critic_settings(profile), preference=PreferenceConfig.from_profile(profile),
                    dpo_settings=dpo_settings(profile), extra_sft=ExtraSFTConfig.from_profile(profile),
                    extra_settings=extra_settings(profile), engine=EngineChoice.from_profile(profile),
-                   progress=progress)
+                   progress=progress, profile=profile)
 
     @property
     def seeds(self) -> list[int]:
@@ -596,11 +597,28 @@ class EACOPlan:
 
         return blank_image_rows(heldout, self.root / "blank-images")
 
+    def _judge_options(self) -> dict[str, Any]:
+        return dict(aggregate=self.critic.aggregate, batch_size=self.critic.generation_batch_size,
+                    max_new_tokens=self.critic.max_new_tokens, progress=self.progress, engine=self.engine)
+
     def judge(self, model: str | Path, heldout: Sequence[Any]) -> dict[str, Any]:
         """``judge_quality`` of ``model`` (the Critic's adapter or an untrained base) on held-out rows."""
-        return judge_quality(model, heldout, self.root, aggregate=self.critic.aggregate,
-                             batch_size=self.critic.generation_batch_size, max_new_tokens=self.critic.max_new_tokens,
-                             progress=self.progress, engine=self.engine)
+        return judge_quality(model, heldout, self.root, **self._judge_options())
+
+    def judge_many(self, judges: Mapping[str, tuple[str | Path, Sequence[Any]]]) -> dict[str, dict[str, Any]]:
+        """``name -> (model, held-out rows)`` in, ``name -> judge(model, rows)`` out, in the order given; the
+        judgements not yet done run first, side by side in the profile's ``stage_workers`` (``kit.core.parallel``)."""
+        if self.profile is not None:
+            from kit.core.artifacts import stage_dir
+            from kit.core.parallel import Stage, run_stages
+
+            options = self._judge_options()
+            run_stages(self.profile, [
+                Stage(f"judge {name}", stage_dir(self.root, "judged", judged_params(
+                    model, rows, max_new_tokens=options["max_new_tokens"], engine=self.engine)) / "quality.json",
+                    judge_quality, (model, list(rows), self.root), options)
+                for name, (model, rows) in judges.items()], what="judging")
+        return {name: self.judge(model, rows) for name, (model, rows) in judges.items()}
 
     # -- notebook 07, one stage at a time
     def preference_steps(self, seed: int, critic_adapter: str | Path | None = None) -> PreferenceSteps:
