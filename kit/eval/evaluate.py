@@ -52,7 +52,6 @@ two-turn item's line is written once its last turn is done and also holds ``turn
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
@@ -408,6 +407,8 @@ def item_outcomes(model: str | Path, benchmarks: Mapping[str, str | Path], strat
     flips are counted from). Answers are read as the evaluation read them (``scored_prediction``); a two-turn
     item's first answer (its ``turns``) is read by the same reader. We-Math's rule is per question, not its
     strict and loose scores over whole problems."""
+    from kit.eval.benchmarks._common import read_jsonl
+
     folder = stage_folder(model, benchmarks, strategy, run_dir, engine=engine, **options)
     if not (folder / STAGE_DONE).is_file():
         raise KitError(f"{folder}: the evaluation of {model} under {strategy} has not finished; run it "
@@ -420,13 +421,7 @@ def item_outcomes(model: str | Path, benchmarks: Mapping[str, str | Path], strat
             raise KitError(f"{bench.NAME} has no per-item correctness rule (is_correct); its items cannot be compared")
         records = bench.load(source, split=options.get("split") or bench.DEFAULT_SPLIT, limit=options.get("limit"))
         path = folder / "predictions" / f"{name}.jsonl"
-        lines = {}
-        for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            try:
-                line = json.loads(text)
-            except json.JSONDecodeError:
-                raise KitError(f"{path}: line {number} is not valid JSON") from None
-            lines[str(line.get("id"))] = line
+        lines = {str(line.get("id")): line for line in read_jsonl(path)}
         items = {}
         for record, rid in zip(records, item_ids(bench, records), strict=True):
             if rid not in lines:
