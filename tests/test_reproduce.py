@@ -19,8 +19,13 @@ from kit.cli import main
 from kit.core.profile import PROFILES_DIR
 
 pytestmark = pytest.mark.slow
+# 64 of the tiny world's preference images: the run at 128 made its Critic pairs on images 6, 8, 33, 44 (seed 0) and 11,
+# 19, 22, 40, 47, 60 (seed 1) of the first 64 (plus later ones), so each seed keeps pairs for DPO, and notebook 07, on
+# the run's longest lane, takes half the time.
+IMAGES = 64
 SMALL = {"finetune": {"max_steps": 3, "checkpoint_steps": 2}, "casseat_eval": {"limit": 12},
-         "preference": {"images": 128}, "extra_sft": {"rows": 8}, "eaco_eval": {"limit": 12}, "spread": {"seeds": [0, 1]}}
+         "preference": {"images": IMAGES}, "extra_sft": {"rows": 8}, "eaco_eval": {"limit": 12},
+         "spread": {"seeds": [0, 1]}}
 # The Critic keeps the tiny profile's full training: a shorter one writes no readable "score:" at all
 # (measured: 1 epoch, 240 of 240 held-out judgements unparseable), and without scores there are no pairs.
 
@@ -154,8 +159,10 @@ def test_notebook_05_tables_hold_what_the_evaluations_measured(tiny_run):
     assert code == 0
     main_table = pd.read_csv(results / "tables" / "casseat_main.csv").set_index("model")
     assert main_table.index.tolist() == ["teacher", "base", "SEAT", "Cas-SEAT", "chance / majority"]
-    # the blind guesser's row: a number on every benchmark, no gain (it is not a model trained from the base)
-    assert main_table.loc["chance / majority", ["MathVista", "MATH-V", "We-Math loose"]].between(0.5, 60).all()
+    # the blind guesser's row: a number on every benchmark, no gain (it is not a model trained from the base). We-Math's
+    # scores on the first 12 questions are of truncated problems and can be anything from 0 to 100.
+    assert main_table.loc["chance / majority", ["MathVista", "MATH-V"]].between(5, 60).all()
+    assert main_table.loc["chance / majority", ["We-Math strict", "We-Math loose"]].between(0, 100).all()
     assert main_table.loc["chance / majority", [c for c in main_table.columns if "gain" in c]].isna().all()
     assert main_table.columns[:4].tolist() == ["MathVista", "MATH-V", "We-Math strict", "We-Math loose"]
     assert main_table.loc["Cas-SEAT", "MathVista gain % (paper)"] == 19.68
@@ -231,16 +238,16 @@ def test_notebooks_07_and_08_train_the_eaco_stages_and_table_them(tiny_run):
     assert len(preferences) == 2  # seeds 0 and 1
     for preference in preferences:
         samples = [json.loads(line) for line in (preference / "samples.jsonl").read_text().splitlines()]
-        assert len(samples) == 128 * 5 and {s["sample"] for s in samples} == set(range(5))
+        assert len(samples) == IMAGES * 5 and {s["sample"] for s in samples} == set(range(5))
     assert len([d for d in eaco_dir.glob("dpo-*") if not d.name.endswith(".checkpoints")]) == 4
     training = pd.read_csv(results / "tables" / "eaco_training.csv").set_index("stage")
     assert training.loc["extra SFT (continues DPO critic)", "examples"] == 8
     main_counts = json.loads(next(p for p in preferences if (p / "counts.json").is_file()  # any seed: same shape
                                   ).joinpath("counts.json").read_text())
-    assert main_counts["images"] == 128
+    assert main_counts["images"] == IMAGES
     assert 0 <= training.loc["DPO (critic pairs)", "images with a pair %"] <= 100
     assert training.loc["DPO (STIC pairs)", "images with a pair %"] == pytest.approx(
-        100 * training.loc["DPO (STIC pairs)", "examples"] / 128)
+        100 * training.loc["DPO (STIC pairs)", "examples"] / IMAGES)
     table = pd.read_csv(results / "tables" / "eaco_main.csv").set_index("model")
     assert table.index.tolist() == ["base", "DPO (critic)", "EACO", "STIC", "chance / majority"]
     # yes/no benchmarks guess at about half; AMBER has no blind guess
@@ -278,7 +285,7 @@ def test_notebook_09_writes_a_report_of_every_table_and_figure_from_the_run_file
     report = (results / "REPORT.md").read_text()
     tables = sorted((results / "tables").glob("*.csv"))
     figures = sorted((results / "figures").glob("*.png"))
-    assert len(tables) == 16 and len(figures) == 11  # casseat_extraction and eaco_extraction among them
+    assert len(tables) == 18 and len(figures) == 11  # the extraction, reflection and paired tables among them
     for table in tables:
         assert f"### `{table.stem}`" in report, table.name
         assert (results / "runs" / "e2e" / "tables" / table.name).read_bytes() == table.read_bytes()
