@@ -173,3 +173,18 @@ def test_notebook_05_is_checked_for_its_answer_reader_before_a_run():
 
     assert reads_answers(NOTEBOOKS / "05_evaluate.ipynb", {"profile": "tiny"})
     assert not reads_answers(NOTEBOOKS / "04_finetune_unsloth.ipynb", {"profile": "tiny"})
+
+
+def test_reflections_and_comparisons_pair_the_right_evaluations(monkeypatch):
+    from kit.casseat import pipeline as casseat
+
+    evaluation = object.__new__(casseat.Evaluation)
+    evaluation.strategies = {"teacher": "cas_seat", "base": "cot", "SEAT": "seat", "Cas-SEAT": "cas_seat"}
+    monkeypatch.setattr(casseat.Evaluation, "outcomes", lambda self, model, strategy: (model, strategy))
+    assert evaluation.reflections() == {"teacher": ("teacher", "cas_seat"), "base": ("base", "cas_seat"),
+                                        "SEAT": ("seat", "cas_seat"), "Cas-SEAT": ("cas_seat", "cas_seat")}
+    pairs = evaluation.comparisons([0, 1])
+    seed1 = casseat.Students.seed_name("cas_seat", 1)
+    assert pairs[("Cas-SEAT", "base", 1)] == ((seed1, "cas_seat"), ("base", "cot"))
+    assert pairs[("Cas-SEAT", "SEAT", 1)] == ((seed1, "cas_seat"), (casseat.Students.seed_name("seat", 1), "seat"))
+    assert len(pairs) == 6

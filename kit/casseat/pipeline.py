@@ -267,6 +267,22 @@ class Evaluation:
 
         return item_outcomes(**self._run(model, strategy))
 
+    def reflections(self) -> dict[str, dict[str, Any]]:
+        """``outcomes`` under ``cas_seat`` of the teacher and of each main-table student (``base``, ``SEAT``,
+        ``Cas-SEAT``): what ``kit.casseat.tables.reflection_table`` counts the reflection turn's flips from."""
+        return {row: self.outcomes(model, "cas_seat") for row, model in MAIN_ROWS.items()}
+
+    def comparisons(self, seeds: Iterable[int]) -> dict[tuple[str, str, int], tuple[dict, dict]]:
+        """For each seed, each trained row's student against the base and the Cas-SEAT student against the SEAT one,
+        each under its row's strategy: ``(model, against, seed) -> (its outcomes, the other's)``, what
+        ``kit.casseat.tables.paired_table`` tests."""
+        seeds = list(seeds)
+        base = self.outcomes("base", self.strategies["base"])
+        trained = {(row, s): self.outcomes(Students.seed_name(MAIN_ROWS[row], s), self.strategies[row])
+                   for row in TRAINED_ROWS for s in seeds}
+        return {**{(row, "base", s): (trained[(row, s)], base) for row in TRAINED_ROWS for s in seeds},
+                **{("Cas-SEAT", "SEAT", s): (trained[("Cas-SEAT", s)], trained[("SEAT", s)]) for s in seeds}}
+
     def main(self, seed: int | None = None) -> dict[str, dict[str, dict]]:
         """Main row -> metrics, each row under its strategy; with ``seed`` the trained rows are the students
         trained with that spread seed (teacher and base do not depend on it)."""

@@ -27,7 +27,7 @@ def blind_metrics(benchmark: str, records: list[Mapping[str, Any]], *, draws: in
     """The blind guesser's metrics on ``records``, shaped like ``bench.score``'s for the headline paths only (each the
     mean over ``draws``), or None when the benchmark has no ``blind_choices``."""
     from kit.eval import benchmarks
-    from kit.eval.evaluate import HEADLINES
+    from kit.eval.evaluate import HEADLINES, _at_path
 
     bench = benchmarks.get(benchmark)
     if not hasattr(bench, "blind_choices"):
@@ -39,10 +39,7 @@ def blind_metrics(benchmark: str, records: list[Mapping[str, Any]], *, draws: in
         metrics = bench.score([{**record, "prediction": rng.choice(options)}
                                for record, options in zip(records, choices, strict=True)])
         for _, keys in HEADLINES[bench.NAME]:
-            value = metrics
-            for key in keys:
-                value = value[key]
-            totals[keys] = totals.get(keys, 0.0) + float(value or 0.0)
+            totals[keys] = totals.get(keys, 0.0) + float(_at_path(metrics, keys) or 0.0)
     shaped: dict[str, Any] = {"benchmark": bench.NAME, "n": len(records), "draws": draws}
     for keys, total in totals.items():
         target = shaped
