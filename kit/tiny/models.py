@@ -97,15 +97,36 @@ def train_tokenizer(texts: list[str], family: str, vocab_size: int):
     return tokenizer
 
 
-def build_qwen2vl(tokenizer, size: TinySize = TinySize(), seed: int = 0):
-    """A randomly initialised Qwen2-VL of the given size and its processor."""
+# How M-RoPE's head_dim/2 rotary frequencies go to the time, height and width axes (`mrope_section`; chunk i
+# goes to axis i % 3, fastest frequencies first). "qwen2vl": contiguous 1/4, 3/8, 3/8 as in Qwen2-VL, which
+# leaves the width axis only the slowest frequencies (under 0.003 rad per column at head_dim 32);
+# "interleaved": t, h, w, t, h, w, ... one frequency each, as Qwen3-VL's interleaved M-RoPE; "spatial": height
+# and width alternate and time gets none (still images only). Text-only positions are plain 1D RoPE under
+# all three (../shared/notes/tiny-world-design.md).
+MROPE_LAYOUTS = ("qwen2vl", "interleaved", "spatial")
+
+
+def mrope_section(layout: str, head_dim: int) -> list[int]:
+    half = head_dim // 2
+    if layout == "qwen2vl":
+        return [half // 4, 3 * half // 8, half - half // 4 - 3 * half // 8]
+    if layout == "interleaved":
+        return [1] * half
+    if layout == "spatial" and half % 2 == 0:
+        return [0, 1, 1] * (half // 2)
+    raise KitError(f"mrope layout {layout!r} does not fit head_dim {head_dim}; choose one of {', '.join(MROPE_LAYOUTS)}"
+                   " (spatial needs head_dim divisible by 4)")
+
+
+def build_qwen2vl(tokenizer, size: TinySize = TinySize(), seed: int = 0, *, mrope: str = "qwen2vl",
+                  vision_rope_theta: float = 10000.0):
+    """A randomly initialised Qwen2-VL of the given size and its processor. ``mrope`` names the M-RoPE layout
+    (``MROPE_LAYOUTS``); ``vision_rope_theta`` is the vision tower's 2D rotary base (Qwen2-VL: 10000)."""
     import torch
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
     head_dim = size.hidden // size.heads
-    # M-RoPE splits head_dim/2 rotary frequencies between time, height and width: 1/4, 3/8, 3/8 as in Qwen2-VL.
-    half = head_dim // 2
-    mrope = [half // 4, 3 * half // 8, half - half // 4 - 3 * half // 8]
+    mrope = mrope_section(mrope, head_dim)
     vocab = len(tokenizer)
     config = Qwen2VLConfig(
         text_config={
@@ -130,6 +151,7 @@ def build_qwen2vl(tokenizer, size: TinySize = TinySize(), seed: int = 0):
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
+            "rope_parameters": {"rope_type": "axial", "rope_theta": float(vision_rope_theta)},
         },
         image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),

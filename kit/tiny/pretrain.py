@@ -69,7 +69,8 @@ class PretrainSpec:
     # Continue from another spec's checkpoint (built first, its tokenizer kept) instead of from scratch.
     init_from: str | None = None
     # "mixed": every batch samples all styles; "by_style": each batch holds one style, drawn in proportion
-    # to its examples, so that the ~850-token SEAT prompts do not pad every short batch to their length.
+    # to its examples, so that the ~850-token SEAT prompts do not pad every short batch to their length;
+    # "ordered": batches in the examples' own order, once through (a curriculum, as the gates use).
     batching: str = "mixed"
     # With "by_style": (style, weight) pairs for how often each style's batches are drawn; styles left out
     # weigh 1, and none given draws in proportion to each style's examples.
@@ -302,9 +303,10 @@ def collate(processor, examples: list[Example], images_cache: dict | None = None
         texts.append(processor.apply_chat_template(_messages(example), tokenize=False))
         masks.append(turn_mask(rendered["assistant_masks"], example.loss_turns))
         if not isinstance(example.image, str):
-            from kit.tiny.world.scenes import render
+            from kit.tiny.world.scenes import Scene, render, render_objects
 
-            images.append(render(example.image))
+            # A world scene, or the bare objects of a perception gate (kit.tiny.gates).
+            images.append(render(example.image) if isinstance(example.image, Scene) else render_objects(example.image))
         elif images_cache is not None and example.image in images_cache:
             images.append(images_cache[example.image])
         else:
@@ -339,6 +341,11 @@ def train(model, processor, examples: list[Example], spec: PretrainSpec, log=pri
     ``spec.eval_every`` steps. Returns the final smoothed loss, the steps taken and the curve."""
     import torch
 
+    if spec.batching not in ("mixed", "by_style", "ordered"):
+        raise KitError(f"{spec.name}: batching must be 'mixed', 'by_style' or 'ordered', not {spec.batching!r}")
+    if spec.batching == "ordered" and len(examples) < spec.steps * spec.batch_size:
+        raise KitError(f"{spec.name}: ordered batching needs {spec.steps * spec.batch_size} examples "
+                       f"({spec.steps} steps of {spec.batch_size}), got {len(examples)}")
     torch.manual_seed(spec.seed)
     rng = random.Random(spec.seed)
     groups: dict[tuple[bool, bool], list] = {}
@@ -361,8 +368,6 @@ def train(model, processor, examples: list[Example], spec: PretrainSpec, log=pri
     from tqdm.auto import tqdm
 
     model.train()
-    if spec.batching not in ("mixed", "by_style"):
-        raise KitError(f"{spec.name}: batching must be 'mixed' or 'by_style', not {spec.batching!r}")
     by_style: dict[str, list[int]] = {}
     for i, example in enumerate(examples):
         by_style.setdefault(example.source if spec.batching == "by_style" else "", []).append(i)
@@ -380,12 +385,15 @@ def train(model, processor, examples: list[Example], spec: PretrainSpec, log=pri
     steps_taken = 0
     bar = tqdm(range(spec.steps), desc=f"pretrain {spec.name}", leave=False)
     for step in bar:
-        style = styles[0] if len(styles) == 1 else rng.choices(styles, weights)[0]
-        if len(queues[style]) < spec.batch_size:
-            more = list(by_style[style])
-            rng.shuffle(more)
-            queues[style] += more
-        idx, queues[style] = queues[style][: spec.batch_size], queues[style][spec.batch_size:]
+        if spec.batching == "ordered":
+            idx = list(range(step * spec.batch_size, (step + 1) * spec.batch_size))
+        else:
+            style = styles[0] if len(styles) == 1 else rng.choices(styles, weights)[0]
+            if len(queues[style]) < spec.batch_size:
+                more = list(by_style[style])
+                rng.shuffle(more)
+                queues[style] += more
+            idx, queues[style] = queues[style][: spec.batch_size], queues[style][spec.batch_size:]
         batch = collate(processor, [examples[i] for i in idx], cache)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step) * group["lr_scale"]
@@ -574,6 +582,9 @@ def register(subparsers) -> None:
     build.add_argument("--out", type=Path, default=MODELS_DIR, help="output folder (default: data/models)")
     build.add_argument("--threads", type=int, default=2)
     build.set_defaults(func=_cmd_build)
+    from kit.tiny import gates
+
+    gates.register(sub)
     show = sub.add_parser("list", help="list the shipped tiny models and their measured skill")
     show.add_argument("--out", type=Path, default=MODELS_DIR)
     show.set_defaults(func=_cmd_list)

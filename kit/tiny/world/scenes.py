@@ -241,31 +241,43 @@ def render(scene: Scene, size: int = BASE_SIZE) -> Image.Image:
     """Draw ``scene`` on a ``size`` x ``size`` RGB canvas (``size`` a multiple of 4)."""
     if size % GRID or size < 8 * GRID:
         raise ValueError(f"image size {size} must be a multiple of {GRID} and at least {8 * GRID}")
+    if scene.kind == "shapes":
+        return render_objects(scene.objects, size)
     image = background(size)
     draw = ImageDraw.Draw(image)
     scale = size / BASE_SIZE
     cell = size // GRID
-    if scene.kind == "shapes":
-        for obj in scene.objects:
-            side = max(2, round(SHAPE_PX[obj.size] * scale))
-            cx = obj.col * cell + cell // 2 + round(obj.dx * scale)
-            cy = obj.row * cell + cell // 2 + round(obj.dy * scale)
-            left, top = cx - side // 2, cy - side // 2
-            right, bottom = left + side - 1, top + side - 1
-            fill = COLORS[obj.color]
-            if obj.shape == "circle":
-                draw.ellipse((left, top, right, bottom), fill=fill)
-            elif obj.shape == "square":
-                draw.rectangle((left, top, right, bottom), fill=fill)
-            else:
-                draw.polygon([(left, bottom), (right, bottom), ((left + right) / 2, top)], fill=fill)
-    else:
-        width = max(2, round(BAR_WIDTH * scale))
-        unit = size / (2 * GRID)  # half a cell, BAR_UNIT px at the base size
-        for col, bar in enumerate(scene.bars):
-            left = col * cell + (cell - width) // 2
-            top = size - round(bar.height * unit)
-            draw.rectangle((left, top, left + width - 1, size - 1), fill=COLORS[bar.color])
+    width = max(2, round(BAR_WIDTH * scale))
+    unit = size / (2 * GRID)  # half a cell, BAR_UNIT px at the base size
+    for col, bar in enumerate(scene.bars):
+        left = col * cell + (cell - width) // 2
+        top = size - round(bar.height * unit)
+        draw.rectangle((left, top, left + width - 1, size - 1), fill=COLORS[bar.color])
+    return image
+
+
+def render_objects(objects: tuple[Shape, ...] | list[Shape], size: int = BASE_SIZE) -> Image.Image:
+    """Draw any number of objects, each in its own cell, as a ``shapes`` scene draws them. The perception gates
+    (``kit.tiny.gates``) draw single objects with it, which a ``Scene`` does not allow."""
+    if size % GRID or size < 8 * GRID:
+        raise ValueError(f"image size {size} must be a multiple of {GRID} and at least {8 * GRID}")
+    image = background(size)
+    draw = ImageDraw.Draw(image)
+    scale = size / BASE_SIZE
+    cell = size // GRID
+    for obj in objects:
+        side = max(2, round(SHAPE_PX[obj.size] * scale))
+        cx = obj.col * cell + cell // 2 + round(obj.dx * scale)
+        cy = obj.row * cell + cell // 2 + round(obj.dy * scale)
+        left, top = cx - side // 2, cy - side // 2
+        right, bottom = left + side - 1, top + side - 1
+        fill = COLORS[obj.color]
+        if obj.shape == "circle":
+            draw.ellipse((left, top, right, bottom), fill=fill)
+        elif obj.shape == "square":
+            draw.rectangle((left, top, right, bottom), fill=fill)
+        else:
+            draw.polygon([(left, bottom), (right, bottom), ((left + right) / 2, top)], fill=fill)
     return image
 
 

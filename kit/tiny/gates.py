@@ -1,0 +1,271 @@
+"""Perception gates for the tiny world's redesign (issue 17): ``kit models gate``.
+
+The tiny models fail where they cannot perceive what a question asks. Before a recipe is spent on a whole
+teacher (an hour of pre-training), a gate answers one narrow question cheaply: can a fresh tiny model of this
+architecture, size and position layout learn to read *this* from a picture? It trains on one question kind
+about freshly drawn objects (a new picture for every example, so nothing is learnt by heart), with the same
+loop, loss mask and batching as ``kit models build``, and prints greedy exact-match accuracy on held-out
+pictures every ``eval_every`` steps beside the rate of the most common answer (what a model that ignores the
+picture gets). docs/tiny-models.md records what each gate measured.
+
+The kinds go from reading one object to binding: naming the colour of *the circle* among other objects needs
+the question to pick one image token by its shape and read another feature from it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kit.errors import KitError
+from kit.llm.models import LLAVA, QWEN2VL
+from kit.tiny.models import MROPE_LAYOUTS, TinySize
+from kit.tiny.world.scenes import COLOR_NAMES, GRID, JITTER, SHAPES, SIZES, Shape, quadrant_of
+
+# kind: (question, the attribute every object must differ in so the question names one object, or None)
+KINDS: dict[str, tuple[str, str | None]] = {
+    "colour": ("What colour is the object?", None),
+    "shape": ("What shape is the object?", None),
+    "quadrant": ("Where is the object?", None),
+    "colour-of-shape": ("What colour is the {shape}?", "shape"),
+    "shape-of-colour": ("What shape is the {color} object?", "color"),
+    "quadrant-of-shape": ("Where is the {shape}?", "shape"),
+    "count-colour": ("How many {color} objects are there?", None),
+}
+SINGLE = ("colour", "shape", "quadrant")  # about "the object": one object per picture
+VALUES = {"shape": SHAPES, "color": COLOR_NAMES}
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """One gate run. Every field is a command-line option of ``kit models gate``."""
+
+    kind: str
+    family: str = QWEN2VL
+    # Objects per picture, drawn uniformly (the single-object kinds need 1; binding needs at least 2).
+    min_objects: int = 2
+    max_objects: int = 2
+    # A distractor curriculum: the first `warm_steps` steps draw exactly `warm_objects` objects.
+    warm_objects: int = 1
+    warm_steps: int = 0
+    size: TinySize = field(default_factory=lambda: TinySize(hidden=128, layers=3, ffn=384))
+    mrope: str = "spatial"
+    vision_rope_theta: float = 100.0
+    lr: float = 2e-3
+    vision_lr_scale: float = 0.25
+    steps: int = 1000
+    batch_size: int = 32
+    warmup: int = 50
+    eval_every: int = 250
+    eval_items: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise KitError(f"gate: unknown kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.family not in (QWEN2VL, LLAVA):
+            raise KitError(f"gate: family must be {QWEN2VL} or {LLAVA}, not {self.family!r}")
+        if self.mrope not in MROPE_LAYOUTS:
+            raise KitError(f"gate: --mrope must be one of {', '.join(MROPE_LAYOUTS)}, not {self.mrope!r}")
+        distinct = KINDS[self.kind][1]
+        most = len(VALUES[distinct]) if distinct else GRID * GRID
+        if self.kind in SINGLE and (self.min_objects, self.max_objects) != (1, 1):
+            raise KitError(f"gate: {self.kind!r} asks about 'the object', so --objects must be 1")
+        if not 1 <= self.min_objects <= self.max_objects <= most:
+            raise KitError(f"gate: --objects {self.min_objects}-{self.max_objects} must lie in 1-{most} for "
+                           f"{self.kind!r}" + (f" (each object a different {distinct})" if distinct else ""))
+        if self.warm_steps and not 1 <= self.warm_objects <= self.max_objects:
+            raise KitError(f"gate: --warm-objects {self.warm_objects} must lie in 1-{self.max_objects}")
+        if self.steps < 1 or self.eval_items < 1 or self.eval_every < 0:
+            raise KitError("gate: --steps and --eval-items must be at least 1 and --eval-every at least 0")
+
+
+def draw_objects(rng: random.Random, n: int, distinct: str | None) -> tuple[Shape, ...]:
+    """``n`` objects in distinct cells, each with a different ``distinct`` attribute when one is named."""
+    cells = rng.sample(range(GRID * GRID), n)
+    unique = rng.sample(VALUES[distinct], n) if distinct else None
+    objects = []
+    for i, cell in enumerate(cells):
+        attrs = {"shape": rng.choice(SHAPES), "color": rng.choice(COLOR_NAMES)}
+        if unique:
+            attrs[distinct] = unique[i]
+        objects.append(Shape(shape=attrs["shape"], color=attrs["color"], size=rng.choice(SIZES),
+                             row=cell // GRID, col=cell % GRID,
+                             dx=rng.randint(-JITTER, JITTER), dy=rng.randint(-JITTER, JITTER)))
+    return tuple(objects)
+
+
+def question(kind: str, objects: tuple[Shape, ...], rng: random.Random) -> tuple[str, str]:
+    """(question, answer) of ``kind`` about ``objects``; the answer is read off the objects, never guessed."""
+    template = KINDS[kind][0]
+    target = rng.choice(objects)
+    if kind == "count-colour":
+        color = rng.choice(COLOR_NAMES)
+        return template.format(color=color), str(sum(o.color == color for o in objects))
+    text = template.format(shape=target.shape, color=target.color)
+    answer = {"colour": target.color, "shape": target.shape, "quadrant": quadrant_of(target.row, target.col),
+              "colour-of-shape": target.color, "shape-of-colour": target.shape,
+              "quadrant-of-shape": quadrant_of(target.row, target.col)}[kind]
+    return text, answer
+
+
+def items(spec: GateSpec, n: int, seed: int, step_of: int | None = None) -> list[tuple[tuple[Shape, ...], str, str]]:
+    """``n`` (objects, question, answer) triples. With ``step_of`` (training), item i belongs to step
+    i // step_of, so the curriculum's first steps draw ``warm_objects`` objects."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        warm = step_of is not None and i // step_of < spec.warm_steps
+        count = spec.warm_objects if warm else rng.randint(spec.min_objects, spec.max_objects)
+        objects = draw_objects(rng, count, KINDS[spec.kind][1])
+        text, answer = question(spec.kind, objects, rng)
+        out.append((objects, text, answer))
+    return out
+
+
+def gate_texts() -> list[str]:
+    """Every question and answer a gate can ask, for its tokenizer."""
+    texts = [KINDS[k][0].format(shape=s, color=c) for k in KINDS for s in SHAPES for c in COLOR_NAMES]
+    texts += list(SHAPES) + list(COLOR_NAMES) + [str(i) for i in range(GRID * GRID + 1)]
+    texts += [quadrant_of(r, c) for r in range(GRID) for c in range(GRID)]
+    return texts * 20  # enough repetitions for the BPE trainer to merge whole words
+
+
+@dataclass
+class GateReport:
+    spec: dict[str, Any]
+    parameters: int
+    seconds: float
+    majority: float  # % of held-out items whose answer is the most common one
+    curve: list[dict[str, float]]
+
+    @property
+    def final(self) -> float:
+        return self.curve[-1]["accuracy"] if self.curve else float("nan")
+
+
+def run_gate(spec: GateSpec, log=print) -> GateReport:
+    """Train a fresh tiny model on ``spec`` and measure it (see the module docstring)."""
+    import torch
+
+    from kit.llm.generate import Chat, Sampling, TransformersEngine
+    from kit.llm.models import count_parameters
+    from kit.tiny.models import build_llava, build_qwen2vl, train_tokenizer
+    from kit.tiny.pretrain import Example, PretrainSpec, loaded, train
+    from kit.tiny.world.scenes import render_objects
+
+    started = time.time()
+    tokenizer = train_tokenizer(gate_texts(), spec.family, 320)
+    if spec.family == QWEN2VL:
+        model, processor = build_qwen2vl(tokenizer, spec.size, spec.seed, mrope=spec.mrope,
+                                         vision_rope_theta=spec.vision_rope_theta)
+    else:
+        model, processor = build_llava(tokenizer, spec.size, spec.seed)
+    examples = [Example(objects, [(text, answer)], spec.kind)
+                for objects, text, answer in items(spec, spec.steps * spec.batch_size, spec.seed, spec.batch_size)]
+    held_out = items(spec, spec.eval_items, spec.seed + 1_000_003)
+    answers = [answer for _, _, answer in held_out]
+    majority = 100.0 * Counter(answers).most_common(1)[0][1] / len(answers)
+    chats = [Chat(id=str(i), turns=[text], image=render_objects(objects))
+             for i, (objects, text, _) in enumerate(held_out)]
+    engine = TransformersEngine(loaded(model, processor, spec.family), batch_size=100)
+    longest = max(len(tokenizer(a)["input_ids"]) for a in set(answers))
+
+    measured: list[float] = []
+
+    def accuracy() -> float:
+        sampling = Sampling(max_new_tokens=longest + 1)
+        right = sum(reply.strip() == answers[int(chat.id)] for chat, reply in engine.generate(chats, sampling))
+        measured.append(100.0 * right / len(chats))
+        log(f"  step {min(len(measured) * (spec.eval_every or spec.steps), spec.steps):5d}  accuracy "
+            f"{measured[-1]:5.1f} %  (most common answer {majority:.1f} %, {time.time() - started:.0f} s)")
+        return measured[-1]
+
+    pretrain = PretrainSpec(name=f"gate {spec.kind}", family=spec.family, size=spec.size, corpus=(),
+                            steps=spec.steps, lr=spec.lr, vision_lr_scale=spec.vision_lr_scale,
+                            batch_size=spec.batch_size, warmup=spec.warmup, seed=spec.seed,
+                            eval_every=spec.eval_every, curve_items=spec.eval_items, batching="ordered")
+    torch.manual_seed(spec.seed)
+    _, _, curve = train(model, processor, examples, pretrain, log=lambda _: None,
+                        evaluate=accuracy if spec.eval_every else None)
+    if not curve or curve[-1]["step"] != spec.steps:
+        curve.append({"step": spec.steps, "loss": float("nan"), "accuracy": accuracy()})
+    return GateReport(spec=_spec_dict(spec), parameters=count_parameters(model), seconds=round(time.time() - started, 1),
+                      majority=round(majority, 2), curve=curve)
+
+
+def _spec_dict(spec: GateSpec) -> dict[str, Any]:
+    return asdict(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: `kit models gate KIND [options]`
+# ---------------------------------------------------------------------------------------------
+def _objects(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError as error:
+        raise KitError(f"gate: --objects takes N or MIN-MAX, not {text!r}") from error
+
+
+def register(sub) -> None:
+    gate = sub.add_parser("gate", help="train a fresh tiny model on one perception question and print its accuracy "
+                                       "by step (minutes; issue 17's gates)")
+    gate.add_argument("kind", choices=list(KINDS))
+    gate.add_argument("--family", default=QWEN2VL, choices=[QWEN2VL, LLAVA])
+    gate.add_argument("--objects", default=None, help="objects per picture, N or MIN-MAX (default: 1 for the "
+                                                      "single-object kinds, else 2)")
+    gate.add_argument("--warm-objects", type=int, default=1, help="objects during the first --warm-steps steps")
+    gate.add_argument("--warm-steps", type=int, default=0, help="length of the distractor curriculum (0: none)")
+    gate.add_argument("--hidden", type=int, default=128)
+    gate.add_argument("--layers", type=int, default=3)
+    gate.add_argument("--ffn", type=int, default=None, help="default: 3 x hidden")
+    gate.add_argument("--heads", type=int, default=4)
+    gate.add_argument("--vision-width", type=int, default=64)
+    gate.add_argument("--vision-depth", type=int, default=2)
+    gate.add_argument("--mrope", default="spatial", choices=MROPE_LAYOUTS)
+    gate.add_argument("--vision-rope-theta", type=float, default=100.0)
+    gate.add_argument("--lr", type=float, default=2e-3)
+    gate.add_argument("--vision-lr-scale", type=float, default=0.25)
+    gate.add_argument("--steps", type=int, default=1000)
+    gate.add_argument("--batch-size", type=int, default=32)
+    gate.add_argument("--eval-every", type=int, default=250)
+    gate.add_argument("--eval-items", type=int, default=200)
+    gate.add_argument("--seed", type=int, default=0)
+    gate.add_argument("--threads", type=int, default=2)
+    gate.add_argument("--json", type=Path, default=None, help="append the report to this JSON-lines file")
+    gate.set_defaults(func=_cmd_gate)
+
+
+def spec_from_args(args) -> GateSpec:
+    low, high = _objects(args.objects) if args.objects else ((1, 1) if args.kind in SINGLE else (2, 2))
+    size = TinySize(hidden=args.hidden, layers=args.layers, ffn=args.ffn or 3 * args.hidden, heads=args.heads,
+                    kv_heads=max(1, args.heads // 2), vision_width=args.vision_width, vision_depth=args.vision_depth)
+    return GateSpec(kind=args.kind, family=args.family, min_objects=low, max_objects=high,
+                    warm_objects=args.warm_objects, warm_steps=args.warm_steps, size=size, mrope=args.mrope,
+                    vision_rope_theta=args.vision_rope_theta, lr=args.lr, vision_lr_scale=args.vision_lr_scale,
+                    steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
+                    eval_items=args.eval_items, seed=args.seed)
+
+
+def _cmd_gate(args) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    spec = spec_from_args(args)
+    print(f"gate {spec.kind}: {spec.min_objects}-{spec.max_objects} objects, {spec.family}, "
+          f"hidden {spec.size.hidden} x {spec.size.layers} layers, mrope {spec.mrope}, "
+          f"vision theta {spec.vision_rope_theta:g}, vision lr x{spec.vision_lr_scale:g}, {spec.steps} steps")
+    report = run_gate(spec)
+    print(f"final {report.final:.1f} % against {report.majority:.1f} % for the most common answer; "
+          f"{report.parameters:,d} parameters, {report.seconds:.0f} s")
+    if args.json:
+        with open(args.json, "a") as handle:
+            handle.write(json.dumps(asdict(report)) + "\n")
+    return 0

@@ -1,0 +1,120 @@
+"""The perception gates (`kit models gate`, issue 17): their questions are right, their curriculum is ordered,
+their models carry the position layout asked for, and a short run trains and measures."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from kit.errors import KitError
+from kit.llm.models import QWEN2VL
+from kit.tiny import gates
+from kit.tiny.models import TinySize, mrope_section
+from kit.tiny.world.scenes import (
+    COLOR_NAMES,
+    SHAPES,
+    Scene,
+    quadrant_of,
+    render,
+    render_objects,
+    sample_scene,
+)
+
+
+@pytest.mark.parametrize("kind", sorted(gates.KINDS))
+def test_every_answer_is_read_off_the_objects(kind):
+    spec = gates.GateSpec(kind=kind, min_objects=1, max_objects=1) if kind in gates.SINGLE else \
+        gates.GateSpec(kind=kind, min_objects=2, max_objects=3)
+    for objects, text, answer in gates.items(spec, 200, seed=5):
+        distinct = gates.KINDS[kind][1]
+        if distinct:
+            values = [getattr(o, distinct) for o in objects]
+            assert len(set(values)) == len(values)
+        if kind in gates.SINGLE:
+            (target,) = objects
+            assert answer == {"colour": target.color, "shape": target.shape,
+                              "quadrant": quadrant_of(target.row, target.col)}[kind]
+        elif kind == "count-colour":
+            color = next(c for c in COLOR_NAMES if f" {c} " in text)
+            assert answer == str(sum(o.color == color for o in objects))
+        else:
+            named = next(v for v in (*SHAPES, *COLOR_NAMES) if f" {v}" in text)
+            (target,) = [o for o in objects if named in (o.shape, o.color)]
+            assert answer == {"colour-of-shape": target.color, "shape-of-colour": target.shape,
+                              "quadrant-of-shape": quadrant_of(target.row, target.col)}[kind]
+        assert len({o.cell for o in objects}) == len(objects)
+
+
+def test_the_curriculum_draws_warm_objects_first():
+    spec = gates.GateSpec(kind="colour-of-shape", min_objects=3, max_objects=3, warm_objects=1, warm_steps=2)
+    drawn = [len(objects) for objects, _, _ in gates.items(spec, 20, seed=1, step_of=4)]
+    assert drawn == [1] * 8 + [3] * 12
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"kind": "colour", "max_objects": 2}, "must be 1"),
+    ({"kind": "colour-of-shape", "max_objects": 4}, "different shape"),
+    ({"kind": "nothing"}, "unknown kind"),
+    ({"mrope": "diagonal"}, "--mrope"),
+    ({"warm_steps": 5, "warm_objects": 3}, "--warm-objects"),
+])
+def test_bad_settings_name_the_option(changes, message):
+    with pytest.raises(KitError, match=message):
+        gates.GateSpec(**{"kind": "shape-of-colour", **changes})
+
+
+def test_objects_draw_as_the_world_draws_them():
+    scene = sample_scene(random.Random(3), "shapes")
+    assert isinstance(scene, Scene)
+    assert render(scene).tobytes() == render_objects(scene.objects).tobytes()
+
+
+@pytest.mark.parametrize(("layout", "expected"), [
+    ("qwen2vl", [2, 3, 3]), ("interleaved", [1] * 8), ("spatial", [0, 1, 1] * 4)])
+def test_mrope_layouts_reach_the_model(layout, expected):
+    from kit.tiny.models import build_qwen2vl, train_tokenizer
+
+    assert mrope_section(layout, 16) == expected
+    tokenizer = train_tokenizer(gates.gate_texts(), QWEN2VL, 320)
+    model, _ = build_qwen2vl(tokenizer, TinySize(hidden=32, layers=1, ffn=64, heads=2, kv_heads=1, vision_width=16,
+                                                 vision_depth=1), mrope=layout, vision_rope_theta=100.0)
+    assert model.config.text_config.rope_parameters["mrope_section"] == expected
+    assert model.config.vision_config.rope_parameters["rope_theta"] == 100.0
+
+
+def test_a_short_gate_trains_and_measures():
+    spec = gates.GateSpec(kind="colour-of-shape", steps=4, batch_size=4, warmup=1, eval_every=2, eval_items=6,
+                          warm_steps=2, size=TinySize(hidden=32, layers=1, ffn=64, heads=2, kv_heads=1,
+                                                      vision_width=16, vision_depth=1))
+    lines: list[str] = []
+    report = gates.run_gate(spec, log=lines.append)
+    assert [p["step"] for p in report.curve] == [2, 4]
+    assert all(0 <= p["accuracy"] <= 100 for p in report.curve)
+    assert report.majority >= 100 / len(COLOR_NAMES) and len(lines) == 2
+    assert report.spec["kind"] == "colour-of-shape" and report.parameters > 0
+    again = gates.run_gate(spec, log=lambda _: None)
+    assert again.curve == report.curve  # seeded end to end
+
+
+def test_ordered_batching_needs_one_example_per_slot():
+    from kit.tiny.pretrain import Example, PretrainSpec, train
+
+    spec = PretrainSpec(name="short", family=QWEN2VL, size=TinySize(), corpus=(), steps=3, batch_size=4,
+                        batching="ordered")
+    with pytest.raises(KitError, match="needs 12 examples"):
+        train(None, None, [Example(None, [("q", "a")])] * 11, spec)
+
+
+def test_the_command_line_builds_the_spec():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    gates.register(parser.add_subparsers())
+    args = parser.parse_args(["gate", "colour-of-shape", "--objects", "2-3", "--hidden", "64", "--warm-steps", "100"])
+    spec = gates.spec_from_args(args)
+    assert (spec.min_objects, spec.max_objects, spec.size.hidden, spec.size.ffn) == (2, 3, 64, 192)
+    assert replace(spec, warm_steps=0).warm_steps == 0 and spec.warm_steps == 100
+    with pytest.raises(KitError, match="--objects"):
+        gates.spec_from_args(parser.parse_args(["gate", "shape", "--objects", "two"]))
