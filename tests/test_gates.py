@@ -27,7 +27,8 @@ from kit.tiny.world.scenes import (
 def test_every_answer_is_read_off_the_objects(kind):
     spec = gates.GateSpec(kind=kind, min_objects=1, max_objects=1) if kind in gates.SINGLE else \
         gates.GateSpec(kind=kind, min_objects=2, max_objects=3)
-    for objects, text, answer in gates.items(spec, 200, seed=5):
+    for objects, text, answer, drawn_kind in gates.items(spec, 200, seed=5):
+        assert drawn_kind == kind
         distinct = gates.KINDS[kind][1]
         if distinct:
             values = [getattr(o, distinct) for o in objects]
@@ -47,9 +48,24 @@ def test_every_answer_is_read_off_the_objects(kind):
         assert len({o.cell for o in objects}) == len(objects)
 
 
+def test_narrowed_colours_and_sizes_are_the_only_ones_drawn():
+    spec = gates.GateSpec(kind="count-colour", min_objects=1, max_objects=4, colors=("red", "blue"), sizes=("large",))
+    drawn = [o for objects, *_ in gates.items(spec, 100, seed=2) for o in objects]
+    assert {o.color for o in drawn} == {"red", "blue"} and {o.size for o in drawn} == {"large"}
+
+
+def test_mixed_kinds_draw_each_kind_and_keep_every_question_unambiguous():
+    spec = gates.GateSpec(kind="colour-of-shape+shape-of-colour", min_objects=3, max_objects=3)
+    assert spec.distinct == ("color", "shape")
+    drawn = gates.items(spec, 300, seed=4)
+    assert {kind for *_, kind in drawn} == {"colour-of-shape", "shape-of-colour"}
+    for objects, *_ in drawn:
+        assert len({o.shape for o in objects}) == len({o.color for o in objects}) == 3
+
+
 def test_the_curriculum_draws_warm_objects_first():
     spec = gates.GateSpec(kind="colour-of-shape", min_objects=3, max_objects=3, warm_objects=1, warm_steps=2)
-    drawn = [len(objects) for objects, _, _ in gates.items(spec, 20, seed=1, step_of=4)]
+    drawn = [len(objects) for objects, *_ in gates.items(spec, 20, seed=1, step_of=4)]
     assert drawn == [1] * 8 + [3] * 12
 
 
@@ -59,6 +75,9 @@ def test_the_curriculum_draws_warm_objects_first():
     ({"kind": "nothing"}, "unknown kind"),
     ({"mrope": "diagonal"}, "--mrope"),
     ({"warm_steps": 5, "warm_objects": 3}, "--warm-objects"),
+    ({"colors": ("red", "mauve")}, "mauve"),
+    ({"kind": "shape+colour-of-shape"}, "cannot hold one object and several"),
+    ({"colors": ("red",), "max_objects": 2}, "different color"),
 ])
 def test_bad_settings_name_the_option(changes, message):
     with pytest.raises(KitError, match=message):
@@ -85,7 +104,7 @@ def test_mrope_layouts_reach_the_model(layout, expected):
 
 
 def test_a_short_gate_trains_and_measures():
-    spec = gates.GateSpec(kind="colour-of-shape", steps=4, batch_size=4, warmup=1, eval_every=2, eval_items=6,
+    spec = gates.GateSpec(kind="colour-of-shape+quadrant-of-shape", steps=4, batch_size=4, warmup=1, eval_every=2, eval_items=6,
                           warm_steps=2, size=TinySize(hidden=32, layers=1, ffn=64, heads=2, kv_heads=1,
                                                       vision_width=16, vision_depth=1))
     lines: list[str] = []
@@ -93,7 +112,8 @@ def test_a_short_gate_trains_and_measures():
     assert [p["step"] for p in report.curve] == [2, 4]
     assert all(0 <= p["accuracy"] <= 100 for p in report.curve)
     assert report.majority >= 100 / len(COLOR_NAMES) and len(lines) == 2
-    assert report.spec["kind"] == "colour-of-shape" and report.parameters > 0
+    assert report.spec["kind"] == "colour-of-shape+quadrant-of-shape" and report.parameters > 0
+    assert "colour-of-shape " in lines[0] and "quadrant-of-shape " in lines[0]
     again = gates.run_gate(spec, log=lambda _: None)
     assert again.curve == report.curve  # seeded end to end
 

@@ -9,7 +9,8 @@ pictures every ``eval_every`` steps beside the rate of the most common answer (w
 picture gets). docs/tiny-models.md records what each gate measured.
 
 The kinds go from reading one object to binding: naming the colour of *the circle* among other objects needs
-the question to pick one image token by its shape and read another feature from it.
+the question to pick one image token by its shape and read another feature from it. Kinds joined by ``+``
+(``quadrant+shape``) are mixed, each example drawing one, and accuracy is reported per kind as well.
 """
 
 from __future__ import annotations
@@ -38,14 +39,13 @@ KINDS: dict[str, tuple[str, str | None]] = {
     "count-colour": ("How many {color} objects are there?", None),
 }
 SINGLE = ("colour", "shape", "quadrant")  # about "the object": one object per picture
-VALUES = {"shape": SHAPES, "color": COLOR_NAMES}
 
 
 @dataclass(frozen=True)
 class GateSpec:
     """One gate run. Every field is a command-line option of ``kit models gate``."""
 
-    kind: str
+    kind: str  # one of KINDS, or several joined by "+"
     family: str = QWEN2VL
     # Objects per picture, drawn uniformly (the single-object kinds need 1; binding needs at least 2).
     min_objects: int = 2
@@ -53,6 +53,10 @@ class GateSpec:
     # A distractor curriculum: the first `warm_steps` steps draw exactly `warm_objects` objects.
     warm_objects: int = 1
     warm_steps: int = 0
+    # The colours and sizes objects are drawn from (default: all the world's): narrowing them shows which
+    # of a picture's variations hides the feature a question asks about.
+    colors: tuple[str, ...] = COLOR_NAMES
+    sizes: tuple[str, ...] = SIZES
     size: TinySize = field(default_factory=lambda: TinySize(hidden=128, layers=3, ffn=384))
     mrope: str = "spatial"
     vision_rope_theta: float = 100.0
@@ -66,46 +70,67 @@ class GateSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise KitError(f"gate: unknown kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        unknown = [kind for kind in self.kinds if kind not in KINDS]
+        if unknown:
+            raise KitError(f"gate: unknown kind {unknown[0]!r}; choose one of {', '.join(KINDS)}, or several "
+                           "joined by '+'")
+        if len({kind in SINGLE for kind in self.kinds}) > 1:
+            raise KitError(f"gate: {self.kind!r} mixes kinds about 'the object' ({', '.join(SINGLE)}) with kinds "
+                           "about several objects; a picture cannot hold one object and several")
         if self.family not in (QWEN2VL, LLAVA):
             raise KitError(f"gate: family must be {QWEN2VL} or {LLAVA}, not {self.family!r}")
         if self.mrope not in MROPE_LAYOUTS:
             raise KitError(f"gate: --mrope must be one of {', '.join(MROPE_LAYOUTS)}, not {self.mrope!r}")
-        distinct = KINDS[self.kind][1]
-        most = len(VALUES[distinct]) if distinct else GRID * GRID
-        if self.kind in SINGLE and (self.min_objects, self.max_objects) != (1, 1):
+        unknown = sorted(set(self.colors) - set(COLOR_NAMES)) + sorted(set(self.sizes) - set(SIZES))
+        if unknown or not self.colors or not self.sizes:
+            raise KitError(f"gate: --colors takes some of {', '.join(COLOR_NAMES)} and --sizes some of "
+                           f"{', '.join(SIZES)}; got {', '.join(unknown) or 'none'}")
+        most = min([len(self.values(d)) for d in self.distinct] + [GRID * GRID])
+        if self.kinds[0] in SINGLE and (self.min_objects, self.max_objects) != (1, 1):
             raise KitError(f"gate: {self.kind!r} asks about 'the object', so --objects must be 1")
         if not 1 <= self.min_objects <= self.max_objects <= most:
             raise KitError(f"gate: --objects {self.min_objects}-{self.max_objects} must lie in 1-{most} for "
-                           f"{self.kind!r}" + (f" (each object a different {distinct})" if distinct else ""))
+                           f"{self.kind!r}" + (f" (each object a different {' and '.join(self.distinct)})"
+                                              if self.distinct else ""))
         if self.warm_steps and not 1 <= self.warm_objects <= self.max_objects:
             raise KitError(f"gate: --warm-objects {self.warm_objects} must lie in 1-{self.max_objects}")
         if self.steps < 1 or self.eval_items < 1 or self.eval_every < 0:
             raise KitError("gate: --steps and --eval-items must be at least 1 and --eval-every at least 0")
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.kind.split("+"))
 
-def draw_objects(rng: random.Random, n: int, distinct: str | None) -> tuple[Shape, ...]:
-    """``n`` objects in distinct cells, each with a different ``distinct`` attribute when one is named."""
+    @property
+    def distinct(self) -> tuple[str, ...]:
+        """The attributes every object of a picture must differ in, so that each question names one object."""
+        return tuple(sorted({KINDS[kind][1] for kind in self.kinds if kind in KINDS} - {None}))
+
+    def values(self, attribute: str) -> tuple[str, ...]:
+        return self.colors if attribute == "color" else SHAPES
+
+
+def draw_objects(spec: GateSpec, rng: random.Random, n: int) -> tuple[Shape, ...]:
+    """``n`` objects in distinct cells, each with a different attribute where the spec's kind needs one."""
     cells = rng.sample(range(GRID * GRID), n)
-    unique = rng.sample(VALUES[distinct], n) if distinct else None
+    unique = {attribute: rng.sample(spec.values(attribute), n) for attribute in spec.distinct}
     objects = []
     for i, cell in enumerate(cells):
-        attrs = {"shape": rng.choice(SHAPES), "color": rng.choice(COLOR_NAMES)}
-        if unique:
-            attrs[distinct] = unique[i]
-        objects.append(Shape(shape=attrs["shape"], color=attrs["color"], size=rng.choice(SIZES),
+        attrs = {"shape": rng.choice(SHAPES), "color": rng.choice(spec.colors)}
+        attrs.update({attribute: values[i] for attribute, values in unique.items()})
+        objects.append(Shape(shape=attrs["shape"], color=attrs["color"], size=rng.choice(spec.sizes),
                              row=cell // GRID, col=cell % GRID,
                              dx=rng.randint(-JITTER, JITTER), dy=rng.randint(-JITTER, JITTER)))
     return tuple(objects)
 
 
-def question(kind: str, objects: tuple[Shape, ...], rng: random.Random) -> tuple[str, str]:
+def question(kind: str, objects: tuple[Shape, ...], rng: random.Random,
+             colors: tuple[str, ...] = COLOR_NAMES) -> tuple[str, str]:
     """(question, answer) of ``kind`` about ``objects``; the answer is read off the objects, never guessed."""
     template = KINDS[kind][0]
     target = rng.choice(objects)
     if kind == "count-colour":
-        color = rng.choice(COLOR_NAMES)
+        color = rng.choice(colors)
         return template.format(color=color), str(sum(o.color == color for o in objects))
     text = template.format(shape=target.shape, color=target.color)
     answer = {"colour": target.color, "shape": target.shape, "quadrant": quadrant_of(target.row, target.col),
@@ -114,17 +139,18 @@ def question(kind: str, objects: tuple[Shape, ...], rng: random.Random) -> tuple
     return text, answer
 
 
-def items(spec: GateSpec, n: int, seed: int, step_of: int | None = None) -> list[tuple[tuple[Shape, ...], str, str]]:
-    """``n`` (objects, question, answer) triples. With ``step_of`` (training), item i belongs to step
+def items(spec: GateSpec, n: int, seed: int, step_of: int | None = None) -> list[tuple[tuple[Shape, ...], str, str, str]]:
+    """``n`` (objects, question, answer, kind) items. With ``step_of`` (training), item i belongs to step
     i // step_of, so the curriculum's first steps draw ``warm_objects`` objects."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         warm = step_of is not None and i // step_of < spec.warm_steps
         count = spec.warm_objects if warm else rng.randint(spec.min_objects, spec.max_objects)
-        objects = draw_objects(rng, count, KINDS[spec.kind][1])
-        text, answer = question(spec.kind, objects, rng)
-        out.append((objects, text, answer))
+        objects = draw_objects(spec, rng, count)
+        kind = rng.choice(spec.kinds)
+        text, answer = question(kind, objects, rng, spec.colors)
+        out.append((objects, text, answer, kind))
     return out
 
 
@@ -166,13 +192,16 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
                                          vision_rope_theta=spec.vision_rope_theta)
     else:
         model, processor = build_llava(tokenizer, spec.size, spec.seed)
-    examples = [Example(objects, [(text, answer)], spec.kind)
-                for objects, text, answer in items(spec, spec.steps * spec.batch_size, spec.seed, spec.batch_size)]
+    examples = [Example(objects, [(text, answer)], kind)
+                for objects, text, answer, kind in items(spec, spec.steps * spec.batch_size, spec.seed, spec.batch_size)]
     held_out = items(spec, spec.eval_items, spec.seed + 1_000_003)
-    answers = [answer for _, _, answer in held_out]
-    majority = 100.0 * Counter(answers).most_common(1)[0][1] / len(answers)
+    answers = [answer for _, _, answer, _ in held_out]
+    kinds = [kind for *_, kind in held_out]
+    # A blind model's best: the most common answer of each kind (the question says which kind it is).
+    majority = 100.0 * sum(Counter(a for a, k in zip(answers, kinds, strict=True) if k == kind).most_common(1)[0][1]
+                           for kind in set(kinds)) / len(answers)
     chats = [Chat(id=str(i), turns=[text], image=render_objects(objects))
-             for i, (objects, text, _) in enumerate(held_out)]
+             for i, (objects, text, _, _) in enumerate(held_out)]
     engine = TransformersEngine(loaded(model, processor, spec.family), batch_size=100)
     longest = max(len(tokenizer(a)["input_ids"]) for a in set(answers))
 
@@ -180,10 +209,13 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
 
     def accuracy() -> float:
         sampling = Sampling(max_new_tokens=longest + 1)
-        right = sum(reply.strip() == answers[int(chat.id)] for chat, reply in engine.generate(chats, sampling))
-        measured.append(100.0 * right / len(chats))
+        right = {int(chat.id): reply.strip() == answers[int(chat.id)] for chat, reply in engine.generate(chats, sampling)}
+        measured.append(100.0 * sum(right.values()) / len(chats))
+        per_kind = "" if len(spec.kinds) == 1 else "; " + ", ".join(
+            f"{kind} {100.0 * sum(right[i] for i, k in enumerate(kinds) if k == kind) / kinds.count(kind):.1f} %"
+            for kind in spec.kinds if kind in kinds)
         log(f"  step {min(len(measured) * (spec.eval_every or spec.steps), spec.steps):5d}  accuracy "
-            f"{measured[-1]:5.1f} %  (most common answer {majority:.1f} %, {time.time() - started:.0f} s)")
+            f"{measured[-1]:5.1f} %{per_kind}  (most common answer {majority:.1f} %, {time.time() - started:.0f} s)")
         return measured[-1]
 
     pretrain = PretrainSpec(name=f"gate {spec.kind}", family=spec.family, size=spec.size, corpus=(),
@@ -217,12 +249,14 @@ def _objects(text: str) -> tuple[int, int]:
 def register(sub) -> None:
     gate = sub.add_parser("gate", help="train a fresh tiny model on one perception question and print its accuracy "
                                        "by step (minutes; issue 17's gates)")
-    gate.add_argument("kind", choices=list(KINDS))
+    gate.add_argument("kind", help=f"one of {', '.join(KINDS)}, or several joined by '+' to mix them")
     gate.add_argument("--family", default=QWEN2VL, choices=[QWEN2VL, LLAVA])
     gate.add_argument("--objects", default=None, help="objects per picture, N or MIN-MAX (default: 1 for the "
                                                       "single-object kinds, else 2)")
     gate.add_argument("--warm-objects", type=int, default=1, help="objects during the first --warm-steps steps")
     gate.add_argument("--warm-steps", type=int, default=0, help="length of the distractor curriculum (0: none)")
+    gate.add_argument("--colors", default=",".join(COLOR_NAMES), help="comma-separated colours to draw from")
+    gate.add_argument("--sizes", default=",".join(SIZES), help="comma-separated sizes to draw from")
     gate.add_argument("--hidden", type=int, default=128)
     gate.add_argument("--layers", type=int, default=3)
     gate.add_argument("--ffn", type=int, default=None, help="default: 3 x hidden")
@@ -244,11 +278,12 @@ def register(sub) -> None:
 
 
 def spec_from_args(args) -> GateSpec:
-    low, high = _objects(args.objects) if args.objects else ((1, 1) if args.kind in SINGLE else (2, 2))
+    low, high = _objects(args.objects) if args.objects else ((1, 1) if args.kind.split("+")[0] in SINGLE else (2, 2))
     size = TinySize(hidden=args.hidden, layers=args.layers, ffn=args.ffn or 3 * args.hidden, heads=args.heads,
                     kv_heads=max(1, args.heads // 2), vision_width=args.vision_width, vision_depth=args.vision_depth)
     return GateSpec(kind=args.kind, family=args.family, min_objects=low, max_objects=high,
-                    warm_objects=args.warm_objects, warm_steps=args.warm_steps, size=size, mrope=args.mrope,
+                    warm_objects=args.warm_objects, warm_steps=args.warm_steps,
+                    colors=tuple(args.colors.split(",")), sizes=tuple(args.sizes.split(",")), size=size, mrope=args.mrope,
                     vision_rope_theta=args.vision_rope_theta, lr=args.lr, vision_lr_scale=args.vision_lr_scale,
                     steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
                     eval_items=args.eval_items, seed=args.seed)
