@@ -175,23 +175,116 @@ class GateReport:
         return self.curve[-1]["accuracy"] if self.curve else float("nan")
 
 
-def run_gate(spec: GateSpec, log=print) -> GateReport:
-    """Train a fresh tiny model on ``spec`` and measure it (see the module docstring)."""
-    import torch
-
-    from kit.llm.generate import Chat, Sampling, TransformersEngine
-    from kit.llm.models import count_parameters
+def fresh_model(spec: GateSpec):
+    """(tokenizer, model, processor): a randomly initialised tiny model of the spec's family and size."""
     from kit.tiny.models import build_llava, build_qwen2vl, train_tokenizer
-    from kit.tiny.pretrain import Example, PretrainSpec, loaded, train
-    from kit.tiny.world.scenes import render_objects
 
-    started = time.time()
     tokenizer = train_tokenizer(gate_texts(), spec.family, 320)
     if spec.family == QWEN2VL:
         model, processor = build_qwen2vl(tokenizer, spec.size, spec.seed, mrope=spec.mrope,
                                          vision_rope_theta=spec.vision_rope_theta)
     else:
         model, processor = build_llava(tokenizer, spec.size, spec.seed)
+    return tokenizer, model, processor
+
+
+def image_tokens(model, processor, pictures: list) -> Any:
+    """The image tokens the language model receives, one (16, hidden) tensor per picture, without gradients."""
+    import torch
+
+    features = processor.image_processor(images=pictures, return_tensors="pt")
+    with torch.no_grad():
+        return torch.stack(list(model.model.get_image_features(**features).pooler_output))
+
+
+# How a probe reads the tokens. "object token": the object's own token, RMS-normalised as the language model's
+# first RMSNorm sees it (what attention can copy once it picks the object); "mean of tokens": the average of all
+# sixteen, RMS-normalised (what attention spread evenly gives, before it learns to pick); "standardised": the
+# object's token with every feature scaled to unit variance (the best a linear read-out can do).
+PROBE_VIEWS = ("object token", "mean of tokens", "standardised")
+ATTRIBUTES = ("shape", "color", "size", "cell")
+
+
+def probe_tokens(spec: GateSpec, train_items: int = 4000, test_items: int = 500, steps: int = 1000,
+                 log=print) -> dict[str, Any]:
+    """Can the answer to a single-object question be read linearly from a *freshly built* model's image tokens,
+    and how fast? A linear probe trains as the language model would (AdamW 2e-3, batches of 32) on each view
+    of the tokens (``PROBE_VIEWS``); the report also gives each attribute's share of the object token's
+    variance. Seconds, where a gate takes minutes: it separates "not in the tokens" from "not learnt yet"."""
+    import torch
+
+    if spec.kinds[0] not in SINGLE or len(spec.kinds) > 1:
+        raise KitError(f"probe: takes one of {', '.join(SINGLE)} (a question about a lone object), not {spec.kind!r}")
+    from kit.tiny.world.scenes import render_objects
+
+    _, model, processor = fresh_model(spec)
+    model.eval()
+
+    def data(n: int, seed: int):
+        drawn = items(spec, n, seed)
+        tokens = torch.cat([image_tokens(model, processor, [render_objects(o) for o, *_ in drawn[i:i + 250]])
+                            for i in range(0, n, 250)])
+        cells = torch.tensor([objects[0].cell for objects, *_ in drawn])
+        answers = sorted({answer for _, _, answer, _ in drawn})
+        labels = torch.tensor([answers.index(answer) for _, _, answer, _ in drawn])
+        groups = {attribute: [str(getattr(objects[0], attribute)) for objects, *_ in drawn] for attribute in ATTRIBUTES}
+        return tokens, cells, labels, answers, groups
+
+    torch.manual_seed(spec.seed)
+    tokens, cells, labels, answers, groups = data(train_items, spec.seed + 17)
+    test_tokens, test_cells, test_labels, test_answers, _ = data(test_items, spec.seed + 1_000_003)
+    if test_answers != answers:
+        raise KitError("probe: the held-out items have answers the training items lack; use more items")
+    own = tokens[torch.arange(len(cells)), cells]
+    centred = own - own.mean(0)
+    total = float((centred ** 2).sum())
+    shares = {}
+    for attribute, values in groups.items():
+        between = 0.0
+        for value in set(values):
+            rows = torch.tensor([v == value for v in values])
+            between += float(rows.sum()) * float(((own[rows].mean(0) - own.mean(0)) ** 2).sum())
+        shares[attribute] = round(100.0 * between / total, 1)
+    log("  share of the object token's variance: " + ", ".join(f"{a} {v:.1f} %" for a, v in shares.items()))
+
+    def rms(x):
+        return x / x.pow(2).mean(-1, keepdim=True).sqrt()
+
+    mean, scale = own.mean(0), own.std(0) + 1e-8
+    views = {"object token": lambda t, c: rms(t[torch.arange(len(c)), c]),
+             "mean of tokens": lambda t, c: rms(t.mean(1)),
+             "standardised": lambda t, c: (t[torch.arange(len(c)), c] - mean) / scale}
+    curves: dict[str, dict[int, float]] = {}
+    for name, view in views.items():
+        train_x, test_x = view(tokens, cells), view(test_tokens, test_cells)
+        probe = torch.nn.Linear(train_x.shape[1], len(answers))
+        optimizer = torch.optim.AdamW(probe.parameters(), lr=2e-3, weight_decay=0.01)
+        generator = torch.Generator().manual_seed(spec.seed)
+        curves[name] = {}
+        for step in range(1, steps + 1):
+            batch = torch.randint(0, len(train_x), (32,), generator=generator)
+            loss = torch.nn.functional.cross_entropy(probe(train_x[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if step in (100, steps):
+                with torch.no_grad():
+                    curves[name][step] = round(100.0 * float((probe(test_x).argmax(1) == test_labels).float().mean()), 1)
+        log(f"  {name:15s} " + ", ".join(f"step {k}: {v:.1f} %" for k, v in curves[name].items()))
+    return {"spec": _spec_dict(spec), "variance_share": shares, "probe": curves}
+
+
+def run_gate(spec: GateSpec, log=print) -> GateReport:
+    """Train a fresh tiny model on ``spec`` and measure it (see the module docstring)."""
+    import torch
+
+    from kit.llm.generate import Chat, Sampling, TransformersEngine
+    from kit.llm.models import count_parameters
+    from kit.tiny.pretrain import Example, PretrainSpec, loaded, train
+    from kit.tiny.world.scenes import render_objects
+
+    started = time.time()
+    tokenizer, model, processor = fresh_model(spec)
     examples = [Example(objects, [(text, answer)], kind)
                 for objects, text, answer, kind in items(spec, spec.steps * spec.batch_size, spec.seed, spec.batch_size)]
     held_out = items(spec, spec.eval_items, spec.seed + 1_000_003)
@@ -246,25 +339,29 @@ def _objects(text: str) -> tuple[int, int]:
         raise KitError(f"gate: --objects takes N or MIN-MAX, not {text!r}") from error
 
 
+def _model_options(parser) -> None:
+    parser.add_argument("--family", default=QWEN2VL, choices=[QWEN2VL, LLAVA])
+    parser.add_argument("--colors", default=",".join(COLOR_NAMES), help="comma-separated colours to draw from")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated sizes to draw from")
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--ffn", type=int, default=None, help="default: 3 x hidden")
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--vision-width", type=int, default=64)
+    parser.add_argument("--vision-depth", type=int, default=2)
+    parser.add_argument("--mrope", default="spatial", choices=MROPE_LAYOUTS)
+    parser.add_argument("--vision-rope-theta", type=float, default=100.0)
+
+
 def register(sub) -> None:
     gate = sub.add_parser("gate", help="train a fresh tiny model on one perception question and print its accuracy "
                                        "by step (minutes; issue 17's gates)")
     gate.add_argument("kind", help=f"one of {', '.join(KINDS)}, or several joined by '+' to mix them")
-    gate.add_argument("--family", default=QWEN2VL, choices=[QWEN2VL, LLAVA])
     gate.add_argument("--objects", default=None, help="objects per picture, N or MIN-MAX (default: 1 for the "
                                                       "single-object kinds, else 2)")
     gate.add_argument("--warm-objects", type=int, default=1, help="objects during the first --warm-steps steps")
     gate.add_argument("--warm-steps", type=int, default=0, help="length of the distractor curriculum (0: none)")
-    gate.add_argument("--colors", default=",".join(COLOR_NAMES), help="comma-separated colours to draw from")
-    gate.add_argument("--sizes", default=",".join(SIZES), help="comma-separated sizes to draw from")
-    gate.add_argument("--hidden", type=int, default=128)
-    gate.add_argument("--layers", type=int, default=3)
-    gate.add_argument("--ffn", type=int, default=None, help="default: 3 x hidden")
-    gate.add_argument("--heads", type=int, default=4)
-    gate.add_argument("--vision-width", type=int, default=64)
-    gate.add_argument("--vision-depth", type=int, default=2)
-    gate.add_argument("--mrope", default="spatial", choices=MROPE_LAYOUTS)
-    gate.add_argument("--vision-rope-theta", type=float, default=100.0)
+    _model_options(gate)
     gate.add_argument("--lr", type=float, default=2e-3)
     gate.add_argument("--vision-lr-scale", type=float, default=0.25)
     gate.add_argument("--steps", type=int, default=1000)
@@ -275,6 +372,28 @@ def register(sub) -> None:
     gate.add_argument("--threads", type=int, default=2)
     gate.add_argument("--json", type=Path, default=None, help="append the report to this JSON-lines file")
     gate.set_defaults(func=_cmd_gate)
+
+
+def register_probe(sub) -> None:
+    probe = sub.add_parser("probe", help="read a lone object's colour, shape or quadrant linearly from a freshly "
+                                         "built tiny model's image tokens (seconds; issue 17's first gate)")
+    probe.add_argument("kind", choices=list(SINGLE))
+    _model_options(probe)
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--threads", type=int, default=2)
+    probe.set_defaults(func=_cmd_probe, objects=None, warm_objects=1, warm_steps=0, lr=2e-3, vision_lr_scale=0.25,
+                       steps=1, batch_size=32, eval_every=0, eval_items=1)
+
+
+def _cmd_probe(args) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    spec = spec_from_args(args)
+    print(f"probe {spec.kind}: {spec.family}, hidden {spec.size.hidden}, vision {spec.size.vision_width} x "
+          f"{spec.size.vision_depth}, colours {','.join(spec.colors)}, sizes {','.join(spec.sizes)}")
+    probe_tokens(spec)
+    return 0
 
 
 def spec_from_args(args) -> GateSpec:

@@ -585,6 +585,7 @@ def register(subparsers) -> None:
     from kit.tiny import gates
 
     gates.register(sub)
+    gates.register_probe(sub)
     show = sub.add_parser("list", help="list the shipped tiny models and their measured skill")
     show.add_argument("--out", type=Path, default=MODELS_DIR)
     show.set_defaults(func=_cmd_list)
