@@ -54,6 +54,14 @@ def test_narrowed_colours_and_sizes_are_the_only_ones_drawn():
     assert {o.color for o in drawn} == {"red", "blue"} and {o.size for o in drawn} == {"large"}
 
 
+def test_the_curriculum_narrows_colours_and_sizes_first():
+    spec = gates.GateSpec(kind="shape", min_objects=1, max_objects=1, warm_steps=3, warm_colors=("red",),
+                          warm_sizes=("large",))
+    drawn = [objects[0] for objects, *_ in gates.items(spec, 40, seed=1, step_of=4)]
+    assert {(o.color, o.size) for o in drawn[:12]} == {("red", "large")}
+    assert len({o.color for o in drawn[12:]}) > 1 and len({o.size for o in drawn[12:]}) == 2
+
+
 def test_mixed_kinds_draw_each_kind_and_keep_every_question_unambiguous():
     spec = gates.GateSpec(kind="colour-of-shape+shape-of-colour", min_objects=3, max_objects=3)
     assert spec.distinct == ("color", "shape")
@@ -78,6 +86,7 @@ def test_the_curriculum_draws_warm_objects_first():
     ({"colors": ("red", "mauve")}, "mauve"),
     ({"kind": "shape+colour-of-shape"}, "cannot hold one object and several"),
     ({"colors": ("red",), "max_objects": 2}, "different color"),
+    ({"warm_steps": 5, "warm_colors": ("red",)}, "different color"),
 ])
 def test_bad_settings_name_the_option(changes, message):
     with pytest.raises(KitError, match=message):

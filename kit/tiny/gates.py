@@ -19,7 +19,7 @@ import json
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,12 @@ class GateSpec:
     # Objects per picture, drawn uniformly (the single-object kinds need 1; binding needs at least 2).
     min_objects: int = 2
     max_objects: int = 2
-    # A distractor curriculum: the first `warm_steps` steps draw exactly `warm_objects` objects.
-    warm_objects: int = 1
+    # A curriculum: the first `warm_steps` steps draw `warm_objects` objects (None: as after), from
+    # `warm_colors` and `warm_sizes` (empty: as after), so a feature can be learnt before what hides it is added.
     warm_steps: int = 0
+    warm_objects: int | None = None
+    warm_colors: tuple[str, ...] = ()
+    warm_sizes: tuple[str, ...] = ()
     # The colours and sizes objects are drawn from (default: all the world's): narrowing them shows which
     # of a picture's variations hides the feature a question asks about.
     colors: tuple[str, ...] = COLOR_NAMES
@@ -92,8 +95,17 @@ class GateSpec:
             raise KitError(f"gate: --objects {self.min_objects}-{self.max_objects} must lie in 1-{most} for "
                            f"{self.kind!r}" + (f" (each object a different {' and '.join(self.distinct)})"
                                               if self.distinct else ""))
-        if self.warm_steps and not 1 <= self.warm_objects <= self.max_objects:
-            raise KitError(f"gate: --warm-objects {self.warm_objects} must lie in 1-{self.max_objects}")
+        if self.warm_steps:
+            if self.warm_objects is not None and not 1 <= self.warm_objects <= self.max_objects:
+                raise KitError(f"gate: --warm-objects {self.warm_objects} must lie in 1-{self.max_objects}")
+            self.warm()  # its own checks: narrowed colours must still give every object its own colour
+
+    def warm(self) -> GateSpec:
+        """The spec the curriculum's first steps draw from."""
+        low, high = (self.min_objects, self.max_objects) if self.warm_objects is None else (self.warm_objects,) * 2
+        return replace(self, min_objects=low, max_objects=high, colors=self.warm_colors or self.colors,
+                       sizes=self.warm_sizes or self.sizes, warm_steps=0, warm_objects=None, warm_colors=(),
+                       warm_sizes=())
         if self.steps < 1 or self.eval_items < 1 or self.eval_every < 0:
             raise KitError("gate: --steps and --eval-items must be at least 1 and --eval-every at least 0")
 
@@ -141,13 +153,12 @@ def question(kind: str, objects: tuple[Shape, ...], rng: random.Random,
 
 def items(spec: GateSpec, n: int, seed: int, step_of: int | None = None) -> list[tuple[tuple[Shape, ...], str, str, str]]:
     """``n`` (objects, question, answer, kind) items. With ``step_of`` (training), item i belongs to step
-    i // step_of, so the curriculum's first steps draw ``warm_objects`` objects."""
+    i // step_of, so the curriculum's first ``warm_steps`` steps draw from ``spec.warm()``."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        warm = step_of is not None and i // step_of < spec.warm_steps
-        count = spec.warm_objects if warm else rng.randint(spec.min_objects, spec.max_objects)
-        objects = draw_objects(spec, rng, count)
+        now = spec.warm() if step_of is not None and i // step_of < spec.warm_steps else spec
+        objects = draw_objects(now, rng, rng.randint(now.min_objects, now.max_objects))
         kind = rng.choice(spec.kinds)
         text, answer = question(kind, objects, rng, spec.colors)
         out.append((objects, text, answer, kind))
@@ -359,8 +370,10 @@ def register(sub) -> None:
     gate.add_argument("kind", help=f"one of {', '.join(KINDS)}, or several joined by '+' to mix them")
     gate.add_argument("--objects", default=None, help="objects per picture, N or MIN-MAX (default: 1 for the "
                                                       "single-object kinds, else 2)")
-    gate.add_argument("--warm-objects", type=int, default=1, help="objects during the first --warm-steps steps")
-    gate.add_argument("--warm-steps", type=int, default=0, help="length of the distractor curriculum (0: none)")
+    gate.add_argument("--warm-steps", type=int, default=0, help="length of the curriculum (0: none)")
+    gate.add_argument("--warm-objects", type=int, default=None, help="objects during the first --warm-steps steps")
+    gate.add_argument("--warm-colors", default="", help="comma-separated colours during the first --warm-steps steps")
+    gate.add_argument("--warm-sizes", default="", help="comma-separated sizes during the first --warm-steps steps")
     _model_options(gate)
     gate.add_argument("--lr", type=float, default=2e-3)
     gate.add_argument("--vision-lr-scale", type=float, default=0.25)
@@ -381,7 +394,8 @@ def register_probe(sub) -> None:
     _model_options(probe)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--threads", type=int, default=2)
-    probe.set_defaults(func=_cmd_probe, objects=None, warm_objects=1, warm_steps=0, lr=2e-3, vision_lr_scale=0.25,
+    probe.set_defaults(func=_cmd_probe, objects=None, warm_objects=None, warm_colors="", warm_sizes="", warm_steps=0,
+                       lr=2e-3, vision_lr_scale=0.25,
                        steps=1, batch_size=32, eval_every=0, eval_items=1)
 
 
@@ -396,13 +410,18 @@ def _cmd_probe(args) -> int:
     return 0
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def spec_from_args(args) -> GateSpec:
     low, high = _objects(args.objects) if args.objects else ((1, 1) if args.kind.split("+")[0] in SINGLE else (2, 2))
     size = TinySize(hidden=args.hidden, layers=args.layers, ffn=args.ffn or 3 * args.hidden, heads=args.heads,
                     kv_heads=max(1, args.heads // 2), vision_width=args.vision_width, vision_depth=args.vision_depth)
     return GateSpec(kind=args.kind, family=args.family, min_objects=low, max_objects=high,
-                    warm_objects=args.warm_objects, warm_steps=args.warm_steps,
-                    colors=tuple(args.colors.split(",")), sizes=tuple(args.sizes.split(",")), size=size, mrope=args.mrope,
+                    warm_steps=args.warm_steps, warm_objects=args.warm_objects,
+                    warm_colors=_names(args.warm_colors), warm_sizes=_names(args.warm_sizes),
+                    colors=_names(args.colors), sizes=_names(args.sizes), size=size, mrope=args.mrope,
                     vision_rope_theta=args.vision_rope_theta, lr=args.lr, vision_lr_scale=args.vision_lr_scale,
                     steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
                     eval_items=args.eval_items, seed=args.seed)
