@@ -62,6 +62,16 @@ def test_the_curriculum_narrows_colours_and_sizes_first():
     assert len({o.color for o in drawn[12:]}) > 1 and len({o.size for o in drawn[12:]}) == 2
 
 
+def test_the_curriculum_can_ask_another_kind_first():
+    spec = gates.GateSpec(kind="colour-of-shape", min_objects=2, max_objects=3, warm_steps=2, warm_kind="shape",
+                          warm_objects=1)
+    drawn = gates.items(spec, 16, seed=3, step_of=4)
+    assert [(len(o), k) for o, *_, k in drawn[:8]] == [(1, "shape")] * 8
+    assert {k for *_, k in drawn[8:]} == {"colour-of-shape"} and min(len(o) for o, *_ in drawn[8:]) >= 2
+    with pytest.raises(KitError, match="must be 1"):
+        gates.GateSpec(kind="colour-of-shape", warm_steps=2, warm_kind="shape")
+
+
 def test_mixed_kinds_draw_each_kind_and_keep_every_question_unambiguous():
     spec = gates.GateSpec(kind="colour-of-shape+shape-of-colour", min_objects=3, max_objects=3)
     assert spec.distinct == ("color", "shape")

@@ -50,9 +50,11 @@ class GateSpec:
     # Objects per picture, drawn uniformly (the single-object kinds need 1; binding needs at least 2).
     min_objects: int = 2
     max_objects: int = 2
-    # A curriculum: the first `warm_steps` steps draw `warm_objects` objects (None: as after), from
-    # `warm_colors` and `warm_sizes` (empty: as after), so a feature can be learnt before what hides it is added.
+    # A curriculum: the first `warm_steps` steps ask `warm_kind` (None: as after) about `warm_objects` objects
+    # (None: as after) drawn from `warm_colors` and `warm_sizes` (empty: as after), so that a feature can be
+    # learnt before what hides it is added.
     warm_steps: int = 0
+    warm_kind: str | None = None
     warm_objects: int | None = None
     warm_colors: tuple[str, ...] = ()
     warm_sizes: tuple[str, ...] = ()
@@ -103,9 +105,9 @@ class GateSpec:
     def warm(self) -> GateSpec:
         """The spec the curriculum's first steps draw from."""
         low, high = (self.min_objects, self.max_objects) if self.warm_objects is None else (self.warm_objects,) * 2
-        return replace(self, min_objects=low, max_objects=high, colors=self.warm_colors or self.colors,
-                       sizes=self.warm_sizes or self.sizes, warm_steps=0, warm_objects=None, warm_colors=(),
-                       warm_sizes=())
+        return replace(self, kind=self.warm_kind or self.kind, min_objects=low, max_objects=high,
+                       colors=self.warm_colors or self.colors, sizes=self.warm_sizes or self.sizes, warm_steps=0,
+                       warm_kind=None, warm_objects=None, warm_colors=(), warm_sizes=())
         if self.steps < 1 or self.eval_items < 1 or self.eval_every < 0:
             raise KitError("gate: --steps and --eval-items must be at least 1 and --eval-every at least 0")
 
@@ -159,7 +161,7 @@ def items(spec: GateSpec, n: int, seed: int, step_of: int | None = None) -> list
     for i in range(n):
         now = spec.warm() if step_of is not None and i // step_of < spec.warm_steps else spec
         objects = draw_objects(now, rng, rng.randint(now.min_objects, now.max_objects))
-        kind = rng.choice(spec.kinds)
+        kind = rng.choice(now.kinds)
         text, answer = question(kind, objects, rng, spec.colors)
         out.append((objects, text, answer, kind))
     return out
@@ -371,6 +373,7 @@ def register(sub) -> None:
     gate.add_argument("--objects", default=None, help="objects per picture, N or MIN-MAX (default: 1 for the "
                                                       "single-object kinds, else 2)")
     gate.add_argument("--warm-steps", type=int, default=0, help="length of the curriculum (0: none)")
+    gate.add_argument("--warm-kind", default=None, help="the question kind(s) of the first --warm-steps steps")
     gate.add_argument("--warm-objects", type=int, default=None, help="objects during the first --warm-steps steps")
     gate.add_argument("--warm-colors", default="", help="comma-separated colours during the first --warm-steps steps")
     gate.add_argument("--warm-sizes", default="", help="comma-separated sizes during the first --warm-steps steps")
@@ -394,7 +397,7 @@ def register_probe(sub) -> None:
     _model_options(probe)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--threads", type=int, default=2)
-    probe.set_defaults(func=_cmd_probe, objects=None, warm_objects=None, warm_colors="", warm_sizes="", warm_steps=0,
+    probe.set_defaults(func=_cmd_probe, objects=None, warm_kind=None, warm_objects=None, warm_colors="", warm_sizes="", warm_steps=0,
                        lr=2e-3, vision_lr_scale=0.25,
                        steps=1, batch_size=32, eval_every=0, eval_items=1)
 
@@ -419,7 +422,7 @@ def spec_from_args(args) -> GateSpec:
     size = TinySize(hidden=args.hidden, layers=args.layers, ffn=args.ffn or 3 * args.hidden, heads=args.heads,
                     kv_heads=max(1, args.heads // 2), vision_width=args.vision_width, vision_depth=args.vision_depth)
     return GateSpec(kind=args.kind, family=args.family, min_objects=low, max_objects=high,
-                    warm_steps=args.warm_steps, warm_objects=args.warm_objects,
+                    warm_steps=args.warm_steps, warm_kind=args.warm_kind, warm_objects=args.warm_objects,
                     warm_colors=_names(args.warm_colors), warm_sizes=_names(args.warm_sizes),
                     colors=_names(args.colors), sizes=_names(args.sizes), size=size, mrope=args.mrope,
                     vision_rope_theta=args.vision_rope_theta, lr=args.lr, vision_lr_scale=args.vision_lr_scale,
