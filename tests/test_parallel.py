@@ -28,7 +28,10 @@ def write_record(done: str) -> None:
     # A stage as the kit's are: its work, then the done file written last.
     import torch
 
-    Path(done).write_text(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads()}))
+    from kit.core.profile import follow_thread_share
+
+    followed = follow_thread_share()
+    Path(done).write_text(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads(), "followed": followed}))
 
 
 def fail(message: str) -> None:
@@ -47,12 +50,17 @@ def no_pool_left():
         parallel._stop(pool)
 
 
-def test_pending_stages_run_in_workers_with_their_share_of_threads(tmp_path):
+def test_pending_stages_run_in_workers_with_their_share_of_threads(tmp_path, monkeypatch):
+    from kit.core.profile import THREADS_FILE_ENV
+
+    # Inside a notebook lane that now runs alone: the kernel may take both threads, its workers keep one each.
+    (tmp_path / "share").write_text("2\n")
+    monkeypatch.setenv(THREADS_FILE_ENV, str(tmp_path / "share"))
     stages = [stage(tmp_path, f"s{i}", cost=i) for i in range(4)]
     ran = run_stages(Profile(stage_workers=2, torch_threads=2), stages + stages[:1])  # a duplicate runs once
     assert ran == 4
     records = [json.loads(s.done.read_text()) for s in stages]
-    assert {r["threads"] for r in records} == {1}
+    assert {r["threads"] for r in records} == {1} and {r["followed"] for r in records} == {None}
     assert os.getpid() not in {r["pid"] for r in records}
     # The pool stays for the next cell: a second call starts no new process.
     (pool,) = parallel._POOLS.values()

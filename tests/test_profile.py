@@ -299,3 +299,27 @@ def test_apply_runtime_threads(tmp_path: Path) -> None:
 def test_apply_runtime_rejects_bad_thread_count(tmp_path: Path) -> None:
     with pytest.raises(KitError, match=r"torch_threads must be a positive integer"):
         apply_runtime(profile_with(tmp_path, torch_threads=0))
+
+
+def test_a_kernel_follows_the_thread_share_kit_run_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from kit.core.profile import THREADS_FILE_ENV, follow_thread_share
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv(THREADS_FILE_ENV, raising=False)
+        assert follow_thread_share() is None and torch.get_num_threads() == before
+        share = tmp_path / "threads"
+        monkeypatch.setenv(THREADS_FILE_ENV, str(share))
+        assert follow_thread_share() is None  # not written yet (or the block has ended): nothing changes
+        for text in ("0\n", "two\n"):
+            share.write_text(text)
+            assert follow_thread_share() is None and torch.get_num_threads() == before
+        torch.set_num_threads(2)
+        share.write_text("1\n")
+        assert follow_thread_share() == 1 and torch.get_num_threads() == 1
+        share.write_text("2\n")
+        assert follow_thread_share() == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

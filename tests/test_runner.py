@@ -458,12 +458,12 @@ def test_missing_data_is_listed_by_the_dry_run_and_stops_the_run(project: Projec
 
 LANE_CELL = """
 import json, os, pathlib, time
-from kit.core.profile import load_profile, torch_threads
+from kit.core.profile import follow_thread_share, load_profile, torch_threads
 started = time.time()
 time.sleep({seconds})
 pathlib.Path(run_dir, "{name}.json").write_text(json.dumps(
     {{"start": started, "end": time.time(), "threads": torch_threads(load_profile(profile)),
-      "papermill": os.environ.get("KIT_PAPERMILL")}}))
+      "followed": follow_thread_share(), "papermill": os.environ.get("KIT_PAPERMILL")}}))
 """
 
 
@@ -515,6 +515,9 @@ def test_lanes_run_side_by_side_with_their_share_of_threads(project: Project, re
     assert ran(project, "04")["start"] >= max(after["end"], alone["end"])  # a lane-less notebook waits for all
     # Beside another lane a kernel gets one of the two threads; one that starts alone gets both.
     assert [ran(project, n)["threads"] for n in ("00", "01", "02", "03", "04")] == [2, 1, 1, 2, 2]
+    # A kernel follows its share as it changes: 02 started beside lane a and ends alone, so it ends with both;
+    # notebooks outside a side-by-side block have no share to follow.
+    assert [ran(project, n)["followed"] for n in ("00", "01", "02", "03", "04")] == [None, 1, 2, 2, None]
     assert {ran(project, n)["papermill"] for n in ("00", "01", "02", "03", "04")} == {"1"}
     assert all(entry["status"] == "done" for entry in project.stages().values())
     environment_before.update(OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")  # apply_runtime's, as before lanes

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shlex
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ from kit.core.artifacts import atomic_write_json, atomic_write_text, content_has
 from kit.core.notebook import PAPERMILL_ENV
 from kit.core.profile import (
     DATA_DOC,
+    THREADS_FILE_ENV,
     THREADS_SHARE_ENV,
     MissingData,
     Profile,
@@ -559,9 +561,10 @@ def run_notebooks(
     finished: dict[int, StageOutcome] = {}
     with tqdm(total=total, unit="notebook", desc="kit run", leave=False) as bar:
 
-        def run_one(index: int, threads_share: int | None = None) -> None:
+        def run_one(index: int, threads_share: int | None = None, share_file: Path | None = None) -> None:
             """Run (or skip) the plan's notebook ``index``; ``threads_share``: the torch threads its kernel gets
-            when lanes run beside it (None: the profile's torch_threads)."""
+            when lanes run beside it (None: the profile's torch_threads), and ``share_file`` the file that holds
+            that share as it changes (``kit.core.profile.follow_thread_share``)."""
             notebook, parameters, key, fresh = plan[index - 1]
             prefix = f"[{index}/{total}] {notebook.stem} ..."
             # Up to date means run with these very parameters (they are part of the key): written either way.
@@ -575,6 +578,8 @@ def run_notebooks(
             environment = dict(KERNEL_ENVIRONMENT)
             if threads_share is not None:
                 environment[THREADS_SHARE_ENV] = str(threads_share)
+            if share_file is not None:
+                environment[THREADS_FILE_ENV] = str(share_file)
             try:
                 seconds = _execute(context, notebook, parameters, key, environment)
             except KitError:
@@ -634,24 +639,39 @@ def _run_block(profile: Profile, block: list[list[int]], run_one: Any, up_to_dat
     running = [side_by_side]  # lanes started and not finished; counted before any starts, so none sees itself alone
     lock = threading.Lock()
     interrupted = threading.Event()
+    scratch = tempfile.TemporaryDirectory(prefix="kit-lanes-")
+    share_file = Path(scratch.name) / "threads" if threads is not None else None
+
+    def share_now() -> int | None:
+        """The threads each running lane's kernel gets; written for the kernels to follow. Called under ``lock``."""
+        if threads is None:
+            return None
+        share = max(1, threads // max(1, running[0]))
+        atomic_write_text(share_file, f"{share}\n")
+        return share
+
+    with lock:
+        share_now()
 
     def run_lane(lane: list[int], queued: bool) -> None:
         if queued:  # it waited for a free thread: a lane before it has finished
             with lock:
                 running[0] += 1
+                share_now()
         try:
             for index in lane:
                 if interrupted.is_set():
                     return
                 with lock:  # a notebook that starts after the other lanes finished gets all the threads
-                    share = max(1, threads // running[0]) if threads is not None else None
-                run_one(index, share)
+                    share = share_now()
+                run_one(index, share, share_file)
         finally:
             with lock:
                 running[0] -= 1
+                share_now()  # the kernels still running take the freed threads at their next step
 
     errors: list[Exception] = []
-    with ThreadPoolExecutor(side_by_side, thread_name_prefix="kit-lane") as pool:
+    with scratch, ThreadPoolExecutor(side_by_side, thread_name_prefix="kit-lane") as pool:
         futures = [pool.submit(run_lane, lane, queued=i >= side_by_side) for i, lane in enumerate(busy)]
         try:
             for future in futures:

@@ -324,6 +324,8 @@ class TransformersEngine:
     def generate(self, chats: list[Chat], sampling: Sampling, progress: bool = False) -> Iterator[tuple[Chat, str]]:
         from tqdm.auto import tqdm
 
+        from kit.core.profile import follow_thread_share
+
         _check_images(chats)
         tokenizer = self.loaded.processor.tokenizer
         texts = {id(chat): self.prompt_text(chat) for chat in chats}
@@ -334,6 +336,7 @@ class TransformersEngine:
             lengths = {id(c): len(tokenizer(texts[id(c)])["input_ids"]) for c in group}
             order = sorted(group, key=lambda c: -lengths[id(c)])
             for start in range(0, len(order), self.batch_size):
+                follow_thread_share()  # all the threads once a notebook lane beside this one has finished
                 batch = order[start:start + self.batch_size]
                 outputs = self._generate_batch(batch, [texts[id(c)] for c in batch], sampling)
                 yield from zip(batch, outputs, strict=True)

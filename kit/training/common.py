@@ -290,3 +290,18 @@ def run_training_command(parser: argparse.ArgumentParser, options: Any, argv: li
     if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
         print(json.dumps(asdict(result)))
     return 0
+
+
+def thread_share_callback() -> Any:
+    """A ``TrainerCallback`` that follows ``kit run``'s share of the CPU threads at every step
+    (``kit.core.profile.follow_thread_share``): a training that started beside another notebook lane takes all the
+    threads once that lane finishes. Thread counts change no number; outside side-by-side lanes it does nothing."""
+    from transformers import TrainerCallback
+
+    from kit.core.profile import follow_thread_share
+
+    class FollowThreadShare(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            follow_thread_share()
+
+    return FollowThreadShare()

@@ -88,6 +88,7 @@ from kit.training.common import (
     recipe_of,
     run_training_command,
     save_adapter,
+    thread_share_callback,
     trainer_config,
 )
 
@@ -315,7 +316,7 @@ def _trainer(loaded: Any, dataset: Any, settings: DPOSettings, args: Any, target
 
     options: dict[str, Any] = dict(
         model=loaded.model, ref_model=ref_model, processing_class=loaded.processor, train_dataset=dataset, args=args,
-        peft_config=lora_config(settings, targets))
+        peft_config=lora_config(settings, targets), callbacks=[thread_share_callback()])
     if settings.loss == "draft":
         return _draft_trainer_class()(**options, sft_weight=settings.sft_weight)
     return DPOTrainer(**options)

@@ -75,6 +75,7 @@ from kit.training.common import (
     recipe_of,
     run_training_command,
     save_adapter,
+    thread_share_callback,
     trainer_config,
     turn_mask,
 )
@@ -421,7 +422,8 @@ def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, 
     examples, skipped = fitting_examples(examples, loaded.processor, settings.max_length)
     trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda, unsloth=False, **config),
                          train_dataset=to_hf_dataset(examples), processing_class=loaded.processor,
-                         data_collator=TurnMaskingCollator(loaded.processor, settings.max_length))
+                         data_collator=TurnMaskingCollator(loaded.processor, settings.max_length),
+                         callbacks=[thread_share_callback()])
     return trainer, model, loaded.processor, skipped
 
 
