@@ -81,6 +81,21 @@ def test_mixed_kinds_draw_each_kind_and_keep_every_question_unambiguous():
         assert len({o.shape for o in objects}) == len({o.color for o in objects}) == 3
 
 
+def test_the_unbound_rate_is_what_naming_a_random_object_gives():
+    from kit.tiny.world.scenes import Shape
+
+    red_circle, blue_square = Shape("circle", "red", "large", 0, 0), Shape("square", "blue", "small", 3, 3)
+    red_square = Shape("square", "red", "small", 3, 3)
+    drawn = [((red_circle, blue_square), "What colour is the circle?", "red", "colour-of-shape"),
+             ((red_circle, red_square), "What colour is the circle?", "red", "colour-of-shape")]
+    assert gates.unbound_rate(drawn) == 75.0  # half right in the first picture, always right in the second
+    assert gates.unbound_rate([((red_circle,), "Where is the object?", "top left", "quadrant")]) == 100.0
+    assert gates.unbound_rate([((red_circle,), "How many red objects are there?", "1", "count-colour")]) is None
+    # Two objects of distinct shapes and random colours: 1/4 + 3/4 x 1/2.
+    spec = gates.GateSpec(kind="colour-of-shape", min_objects=2, max_objects=2)
+    assert gates.unbound_rate(gates.items(spec, 4000, seed=0)) == pytest.approx(62.5, abs=1.5)
+
+
 def test_the_curriculum_draws_warm_objects_first():
     spec = gates.GateSpec(kind="colour-of-shape", min_objects=3, max_objects=3, warm_objects=1, warm_steps=2)
     drawn = [len(objects) for objects, *_ in gates.items(spec, 20, seed=1, step_of=4)]
@@ -130,7 +145,8 @@ def test_a_short_gate_trains_and_measures():
     report = gates.run_gate(spec, log=lines.append)
     assert [p["step"] for p in report.curve] == [2, 4]
     assert all(0 <= p["accuracy"] <= 100 for p in report.curve)
-    assert report.majority >= 100 / len(COLOR_NAMES) and len(lines) == 2
+    assert report.majority >= 100 / len(COLOR_NAMES) and len(lines) == 2 and "unbound" in lines[0]
+    assert 0 < report.unbound < 100
     assert report.spec["kind"] == "colour-of-shape+quadrant-of-shape" and report.parameters > 0
     assert "colour-of-shape " in lines[0] and "quadrant-of-shape " in lines[0]
     again = gates.run_gate(spec, log=lambda _: None)

@@ -167,6 +167,25 @@ def items(spec: GateSpec, n: int, seed: int, step_of: int | None = None) -> list
     return out
 
 
+# The attribute each kind's answer names (counting names none).
+ANSWERED = {"colour": "color", "shape": "shape", "quadrant": "quadrant", "colour-of-shape": "color",
+            "shape-of-colour": "shape", "quadrant-of-shape": "quadrant"}
+
+
+def unbound_rate(drawn: list[tuple[tuple[Shape, ...], str, str, str]]) -> float | None:
+    """Expected % right for a model that answers with the asked attribute of a random object of the picture: the
+    level a binding question shows before the model binds (two objects of distinct shapes and random colours: 62.5
+    %). None when a kind is counting, whose answer is no object's attribute."""
+    if any(kind not in ANSWERED for *_, kind in drawn):
+        return None
+    total = 0.0
+    for objects, _, answer, kind in drawn:
+        values = [quadrant_of(o.row, o.col) if ANSWERED[kind] == "quadrant" else getattr(o, ANSWERED[kind])
+                  for o in objects]
+        total += values.count(answer) / len(values)
+    return 100.0 * total / len(drawn)
+
+
 def gate_texts() -> list[str]:
     """Every question and answer a gate can ask, for its tokenizer."""
     texts = [KINDS[k][0].format(shape=s, color=c) for k in KINDS for s in SHAPES for c in COLOR_NAMES]
@@ -180,7 +199,10 @@ class GateReport:
     spec: dict[str, Any]
     parameters: int
     seconds: float
-    majority: float  # % of held-out items whose answer is the most common one
+    majority: float  # % of held-out items whose answer is the most common one (per kind)
+    # % a model gets that names the asked attribute of a random object in the picture instead of the one the
+    # question names: what reading without binding gives (100 for the single-object kinds, None for counting).
+    unbound: float | None
     curve: list[dict[str, float]]
 
     @property
@@ -306,6 +328,7 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
     # A blind model's best: the most common answer of each kind (the question says which kind it is).
     majority = 100.0 * sum(Counter(a for a, k in zip(answers, kinds, strict=True) if k == kind).most_common(1)[0][1]
                            for kind in set(kinds)) / len(answers)
+    unbound = unbound_rate(held_out)
     chats = [Chat(id=str(i), turns=[text], image=render_objects(objects))
              for i, (objects, text, _, _) in enumerate(held_out)]
     engine = TransformersEngine(loaded(model, processor, spec.family), batch_size=100)
@@ -320,8 +343,10 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
         per_kind = "" if len(spec.kinds) == 1 else "; " + ", ".join(
             f"{kind} {100.0 * sum(right[i] for i, k in enumerate(kinds) if k == kind) / kinds.count(kind):.1f} %"
             for kind in spec.kinds if kind in kinds)
+        unbound_text = f", unbound {unbound:.1f} %" if unbound is not None and spec.max_objects > 1 else ""
         log(f"  step {min(len(measured) * (spec.eval_every or spec.steps), spec.steps):5d}  accuracy "
-            f"{measured[-1]:5.1f} %{per_kind}  (most common answer {majority:.1f} %, {time.time() - started:.0f} s)")
+            f"{measured[-1]:5.1f} %{per_kind}  (most common answer {majority:.1f} %{unbound_text}, "
+            f"{time.time() - started:.0f} s)")
         return measured[-1]
 
     pretrain = PretrainSpec(name=f"gate {spec.kind}", family=spec.family, size=spec.size, corpus=(),
@@ -334,7 +359,7 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
     if not curve or curve[-1]["step"] != spec.steps:
         curve.append({"step": spec.steps, "loss": float("nan"), "accuracy": accuracy()})
     return GateReport(spec=_spec_dict(spec), parameters=count_parameters(model), seconds=round(time.time() - started, 1),
-                      majority=round(majority, 2), curve=curve)
+                      majority=round(majority, 2), unbound=None if unbound is None else round(unbound, 2), curve=curve)
 
 
 def _spec_dict(spec: GateSpec) -> dict[str, Any]:
@@ -439,7 +464,8 @@ def _cmd_gate(args) -> int:
           f"hidden {spec.size.hidden} x {spec.size.layers} layers, mrope {spec.mrope}, "
           f"vision theta {spec.vision_rope_theta:g}, vision lr x{spec.vision_lr_scale:g}, {spec.steps} steps")
     report = run_gate(spec)
-    print(f"final {report.final:.1f} % against {report.majority:.1f} % for the most common answer; "
+    unbound = f" and {report.unbound:.1f} % unbound" if report.unbound is not None and spec.max_objects > 1 else ""
+    print(f"final {report.final:.1f} % against {report.majority:.1f} % for the most common answer{unbound}; "
           f"{report.parameters:,d} parameters, {report.seconds:.0f} s")
     if args.json:
         with open(args.json, "a") as handle:
