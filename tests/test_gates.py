@@ -96,6 +96,17 @@ def test_the_unbound_rate_is_what_naming_a_random_object_gives():
     assert gates.unbound_rate(gates.items(spec, 4000, seed=0)) == pytest.approx(62.5, abs=1.5)
 
 
+def test_a_traced_answer_lists_the_objects_in_reading_order_then_answers():
+    from kit.tiny.world.scenes import Shape
+
+    objects = (Shape("square", "blue", "small", 3, 3), Shape("circle", "red", "large", 0, 2))
+    traced = gates.GateSpec(kind="colour-of-shape", trace=True)
+    assert gates.target(traced, objects, "red") == "red circle, blue square. red"
+    assert gates.target(replace(traced, trace=False), objects, "red") == "red"
+    assert gates.final_answer(" red circle, blue square. red\n") == gates.final_answer("red") == "red"
+    assert gates.final_answer("top left") == "top left"
+
+
 def test_the_curriculum_draws_warm_objects_first():
     spec = gates.GateSpec(kind="colour-of-shape", min_objects=3, max_objects=3, warm_objects=1, warm_steps=2)
     drawn = [len(objects) for objects, *_ in gates.items(spec, 20, seed=1, step_of=4)]

@@ -62,6 +62,9 @@ class GateSpec:
     # of a picture's variations hides the feature a question asks about.
     colors: tuple[str, ...] = COLOR_NAMES
     sizes: tuple[str, ...] = SIZES
+    # Scan-then-answer targets: "red circle, blue square. red" lists every object in reading order before the
+    # answer, so that binding becomes copying from the model's own text; accuracy is on the answer after the list.
+    trace: bool = False
     size: TinySize = field(default_factory=lambda: TinySize(hidden=128, layers=3, ffn=384))
     mrope: str = "spatial"
     vision_rope_theta: float = 100.0
@@ -151,6 +154,21 @@ def question(kind: str, objects: tuple[Shape, ...], rng: random.Random,
               "colour-of-shape": target.color, "shape-of-colour": target.shape,
               "quadrant-of-shape": quadrant_of(target.row, target.col)}[kind]
     return text, answer
+
+
+def trace(objects: tuple[Shape, ...]) -> str:
+    """Every object's colour and shape in reading order (row, then column): the scan a traced answer starts with."""
+    return ", ".join(f"{o.color} {o.shape}" for o in sorted(objects, key=lambda o: o.cell))
+
+
+def target(spec: GateSpec, objects: tuple[Shape, ...], answer: str) -> str:
+    """What the model is trained to write: the answer, after the scan when the spec asks for traces."""
+    return f"{trace(objects)}. {answer}" if spec.trace else answer
+
+
+def final_answer(reply: str) -> str:
+    """The answer a (possibly traced) reply ends with."""
+    return reply.strip().rsplit(". ", 1)[-1]
 
 
 def items(spec: GateSpec, n: int, seed: int, step_of: int | None = None) -> list[tuple[tuple[Shape, ...], str, str, str]]:
@@ -320,7 +338,7 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
 
     started = time.time()
     tokenizer, model, processor = fresh_model(spec)
-    examples = [Example(objects, [(text, answer)], kind)
+    examples = [Example(objects, [(text, target(spec, objects, answer))], kind)
                 for objects, text, answer, kind in items(spec, spec.steps * spec.batch_size, spec.seed, spec.batch_size)]
     held_out = items(spec, spec.eval_items, spec.seed + 1_000_003)
     answers = [answer for _, _, answer, _ in held_out]
@@ -332,13 +350,14 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
     chats = [Chat(id=str(i), turns=[text], image=render_objects(objects))
              for i, (objects, text, _, _) in enumerate(held_out)]
     engine = TransformersEngine(loaded(model, processor, spec.family), batch_size=100)
-    longest = max(len(tokenizer(a)["input_ids"]) for a in set(answers))
+    longest = max(len(tokenizer(target(spec, objects, answer))["input_ids"]) for objects, _, answer, _ in held_out)
 
     measured: list[float] = []
 
     def accuracy() -> float:
         sampling = Sampling(max_new_tokens=longest + 1)
-        right = {int(chat.id): reply.strip() == answers[int(chat.id)] for chat, reply in engine.generate(chats, sampling)}
+        right = {int(chat.id): final_answer(reply) == answers[int(chat.id)]
+                 for chat, reply in engine.generate(chats, sampling)}
         measured.append(100.0 * sum(right.values()) / len(chats))
         per_kind = "" if len(spec.kinds) == 1 else "; " + ", ".join(
             f"{kind} {100.0 * sum(right[i] for i, k in enumerate(kinds) if k == kind) / kinds.count(kind):.1f} %"
@@ -397,6 +416,8 @@ def register(sub) -> None:
     gate.add_argument("kind", help=f"one of {', '.join(KINDS)}, or several joined by '+' to mix them")
     gate.add_argument("--objects", default=None, help="objects per picture, N or MIN-MAX (default: 1 for the "
                                                       "single-object kinds, else 2)")
+    gate.add_argument("--trace", action="store_true", help="train scan-then-answer targets: every object's colour "
+                                                          "and shape in reading order, then the answer")
     gate.add_argument("--warm-steps", type=int, default=0, help="length of the curriculum (0: none)")
     gate.add_argument("--warm-kind", default=None, help="the question kind(s) of the first --warm-steps steps")
     gate.add_argument("--warm-objects", type=int, default=None, help="objects during the first --warm-steps steps")
@@ -422,7 +443,7 @@ def register_probe(sub) -> None:
     _model_options(probe)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--threads", type=int, default=2)
-    probe.set_defaults(func=_cmd_probe, objects=None, warm_kind=None, warm_objects=None, warm_colors="", warm_sizes="", warm_steps=0,
+    probe.set_defaults(func=_cmd_probe, objects=None, trace=False, warm_kind=None, warm_objects=None, warm_colors="", warm_sizes="", warm_steps=0,
                        lr=2e-3, vision_lr_scale=0.25,
                        steps=1, batch_size=32, eval_every=0, eval_items=1)
 
@@ -449,7 +470,7 @@ def spec_from_args(args) -> GateSpec:
     return GateSpec(kind=args.kind, family=args.family, min_objects=low, max_objects=high,
                     warm_steps=args.warm_steps, warm_kind=args.warm_kind, warm_objects=args.warm_objects,
                     warm_colors=_names(args.warm_colors), warm_sizes=_names(args.warm_sizes),
-                    colors=_names(args.colors), sizes=_names(args.sizes), size=size, mrope=args.mrope,
+                    colors=_names(args.colors), sizes=_names(args.sizes), trace=args.trace, size=size, mrope=args.mrope,
                     vision_rope_theta=args.vision_rope_theta, lr=args.lr, vision_lr_scale=args.vision_lr_scale,
                     steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
                     eval_items=args.eval_items, seed=args.seed)
