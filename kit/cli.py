@@ -16,7 +16,7 @@ from kit.errors import KitError
 SUBCOMMANDS = {
     "run": "kit.core.runner",
     "world": "kit.tiny.world.cli",
-    "models": "kit.tiny.pretrain",
+    "models": "kit.tiny.commands",
     "score": "kit.eval.benchmarks.cli",
     "check": "kit.tools.check",
     "bench": "kit.tools.speed",

@@ -28,7 +28,7 @@ def write_record(done: str) -> None:
     # A stage as the kit's are: its work, then the done file written last.
     import torch
 
-    from kit.core.profile import follow_thread_share
+    from kit.core.threads import follow_thread_share
 
     followed = follow_thread_share()
     Path(done).write_text(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads(), "followed": followed}))
@@ -51,7 +51,7 @@ def no_pool_left():
 
 
 def test_pending_stages_run_in_workers_with_their_share_of_threads(tmp_path, monkeypatch):
-    from kit.core.profile import THREADS_FILE_ENV
+    from kit.core.threads import THREADS_FILE_ENV
 
     # Inside a notebook lane that now runs alone: the kernel may take both threads, its workers keep one each.
     (tmp_path / "share").write_text("2\n")

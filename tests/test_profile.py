@@ -304,7 +304,7 @@ def test_apply_runtime_rejects_bad_thread_count(tmp_path: Path) -> None:
 def test_a_kernel_follows_the_thread_share_kit_run_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from kit.core.profile import THREADS_FILE_ENV, follow_thread_share
+    from kit.core.threads import THREADS_FILE_ENV, follow_thread_share
 
     before = torch.get_num_threads()
     try:

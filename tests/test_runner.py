@@ -458,7 +458,8 @@ def test_missing_data_is_listed_by_the_dry_run_and_stops_the_run(project: Projec
 
 LANE_CELL = """
 import json, os, pathlib, time
-from kit.core.profile import follow_thread_share, load_profile, torch_threads
+from kit.core.profile import load_profile, torch_threads
+from kit.core.threads import follow_thread_share
 started = time.time()
 time.sleep({seconds})
 pathlib.Path(run_dir, "{name}.json").write_text(json.dumps(

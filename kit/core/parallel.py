@@ -152,7 +152,7 @@ def _worker_start(threads: int | None) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a killed notebook leaves no worker behind
     os.environ["TQDM_DISABLE"] = "1"  # the parent draws one bar over the stages
     # A worker keeps the one thread it was given: the lane's share (kit run's threads file) is for the kernel.
-    from kit.core.profile import THREADS_FILE_ENV
+    from kit.core.threads import THREADS_FILE_ENV
 
     os.environ.pop(THREADS_FILE_ENV, None)
     if threads is not None:

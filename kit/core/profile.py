@@ -300,31 +300,6 @@ def runtime_environment(profile: Profile) -> dict[str, str | None]:
 THREADS_SHARE_ENV = "KIT_TORCH_THREADS_SHARE"
 
 
-# Beside THREADS_SHARE_ENV, ``kit run`` names a file that holds the share *now*: when the other lane finishes it
-# rewrites it, and a kernel's long loops (training steps, generation batches) follow it (``follow_thread_share``), so
-# a notebook that started beside another lane takes all the threads once it runs alone.
-THREADS_FILE_ENV = "KIT_TORCH_THREADS_FILE"
-
-
-def follow_thread_share() -> int | None:
-    """Set torch's threads to the share ``kit run`` last wrote to ``THREADS_FILE_ENV``'s file; the share, or None
-    outside side-by-side lanes (then nothing changes). Cheap enough to call at every training step."""
-    path = os.environ.get(THREADS_FILE_ENV)
-    if not path:
-        return None
-    try:
-        text = Path(path).read_text().strip()
-    except OSError:  # the block has ended and its file is gone: keep what this kernel has
-        return None
-    if not text.isdigit() or int(text) < 1:
-        return None
-    import torch
-
-    if torch.get_num_threads() != int(text):
-        torch.set_num_threads(int(text))
-    return int(text)
-
-
 def torch_threads(profile: Profile) -> int | None:
     """The torch threads this process should use: the profile's ``torch_threads`` (None: torch's default), or
     the smaller share ``kit run`` gave this kernel (``THREADS_SHARE_ENV``)."""

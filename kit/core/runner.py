@@ -42,7 +42,6 @@ from kit.core.artifacts import atomic_write_json, atomic_write_text, content_has
 from kit.core.notebook import PAPERMILL_ENV
 from kit.core.profile import (
     DATA_DOC,
-    THREADS_FILE_ENV,
     THREADS_SHARE_ENV,
     MissingData,
     Profile,
@@ -54,6 +53,7 @@ from kit.core.profile import (
     runtime_environment,
     torch_threads,
 )
+from kit.core.threads import THREADS_FILE_ENV
 from kit.errors import KitError
 
 DEFAULT_NOTEBOOKS_DIR = REPO_DIR / "notebooks"

@@ -324,7 +324,7 @@ class TransformersEngine:
     def generate(self, chats: list[Chat], sampling: Sampling, progress: bool = False) -> Iterator[tuple[Chat, str]]:
         from tqdm.auto import tqdm
 
-        from kit.core.profile import follow_thread_share
+        from kit.core.threads import follow_thread_share
 
         _check_images(chats)
         tokenizer = self.loaded.processor.tokenizer

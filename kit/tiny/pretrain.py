@@ -573,8 +573,9 @@ def record_in_manifest(folder: Path, world_root: Path, threads: int = 2) -> dict
     return manifest
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("models", help="build or list the tiny models")
+def register(subparsers):
+    """Add ``kit models`` with ``build`` and ``list``; returns its sub-parsers (``kit.tiny.commands`` adds the gates)."""
+    parser = subparsers.add_parser("models", help="build, list or gate the tiny models")
     sub = parser.add_subparsers(dest="models_command", required=True)
     build = sub.add_parser("build", help="pre-train the tiny models on the tiny world (minutes on 2 CPU cores)")
     build.add_argument("--only", action="append", choices=sorted(SPECS), help="build only this model (repeatable)")
@@ -582,13 +583,10 @@ def register(subparsers) -> None:
     build.add_argument("--out", type=Path, default=MODELS_DIR, help="output folder (default: data/models)")
     build.add_argument("--threads", type=int, default=2)
     build.set_defaults(func=_cmd_build)
-    from kit.tiny import gates
-
-    gates.register(sub)
-    gates.register_probe(sub)
     show = sub.add_parser("list", help="list the shipped tiny models and their measured skill")
     show.add_argument("--out", type=Path, default=MODELS_DIR)
     show.set_defaults(func=_cmd_list)
+    return sub
 
 
 def _cmd_build(args) -> int:

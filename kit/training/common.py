@@ -298,7 +298,7 @@ def thread_share_callback() -> Any:
     threads once that lane finishes. Thread counts change no number; outside side-by-side lanes it does nothing."""
     from transformers import TrainerCallback
 
-    from kit.core.profile import follow_thread_share
+    from kit.core.threads import follow_thread_share
 
     class FollowThreadShare(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
