@@ -141,6 +141,16 @@ def draw_objects(spec: GateSpec, rng: random.Random, n: int) -> tuple[Shape, ...
     return tuple(objects)
 
 
+# The attribute each kind's answer names (counting names none).
+ANSWERED = {"colour": "color", "shape": "shape", "quadrant": "quadrant", "colour-of-shape": "color",
+            "shape-of-colour": "shape", "quadrant-of-shape": "quadrant"}
+
+
+def attribute(obj: Shape, name: str) -> str:
+    """An object's colour, shape or quadrant: what a question's answer reads off it."""
+    return quadrant_of(obj.row, obj.col) if name == "quadrant" else getattr(obj, name)
+
+
 def question(kind: str, objects: tuple[Shape, ...], rng: random.Random,
              colors: tuple[str, ...] = COLOR_NAMES) -> tuple[str, str]:
     """(question, answer) of ``kind`` about ``objects``; the answer is read off the objects, never guessed."""
@@ -149,11 +159,7 @@ def question(kind: str, objects: tuple[Shape, ...], rng: random.Random,
     if kind == "count-colour":
         color = rng.choice(colors)
         return template.format(color=color), str(sum(o.color == color for o in objects))
-    text = template.format(shape=target.shape, color=target.color)
-    answer = {"colour": target.color, "shape": target.shape, "quadrant": quadrant_of(target.row, target.col),
-              "colour-of-shape": target.color, "shape-of-colour": target.shape,
-              "quadrant-of-shape": quadrant_of(target.row, target.col)}[kind]
-    return text, answer
+    return template.format(shape=target.shape, color=target.color), attribute(target, ANSWERED[kind])
 
 
 def trace(objects: tuple[Shape, ...]) -> str:
@@ -185,11 +191,6 @@ def items(spec: GateSpec, n: int, seed: int, step_of: int | None = None) -> list
     return out
 
 
-# The attribute each kind's answer names (counting names none).
-ANSWERED = {"colour": "color", "shape": "shape", "quadrant": "quadrant", "colour-of-shape": "color",
-            "shape-of-colour": "shape", "quadrant-of-shape": "quadrant"}
-
-
 def unbound_rate(drawn: list[tuple[tuple[Shape, ...], str, str, str]]) -> float | None:
     """Expected % right for a model that answers with the asked attribute of a random object of the picture: the
     level a binding question shows before the model binds (two objects of distinct shapes and random colours: 62.5
@@ -198,8 +199,7 @@ def unbound_rate(drawn: list[tuple[tuple[Shape, ...], str, str, str]]) -> float 
         return None
     total = 0.0
     for objects, _, answer, kind in drawn:
-        values = [quadrant_of(o.row, o.col) if ANSWERED[kind] == "quadrant" else getattr(o, ANSWERED[kind])
-                  for o in objects]
+        values = [attribute(o, ANSWERED[kind]) for o in objects]
         total += values.count(answer) / len(values)
     return 100.0 * total / len(drawn)
 
@@ -324,7 +324,7 @@ def probe_tokens(spec: GateSpec, train_items: int = 4000, test_items: int = 500,
                 with torch.no_grad():
                     curves[name][step] = round(100.0 * float((probe(test_x).argmax(1) == test_labels).float().mean()), 1)
         log(f"  {name:15s} " + ", ".join(f"step {k}: {v:.1f} %" for k, v in curves[name].items()))
-    return {"spec": _spec_dict(spec), "variance_share": shares, "probe": curves}
+    return {"spec": asdict(spec), "variance_share": shares, "probe": curves}
 
 
 def run_gate(spec: GateSpec, log=print) -> GateReport:
@@ -377,12 +377,8 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
                         evaluate=accuracy if spec.eval_every else None)
     if not curve or curve[-1]["step"] != spec.steps:
         curve.append({"step": spec.steps, "loss": float("nan"), "accuracy": accuracy()})
-    return GateReport(spec=_spec_dict(spec), parameters=count_parameters(model), seconds=round(time.time() - started, 1),
+    return GateReport(spec=asdict(spec), parameters=count_parameters(model), seconds=round(time.time() - started, 1),
                       majority=round(majority, 2), unbound=None if unbound is None else round(unbound, 2), curve=curve)
-
-
-def _spec_dict(spec: GateSpec) -> dict[str, Any]:
-    return asdict(spec)
 
 
 # ---------------------------------------------------------------------------------------------
