@@ -100,11 +100,27 @@ def test_a_traced_answer_lists_the_objects_in_reading_order_then_answers():
     from kit.tiny.world.scenes import Shape
 
     objects = (Shape("square", "blue", "small", 3, 3), Shape("circle", "red", "large", 0, 2))
-    traced = gates.GateSpec(kind="colour-of-shape", trace=True)
+    traced = gates.GateSpec(kind="colour-of-shape", trace="objects")
     assert gates.target(traced, objects, "red") == "red circle, blue square. red"
-    assert gates.target(replace(traced, trace=False), objects, "red") == "red"
+    assert gates.target(replace(traced, trace=""), objects, "red") == "red"
     assert gates.final_answer(" red circle, blue square. red\n") == gates.final_answer("red") == "red"
     assert gates.final_answer("top left") == "top left"
+
+
+def test_a_cells_trace_reads_every_cell_in_reading_order_and_is_scored_cell_by_cell():
+    from kit.tiny.world.scenes import Shape
+
+    objects = (Shape("square", "blue", "small", 3, 3), Shape("circle", "red", "large", 0, 2))
+    cells = gates.GateSpec(kind="count-colour", trace="cells")
+    expected = "-, -, red circle, -; -, -, -, -; -, -, -, -; -, -, -, blue square"
+    assert gates.target(cells, objects, "1") == f"{expected}. 1"
+    assert gates.scan_accuracy(f"{expected}. 1", objects, "cells") == (16, 16)
+    # One cell misread and the last row cut short after two cells: 13 of the 16 right.
+    misread = "-, -, red square, -; -, -, -, -; -, -, -, -; -, -. 1"
+    assert gates.scan_accuracy(misread, objects, "cells") == (13, 16)
+    assert gates.scan_accuracy("red circle, blue circle. red", objects, "objects") == (1, 2)
+    with pytest.raises(KitError, match="--trace"):
+        replace(cells, trace="rows")
 
 
 def test_the_curriculum_draws_warm_objects_first():
@@ -162,6 +178,17 @@ def test_a_short_gate_trains_and_measures():
     assert "colour-of-shape " in lines[0] and "quadrant-of-shape " in lines[0]
     again = gates.run_gate(spec, log=lambda _: None)
     assert again.curve == report.curve  # seeded end to end
+    assert report.scan == []  # untraced: no scan to score
+
+
+def test_a_traced_gate_reports_how_much_of_its_scan_it_read():
+    spec = gates.GateSpec(kind="count-colour", min_objects=1, max_objects=3, trace="cells", steps=2, batch_size=4,
+                          warmup=1, eval_every=2, eval_items=4,
+                          size=TinySize(hidden=32, layers=1, ffn=64, heads=2, kv_heads=1, vision_width=16,
+                                        vision_depth=1))
+    lines: list[str] = []
+    report = gates.run_gate(spec, log=lines.append)
+    assert len(report.scan) == 1 and 0 <= report.scan[0] <= 100 and "scan" in lines[0] and "cells" in lines[0]
 
 
 def test_ordered_batching_needs_one_example_per_slot():
@@ -181,7 +208,9 @@ def test_the_command_line_builds_the_spec():
     args = parser.parse_args(["gate", "colour-of-shape", "--objects", "2-3", "--hidden", "64", "--warm-steps", "100"])
     spec = gates.spec_from_args(args)
     assert (spec.min_objects, spec.max_objects, spec.size.hidden, spec.size.ffn) == (2, 3, 64, 192)
-    assert spec.warm_steps == 100
+    assert spec.warm_steps == 100 and spec.trace == ""
+    assert gates.spec_from_args(parser.parse_args(["gate", "count-colour", "--trace"])).trace == "objects"
+    assert gates.spec_from_args(parser.parse_args(["gate", "count-colour", "--trace", "cells"])).trace == "cells"
     with pytest.raises(KitError, match="--objects"):
         gates.spec_from_args(parser.parse_args(["gate", "shape", "--objects", "two"]))
 

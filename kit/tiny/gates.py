@@ -62,9 +62,9 @@ class GateSpec:
     # of a picture's variations hides the feature a question asks about.
     colors: tuple[str, ...] = COLOR_NAMES
     sizes: tuple[str, ...] = SIZES
-    # Scan-then-answer targets: "red circle, blue square. red" lists every object in reading order before the
-    # answer, so that binding becomes copying from the model's own text; accuracy is on the answer after the list.
-    trace: bool = False
+    # Scan-then-answer targets (TRACES; "": the answer alone), so that binding and counting become copying from
+    # the model's own text; accuracy is on the answer after the scan, and the scan's own accuracy is reported.
+    trace: str = ""
     size: TinySize = field(default_factory=lambda: TinySize(hidden=128, layers=3, ffn=384))
     mrope: str = "spatial"
     vision_rope_theta: float = 100.0
@@ -100,6 +100,10 @@ class GateSpec:
             raise KitError(f"gate: --objects {self.min_objects}-{self.max_objects} must lie in 1-{most} for "
                            f"{self.kind!r}" + (f" (each object a different {' and '.join(self.distinct)})"
                                               if self.distinct else ""))
+        if self.steps < 1 or self.eval_items < 1 or self.eval_every < 0:
+            raise KitError("gate: --steps and --eval-items must be at least 1 and --eval-every at least 0")
+        if self.trace not in ("",) + TRACES:
+            raise KitError(f"gate: --trace must be one of {', '.join(TRACES)}, not {self.trace!r}")
         if self.warm_steps:
             if self.warm_objects is not None and not 1 <= self.warm_objects <= self.max_objects:
                 raise KitError(f"gate: --warm-objects {self.warm_objects} must lie in 1-{self.max_objects}")
@@ -111,8 +115,6 @@ class GateSpec:
         return replace(self, kind=self.warm_kind or self.kind, min_objects=low, max_objects=high,
                        colors=self.warm_colors or self.colors, sizes=self.warm_sizes or self.sizes, warm_steps=0,
                        warm_kind=None, warm_objects=None, warm_colors=(), warm_sizes=())
-        if self.steps < 1 or self.eval_items < 1 or self.eval_every < 0:
-            raise KitError("gate: --steps and --eval-items must be at least 1 and --eval-every at least 0")
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -162,14 +164,37 @@ def question(kind: str, objects: tuple[Shape, ...], rng: random.Random,
     return template.format(shape=target.shape, color=target.color), attribute(target, ANSWERED[kind])
 
 
-def trace(objects: tuple[Shape, ...]) -> str:
-    """Every object's colour and shape in reading order (row, then column): the scan a traced answer starts with."""
-    return ", ".join(f"{o.color} {o.shape}" for o in sorted(objects, key=lambda o: o.cell))
+# The scans a traced answer starts with. "objects": every object's colour and shape in reading order (row, then
+# column), "red circle, blue square"; "cells": every cell of the grid in reading order, "-" where it is empty, rows
+# joined by "; ". Each picture's 16 merged image tokens are its 16 cells, so the k-th entry of a cells scan always
+# reads the k-th image token: a fixed alignment, where an objects scan must find the next occupied cell first.
+TRACES = ("objects", "cells")
+EMPTY = "-"
+
+
+def trace(objects: tuple[Shape, ...], style: str = "objects") -> str:
+    """The scan of ``objects`` in the given style (``TRACES``)."""
+    if style == "objects":
+        return ", ".join(f"{o.color} {o.shape}" for o in sorted(objects, key=lambda o: o.cell))
+    by_cell = {o.cell: f"{o.color} {o.shape}" for o in objects}
+    return "; ".join(", ".join(by_cell.get(row * GRID + col, EMPTY) for col in range(GRID)) for row in range(GRID))
 
 
 def target(spec: GateSpec, objects: tuple[Shape, ...], answer: str) -> str:
     """What the model is trained to write: the answer, after the scan when the spec asks for traces."""
-    return f"{trace(objects)}. {answer}" if spec.trace else answer
+    return f"{trace(objects, spec.trace)}. {answer}" if spec.trace else answer
+
+
+def scan_entries(text: str) -> list[str]:
+    """A scan's entries, in order (both styles)."""
+    return [entry.strip() for entry in text.replace(";", ",").split(",")]
+
+
+def scan_accuracy(reply: str, objects: tuple[Shape, ...], style: str) -> tuple[int, int]:
+    """(entries right, entries expected) of a reply's scan, position by position: for a cells scan, how many of the
+    16 cells it read right (a scan cut short or run long is scored on the entries it shares)."""
+    written, expected = scan_entries(reply.strip().rsplit(". ", 1)[0]), scan_entries(trace(objects, style))
+    return sum(w == e for w, e in zip(written, expected, strict=False)), len(expected)
 
 
 def final_answer(reply: str) -> str:
@@ -222,6 +247,8 @@ class GateReport:
     # question names: what reading without binding gives (100 for the single-object kinds, None for counting).
     unbound: float | None
     curve: list[dict[str, float]]
+    # With a traced spec: % of scan entries read right at each point of the curve (position by position).
+    scan: list[float] = field(default_factory=list)
 
     @property
     def final(self) -> float:
@@ -353,18 +380,24 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
     longest = max(len(tokenizer(target(spec, objects, answer))["input_ids"]) for objects, _, answer, _ in held_out)
 
     measured: list[float] = []
+    scans: list[float] = []
 
     def accuracy() -> float:
         sampling = Sampling(max_new_tokens=longest + 1)
-        right = {int(chat.id): final_answer(reply) == answers[int(chat.id)]
-                 for chat, reply in engine.generate(chats, sampling)}
+        replies = {int(chat.id): reply for chat, reply in engine.generate(chats, sampling)}
+        right = {i: final_answer(reply) == answers[i] for i, reply in replies.items()}
         measured.append(100.0 * sum(right.values()) / len(chats))
+        scan_text = ""
+        if spec.trace:
+            read = [scan_accuracy(reply, held_out[i][0], spec.trace) for i, reply in replies.items()]
+            scans.append(100.0 * sum(r for r, _ in read) / sum(n for _, n in read))
+            scan_text = f"  scan {scans[-1]:5.1f} % of {'cells' if spec.trace == 'cells' else 'entries'}"
         per_kind = "" if len(spec.kinds) == 1 else "; " + ", ".join(
             f"{kind} {100.0 * sum(right[i] for i, k in enumerate(kinds) if k == kind) / kinds.count(kind):.1f} %"
             for kind in spec.kinds if kind in kinds)
         unbound_text = f", unbound {unbound:.1f} %" if unbound is not None and spec.max_objects > 1 else ""
         log(f"  step {min(len(measured) * (spec.eval_every or spec.steps), spec.steps):5d}  accuracy "
-            f"{measured[-1]:5.1f} %{per_kind}  (most common answer {majority:.1f} %{unbound_text}, "
+            f"{measured[-1]:5.1f} %{per_kind}{scan_text}  (most common answer {majority:.1f} %{unbound_text}, "
             f"{time.time() - started:.0f} s)")
         return measured[-1]
 
@@ -378,7 +411,8 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
     if not curve or curve[-1]["step"] != spec.steps:
         curve.append({"step": spec.steps, "loss": float("nan"), "accuracy": accuracy()})
     return GateReport(spec=asdict(spec), parameters=count_parameters(model), seconds=round(time.time() - started, 1),
-                      majority=round(majority, 2), unbound=None if unbound is None else round(unbound, 2), curve=curve)
+                      majority=round(majority, 2), unbound=None if unbound is None else round(unbound, 2), curve=curve,
+                      scan=[round(value, 2) for value in scans])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,8 +446,10 @@ def register(sub) -> None:
     gate.add_argument("kind", help=f"one of {', '.join(KINDS)}, or several joined by '+' to mix them")
     gate.add_argument("--objects", default=None, help="objects per picture, N or MIN-MAX (default: 1 for the "
                                                       "single-object kinds, else 2)")
-    gate.add_argument("--trace", action="store_true", help="train scan-then-answer targets: every object's colour "
-                                                          "and shape in reading order, then the answer")
+    gate.add_argument("--trace", nargs="?", const="objects", default="", choices=TRACES,
+                      help="train scan-then-answer targets: 'objects' (the default with no value) lists every "
+                           "object's colour and shape in reading order, 'cells' reads all 16 cells ('-' when "
+                           "empty); then the answer")
     gate.add_argument("--warm-steps", type=int, default=0, help="length of the curriculum (0: none)")
     gate.add_argument("--warm-kind", default=None, help="the question kind(s) of the first --warm-steps steps")
     gate.add_argument("--warm-objects", type=int, default=None, help="objects during the first --warm-steps steps")
@@ -439,7 +475,7 @@ def register_probe(sub) -> None:
     _model_options(probe)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--threads", type=int, default=2)
-    probe.set_defaults(func=_cmd_probe, objects=None, trace=False, warm_kind=None, warm_objects=None, warm_colors="", warm_sizes="", warm_steps=0,
+    probe.set_defaults(func=_cmd_probe, objects=None, trace="", warm_kind=None, warm_objects=None, warm_colors="", warm_sizes="", warm_steps=0,
                        lr=2e-3, vision_lr_scale=0.25,
                        steps=1, batch_size=32, eval_every=0, eval_items=1)
 
