@@ -114,10 +114,11 @@ def test_a_cells_trace_reads_every_cell_in_reading_order_and_is_scored_cell_by_c
     cells = gates.GateSpec(kind="count-colour", trace="cells")
     expected = "-, -, red circle, -; -, -, -, -; -, -, -, -; -, -, -, blue square"
     assert gates.target(cells, objects, "1") == f"{expected}. 1"
-    assert gates.scan_accuracy(f"{expected}. 1", objects, "cells") == (16, 16)
-    # One cell misread and the last row cut short after two cells: 13 of the 16 right.
-    misread = "-, -, red square, -; -, -, -, -; -, -, -, -; -, -. 1"
-    assert gates.scan_accuracy(misread, objects, "cells") == (13, 16)
+    assert gates.scan_accuracy(f"{expected}. 1", objects, "cells") == (2, 2)
+    # One object misread, or cut off with the last row: scored on the objects only, never on the empty cells.
+    assert gates.scan_accuracy(expected.replace("red circle", "red square") + ". 1", objects, "cells") == (1, 2)
+    assert gates.scan_accuracy("-, -, red circle, -; -, -, -, -; -, -, -, -; -, -. 1", objects, "cells") == (1, 2)
+    assert gates.scan_accuracy("-, -, -, -; -, -, -, -; -, -, -, -; -, -, -, -. 0", objects, "cells") == (0, 2)
     assert gates.scan_accuracy("red circle, blue circle. red", objects, "objects") == (1, 2)
     with pytest.raises(KitError, match="--trace"):
         replace(cells, trace="rows")
@@ -139,6 +140,7 @@ def test_the_curriculum_draws_warm_objects_first():
     ({"kind": "shape+colour-of-shape"}, "cannot hold one object and several"),
     ({"colors": ("red",), "max_objects": 2}, "different color"),
     ({"warm_steps": 5, "warm_colors": ("red",)}, "different color"),
+    ({"steps": 0}, "--steps"),
 ])
 def test_bad_settings_name_the_option(changes, message):
     with pytest.raises(KitError, match=message):
@@ -188,7 +190,7 @@ def test_a_traced_gate_reports_how_much_of_its_scan_it_read():
                                         vision_depth=1))
     lines: list[str] = []
     report = gates.run_gate(spec, log=lines.append)
-    assert len(report.scan) == 1 and 0 <= report.scan[0] <= 100 and "scan" in lines[0] and "cells" in lines[0]
+    assert len(report.scan) == 1 and 0 <= report.scan[0] <= 100 and "scan" in lines[0] and "objects" in lines[0]
 
 
 def test_ordered_batching_needs_one_example_per_slot():

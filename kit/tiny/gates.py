@@ -191,10 +191,10 @@ def scan_entries(text: str) -> list[str]:
 
 
 def scan_accuracy(reply: str, objects: tuple[Shape, ...], style: str) -> tuple[int, int]:
-    """(entries right, entries expected) of a reply's scan, position by position: for a cells scan, how many of the
-    16 cells it read right (a scan cut short or run long is scored on the entries it shares)."""
+    """(objects read right, objects) in a reply's scan, position by position. Empty cells are left out: writing "-"
+    everywhere would read 13 of 16 cells of a three-object picture right. A scan cut short misses what it left out."""
     written, expected = scan_entries(reply.strip().rsplit(". ", 1)[0]), scan_entries(trace(objects, style))
-    return sum(w == e for w, e in zip(written, expected, strict=False)), len(expected)
+    return sum(w == e for w, e in zip(written, expected, strict=False) if e != EMPTY), len(objects)
 
 
 def final_answer(reply: str) -> str:
@@ -247,7 +247,7 @@ class GateReport:
     # question names: what reading without binding gives (100 for the single-object kinds, None for counting).
     unbound: float | None
     curve: list[dict[str, float]]
-    # With a traced spec: % of scan entries read right at each point of the curve (position by position).
+    # With a traced spec: % of the pictures' objects the scan read right, in their place, at each point of the curve.
     scan: list[float] = field(default_factory=list)
 
     @property
@@ -391,7 +391,7 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
         if spec.trace:
             read = [scan_accuracy(reply, held_out[i][0], spec.trace) for i, reply in replies.items()]
             scans.append(100.0 * sum(r for r, _ in read) / sum(n for _, n in read))
-            scan_text = f"  scan {scans[-1]:5.1f} % of {'cells' if spec.trace == 'cells' else 'entries'}"
+            scan_text = f"  scan {scans[-1]:5.1f} % of objects"
         per_kind = "" if len(spec.kinds) == 1 else "; " + ", ".join(
             f"{kind} {100.0 * sum(right[i] for i, k in enumerate(kinds) if k == kind) / kinds.count(kind):.1f} %"
             for kind in spec.kinds if kind in kinds)
