@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from kit.errors import KitError
-from kit.llm.models import QWEN2VL
+from kit.llm.models import LLAVA, QWEN2VL
 from kit.tiny import gates
 from kit.tiny.models import TinySize, mrope_section
 from kit.tiny.world.scenes import (
@@ -228,3 +228,11 @@ def test_the_probe_reads_colour_from_fresh_tokens_and_refuses_binding_kinds():
     assert report["probe"]["object token"][300] >= 60
     with pytest.raises(KitError, match="lone object"):
         gates.probe_tokens(gates.GateSpec(kind="colour-of-shape", size=small))
+
+
+def test_rotary_settings_are_refused_for_llava():
+    from kit.tiny.models import build_tiny, train_tokenizer
+
+    tokenizer = train_tokenizer(gates.gate_texts(), LLAVA, 320)
+    with pytest.raises(KitError, match="rotary settings"):
+        build_tiny(LLAVA, tokenizer, TinySize(hidden=32, layers=1, ffn=64, heads=2, kv_heads=1), mrope="spatial")

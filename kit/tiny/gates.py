@@ -257,14 +257,11 @@ class GateReport:
 
 def fresh_model(spec: GateSpec):
     """(tokenizer, model, processor): a randomly initialised tiny model of the spec's family and size."""
-    from kit.tiny.models import build_llava, build_qwen2vl, train_tokenizer
+    from kit.tiny.models import build_tiny, train_tokenizer
 
     tokenizer = train_tokenizer(gate_texts(), spec.family, 320)
-    if spec.family == QWEN2VL:
-        model, processor = build_qwen2vl(tokenizer, spec.size, spec.seed, mrope=spec.mrope,
-                                         vision_rope_theta=spec.vision_rope_theta)
-    else:
-        model, processor = build_llava(tokenizer, spec.size, spec.seed)
+    rotary = {"mrope": spec.mrope, "vision_rope_theta": spec.vision_rope_theta} if spec.family == QWEN2VL else {}
+    model, processor = build_tiny(spec.family, tokenizer, spec.size, spec.seed, **rotary)
     return tokenizer, model, processor
 
 

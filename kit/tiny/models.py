@@ -232,7 +232,13 @@ def build_llava(tokenizer, size: TinySize = TinySize(), seed: int = 0):
     return model, processor
 
 
-def build_tiny(family: str, tokenizer, size: TinySize = TinySize(), seed: int = 0):
+def build_tiny(family: str, tokenizer, size: TinySize = TinySize(), seed: int = 0, *, mrope: str = "qwen2vl",
+               vision_rope_theta: float = 10000.0):
+    """A fresh tiny model of ``family``; ``mrope`` and ``vision_rope_theta`` are Qwen2-VL's (``build_qwen2vl``)."""
     if family not in FAMILIES:
         raise KitError(f"unknown tiny model family {family!r}; choose one of {', '.join(FAMILIES)}")
-    return (build_qwen2vl if family == QWEN2VL else build_llava)(tokenizer, size, seed)
+    if family == QWEN2VL:
+        return build_qwen2vl(tokenizer, size, seed, mrope=mrope, vision_rope_theta=vision_rope_theta)
+    if (mrope, vision_rope_theta) != ("qwen2vl", 10000.0):
+        raise KitError(f"mrope and vision_rope_theta are Qwen2-VL's rotary settings; {family} has none")
+    return build_llava(tokenizer, size, seed)

@@ -15,7 +15,7 @@ import math
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,10 @@ class PretrainSpec:
     # colour) Qwen2-VL's tower at 2e-3 reached 53 % after 300 steps and 100 % at a tenth of the rate,
     # but on the full mixture 0.1 trained a worse teacher (32 % vs 53 %), so the shipped models use 1.
     vision_lr_scale: float = 1.0
+    # Qwen2-VL's rotary positions (kit.tiny.models.MROPE_LAYOUTS). The defaults are Qwen2-VL's own; the perception
+    # gates learn quadrants only with "spatial" and a vision theta near 100 (docs/tiny-models.md).
+    mrope: str = "qwen2vl"
+    vision_rope_theta: float = 10000.0
     batch_size: int = 32
     warmup: int = 50
     weight_decay: float = 0.01
@@ -464,7 +468,8 @@ def build_one(spec: PretrainSpec, world_root: Path, out_dir: Path, log=print) ->
         model, processor = base.model, base.processor
     else:
         tokenizer = build_tokenizer(world_root, spec.family, spec.size.vocab)
-        model, processor = build_tiny(spec.family, tokenizer, spec.size, seed=spec.seed)
+        model, processor = build_tiny(spec.family, tokenizer, spec.size, seed=spec.seed, mrope=spec.mrope,
+                                      vision_rope_theta=spec.vision_rope_theta)
     examples = corpus_examples(world_root, spec.corpus, spec.pool_fraction, spec.seed, spec.fresh_scenes)
     log(f"{spec.name}: {count_parameters(model):,} parameters, {len(examples):,} examples, {spec.steps} steps")
     def curve_point() -> float:
@@ -582,6 +587,9 @@ def register(subparsers):
     build.add_argument("--profile", default="tiny", help="profile whose world section to use (default: tiny)")
     build.add_argument("--out", type=Path, default=MODELS_DIR, help="output folder (default: data/models)")
     build.add_argument("--threads", type=int, default=2)
+    build.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                       help="change one PretrainSpec field of the --only model(s), e.g. --set mrope=spatial (an "
+                            "experiment: pair it with --out, since the shipped manifest records SPECS as written)")
     build.set_defaults(func=_cmd_build)
     show = sub.add_parser("list", help="list the shipped tiny models and their measured skill")
     show.add_argument("--out", type=Path, default=MODELS_DIR)
@@ -596,8 +604,35 @@ def _cmd_build(args) -> int:
     profile = load_profile(args.profile)
     root = Path(profile.resolve_path(profile.get("world.root")))
     build_world(root, WorldConfig.from_profile(profile.get("world")))
-    build_models(args.only, root, args.out, threads=args.threads)
+    specs = with_overrides(SPECS, args.only, args.overrides)
+    if args.overrides and Path(args.out).resolve() == MODELS_DIR.resolve():
+        raise KitError("kit models build --set: write the experiment elsewhere with --out; data/models holds the "
+                       "models SPECS describes")
+    build_models(args.only, root, args.out, threads=args.threads, specs=specs)
     return 0
+
+
+def with_overrides(specs: dict[str, PretrainSpec], names: list[str] | None,
+                   overrides: list[str]) -> dict[str, PretrainSpec]:
+    """``specs`` with ``FIELD=VALUE`` changes applied to the named models (each value parsed as its field's type)."""
+    if not overrides:
+        return specs
+    if not names:
+        raise KitError("kit models build --set changes the models named by --only; name at least one")
+    types = {f.name: f.type for f in fields(PretrainSpec)}
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types or key in ("name", "family", "size", "corpus", "style_weights"):
+            raise KitError(f"kit models build --set {item!r}: expected FIELD=VALUE with FIELD one of "
+                           f"{', '.join(k for k in types if k not in ('name', 'family', 'size', 'corpus', 'style_weights'))}")
+        kind = str(types[key])
+        try:
+            changes[key] = (int(value) if kind == "int" else float(value) if kind == "float"
+                            else None if value in ("", "None") and "None" in kind else value)
+        except ValueError as error:
+            raise KitError(f"kit models build --set {item!r}: {key} takes a {kind}") from error
+    return {name: replace(spec, **changes) if name in names else spec for name, spec in specs.items()}
 
 
 def _cmd_list(args) -> int:
