@@ -267,3 +267,25 @@ def test_an_experiment_changes_one_models_spec_from_the_command_line():
             pretrain.with_overrides(pretrain.SPECS, ["tiny-qwen2vl-student"], bad)
     with pytest.raises(KitError, match="--only"):
         pretrain.with_overrides(pretrain.SPECS, None, ["steps=10"])
+
+
+def test_a_perception_warm_up_trains_its_gates_before_the_corpus(world, tmp_path, monkeypatch):
+    from kit.tiny import perception
+
+    for name in perception.WARM_UPS:  # every shipped warm-up is a valid gate at both families' settings
+        assert perception.warm_up(name, family=models.QWEN2VL, mrope="spatial", vision_rope_theta=100.0)
+        assert perception.warm_up(name, family=models.LLAVA)
+    with pytest.raises(KitError, match="not one of"):
+        perception.warm_up("colour-first")
+    monkeypatch.setitem(perception.WARM_UPS, "test", (
+        {"kind": "shape", "min_objects": 1, "max_objects": 1, "steps": 2, "batch_size": 2, "warmup": 1},
+        {"kind": "quadrant", "min_objects": 1, "max_objects": 1, "steps": 1, "batch_size": 2, "warmup": 1}))
+    lines: list[str] = []
+    spec = tiny_spec(perception="test", mrope="spatial", vision_rope_theta=100.0, eval_every=0)
+    pretrain.build_models(["test-student"], world, tmp_path, threads=1, log=lines.append, specs={"test-student": spec})
+    assert [line for line in lines if "perception warm-up" in line] == [
+        "test-student: perception warm-up, shape, 2 steps", "test-student: perception warm-up, quadrant, 1 steps"]
+    built = json.loads((tmp_path / "MANIFEST.json").read_text())["models"]["test-student"]
+    assert built["spec"]["perception"] == "test" and built["spec"]["mrope"] == "spatial"
+    config = json.loads((tmp_path / "test-student" / "config.json").read_text())
+    assert config["text_config"]["rope_parameters"]["mrope_section"] == tiny_models.mrope_section("spatial", spec.size.hidden // spec.size.heads)

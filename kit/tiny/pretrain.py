@@ -56,6 +56,9 @@ class PretrainSpec:
     # gates learn quadrants only with "spatial" and a vision theta near 100 (docs/tiny-models.md).
     mrope: str = "qwen2vl"
     vision_rope_theta: float = 10000.0
+    # A perception warm-up (kit.tiny.perception.WARM_UPS) trained before the corpus: the perception gates found a
+    # lone object's shape learnable only after a curriculum, and quadrants only after shape.
+    perception: str = ""
     batch_size: int = 32
     warmup: int = 50
     weight_decay: float = 0.01
@@ -423,6 +426,25 @@ def train(model, processor, examples: list[Example], spec: PretrainSpec, log=pri
     return smoothed, steps_taken, curve
 
 
+def train_perception(model, processor, gate, evaluate=None) -> list[dict[str, float]]:
+    """Train ``model`` on a perception gate's questions (``kit.tiny.perception.GateSpec``): fresh objects for every
+    example, in the curriculum's order, on the gate's own schedule. Returns the curve ``evaluate`` measured."""
+    import torch
+
+    from kit.tiny.perception import items, target
+
+    examples = [Example(objects, [(text, target(gate, objects, answer))], kind)
+                for objects, text, answer, kind in items(gate, gate.steps * gate.batch_size, gate.seed, gate.batch_size)]
+    spec = PretrainSpec(name=f"perception {gate.kind}", family=gate.family, size=gate.size, corpus=(),
+                        steps=gate.steps, lr=gate.lr, vision_lr_scale=gate.vision_lr_scale, batch_size=gate.batch_size,
+                        warmup=gate.warmup, seed=gate.seed, eval_every=gate.eval_every, curve_items=gate.eval_items,
+                        batching="ordered")
+    torch.manual_seed(gate.seed)
+    _, _, curve = train(model, processor, examples, spec, log=lambda _: None,
+                        evaluate=evaluate if gate.eval_every else None)
+    return curve
+
+
 # ---------------------------------------------------------------------------------------------
 # Quick skill check (the full evaluator lives in kit.eval.evaluate)
 # ---------------------------------------------------------------------------------------------
@@ -470,6 +492,13 @@ def build_one(spec: PretrainSpec, world_root: Path, out_dir: Path, log=print) ->
         tokenizer = build_tokenizer(world_root, spec.family, spec.size.vocab)
         model, processor = build_tiny(spec.family, tokenizer, spec.size, seed=spec.seed, mrope=spec.mrope,
                                       vision_rope_theta=spec.vision_rope_theta)
+    if spec.perception:
+        from kit.tiny.perception import warm_up
+
+        rotary = {"mrope": spec.mrope, "vision_rope_theta": spec.vision_rope_theta} if spec.family == QWEN2VL else {}
+        for stage in warm_up(spec.perception, family=spec.family, size=spec.size, seed=spec.seed, **rotary):
+            log(f"{spec.name}: perception warm-up, {stage.kind}, {stage.steps} steps")
+            train_perception(model, processor, stage)
     examples = corpus_examples(world_root, spec.corpus, spec.pool_fraction, spec.seed, spec.fresh_scenes)
     log(f"{spec.name}: {count_parameters(model):,} parameters, {len(examples):,} examples, {spec.steps} steps")
     def curve_point() -> float:
