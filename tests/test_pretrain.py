@@ -289,3 +289,23 @@ def test_a_perception_warm_up_trains_its_gates_before_the_corpus(world, tmp_path
     assert built["spec"]["perception"] == "test" and built["spec"]["mrope"] == "spatial"
     config = json.loads((tmp_path / "test-student" / "config.json").read_text())
     assert config["text_config"]["rope_parameters"]["mrope_section"] == tiny_models.mrope_section("spatial", spec.size.hidden // spec.size.heads)
+
+
+def test_a_scan_reads_a_shapes_scene_first_and_leaves_the_rest_of_its_solution_as_written():
+    from kit.tiny.world.scenes import Scene, Shape
+
+    scene = Scene("shapes", objects=(Shape("square", "blue", "small", 3, 3), Shape("circle", "red", "large", 0, 2)))
+    gold = ["Step 1: Count the red shapes: 1.", "The answer is 1."]
+    assert pretrain.scanned(gold, scene, "cells") == [
+        "Step 1: Read the cells: -, -, red circle, -; -, -, -, -; -, -, -, -; -, -, -, blue square.",
+        "Step 2: Count the red shapes: 1.", "The answer is 1."]
+    plain, scanned = pretrain.fresh_records(40, seed=3), pretrain.fresh_records(40, seed=3, scan="objects")
+    # The same scenes and questions either way; only the shapes scenes' solutions gain the scan.
+    assert [r["question"] for r in plain] == [r["question"] for r in scanned]
+    for before, after in zip(plain, scanned, strict=True):
+        shapes = after["image"].kind == "shapes"
+        assert after["solution"][0].startswith("Step 1: Read the objects: ") == shapes
+        assert len(after["solution"]) == len(before["solution"]) + shapes
+        assert after["solution"][-1] == before["solution"][-1]
+    with pytest.raises(KitError, match="scan must be one of"):
+        pretrain.scanned(gold, scene, "rows")
