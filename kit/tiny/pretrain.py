@@ -670,19 +670,20 @@ def with_overrides(specs: dict[str, PretrainSpec], names: list[str] | None,
         return specs
     if not names:
         raise KitError("kit models build --set changes the models named by --only; name at least one")
-    types = {f.name: f.type for f in fields(PretrainSpec)}
+    # The model's identity and its tuple-valued fields are not one value on a command line.
+    types = {f.name: str(f.type) for f in fields(PretrainSpec)
+             if f.name not in ("name", "family", "size", "corpus", "style_weights")}
     changes: dict[str, Any] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or key not in types or key in ("name", "family", "size", "corpus", "style_weights"):
-            raise KitError(f"kit models build --set {item!r}: expected FIELD=VALUE with FIELD one of "
-                           f"{', '.join(k for k in types if k not in ('name', 'family', 'size', 'corpus', 'style_weights'))}")
-        kind = str(types[key])
+        if not sep or key not in types:
+            raise KitError(f"kit models build --set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
+        kind = types[key]
         try:
             changes[key] = (int(value) if kind == "int" else float(value) if kind == "float"
                             else None if value in ("", "None") and "None" in kind else value)
         except ValueError as error:
-            raise KitError(f"kit models build --set {item!r}: {key} takes a {kind}") from error
+            raise KitError(f"kit models build --set {item!r}: {key} takes a number of type {kind}") from error
     return {name: replace(spec, **changes) if name in names else spec for name, spec in specs.items()}
 
 
