@@ -309,3 +309,20 @@ def test_a_scan_reads_a_shapes_scene_first_and_leaves_the_rest_of_its_solution_a
         assert after["solution"][-1] == before["solution"][-1]
     with pytest.raises(KitError, match="scan must be one of"):
         pretrain.scanned(gold, scene, "rows")
+    with pytest.raises(KitError, match="optionally with \\+bars"):
+        pretrain.scanned(gold, scene, "cells+heights")
+
+
+def test_a_bars_scan_reads_each_bar_colour_and_height_before_the_world_s_steps():
+    from kit.tiny.world.scenes import Bar, Scene
+
+    chart = Scene("bars", bars=(Bar("A", 3, "green"), Bar("B", 5, "red"), Bar("C", 1, "blue"), Bar("D", 2, "yellow")))
+    gold = ["Step 1: Bar B is red.", "The answer is red."]
+    assert pretrain.scanned(gold, chart, "cells") == gold  # without +bars a chart keeps its own first steps
+    assert pretrain.scanned(gold, chart, "cells+bars") == [
+        "Step 1: Read the bars: A green 3, B red 5, C blue 1, D yellow 2.", "Step 2: Bar B is red.", "The answer is red."]
+    records = pretrain.fresh_records(40, seed=5, scan="objects+bars")
+    assert {r["image"].kind for r in records} == {"shapes", "bars"}
+    for record in records:
+        reads = "objects" if record["image"].kind == "shapes" else "bars"
+        assert record["solution"][0].startswith(f"Step 1: Read the {reads}: ")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from kit.tiny import gates, pretrain
+    from kit.tiny import diagnose, gates, pretrain
 
     models = pretrain.register(subparsers)
     gates.register(models)
     gates.register_probe(models)
+    diagnose.register(models)

@@ -237,6 +237,10 @@ WARM_UPS: dict[str, tuple[dict, ...]] = {
     "shape-quadrant": ({"kind": "shape", "min_objects": 1, "max_objects": 1, "steps": 750, "warm_steps": 300,
                         "warm_colors": ("red",), "warm_sizes": ("large",)},
                        {"kind": "quadrant", "min_objects": 1, "max_objects": 1, "steps": 500}),
+    # The cells scan on pictures of 1-6 objects, in red and large for the first 300 steps: every cell's colour and
+    # shape. The full mixture with cells scans reads colours and places right but calls almost every shape a circle.
+    "cells-scan": ({"kind": "count-colour", "min_objects": 1, "max_objects": 6, "trace": "cells", "steps": 1500,
+                    "warm_steps": 300, "warm_colors": ("red",), "warm_sizes": ("large",)},),
 }
 
 

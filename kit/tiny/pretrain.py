@@ -59,8 +59,9 @@ class PretrainSpec:
     # A perception warm-up (kit.tiny.perception.WARM_UPS) trained before the corpus: the perception gates found a
     # lone object's shape learnable only after a curriculum, and quadrants only after shape.
     perception: str = ""
-    # Scan-then-reason solutions on the fresh scenes (kit.tiny.perception.TRACES; "": the world's gold steps as
-    # written): a shapes scene's solution starts with "Step 1: Read the cells: ...", every cell in reading order.
+    # Scan-then-reason solutions on the fresh scenes (kit.tiny.perception.TRACES, "+bars" to read bar charts too;
+    # "": the world's gold steps as written): a shapes scene's solution starts with "Step 1: Read the cells: ...",
+    # every cell in reading order, a bar chart's with "Step 1: Read the bars: A blue 3, ...".
     # The perception gates count one colour 88 % right after 2,000 steps with it. The pool's 2,000 images are files
     # whose objects the records do not keep, so their solutions stay as written.
     scan: str = ""
@@ -199,19 +200,26 @@ def fresh_records(n: int, seed: int, scan: str = "") -> list[dict]:
     return records
 
 
-def scanned(solution: list[str], scene, style: str) -> list[str]:
-    """``solution`` with a first step that reads the scene in ``style`` (``kit.tiny.perception.TRACES``), the
-    world's steps renumbered after it. Bar charts are read by their own first steps already, so they stay as written."""
+def scanned(solution: list[str], scene, scan: str) -> list[str]:
+    """``solution`` with a first step that reads the scene, the world's steps renumbered after it. ``scan`` names a
+    style for the shapes scenes (``kit.tiny.perception.TRACES``), and ``+bars`` also reads each bar chart's bars, colour
+    and height ("A blue 3, B red 5, ..."); without it bar charts stay as written (some of their solutions start by
+    reading the heights)."""
     import re
 
     from kit.tiny.perception import TRACES, trace
 
-    if style not in TRACES:
-        raise KitError(f"scan must be one of {', '.join(TRACES)}, not {style!r}")
-    if scene.kind != "shapes":
+    style, _, bars = scan.partition("+")
+    if style not in TRACES or bars not in ("", "bars"):
+        raise KitError(f"scan must be one of {', '.join(TRACES)}, optionally with +bars, not {scan!r}")
+    if scene.kind == "shapes":
+        first = f"Step 1: Read the {style}: {trace(scene.objects, style)}."
+    elif bars:
+        first = "Step 1: Read the bars: " + ", ".join(f"{b.label} {b.color} {b.height}" for b in scene.bars) + "."
+    else:
         return solution
     renumbered = [re.sub(r"^Step (\d+):", lambda m: f"Step {int(m[1]) + 1}:", line) for line in solution]
-    return [f"Step 1: Read the {style}: {trace(scene.objects, style)}."] + renumbered
+    return [first] + renumbered
 
 
 def corpus_examples(world_root: Path, styles: tuple[str, ...], pool_fraction: float, seed: int,

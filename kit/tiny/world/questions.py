@@ -96,6 +96,48 @@ def ask_any(scene: Scene, rng: random.Random, names: list[str] | None = None) ->
     raise ValueError(f"no template in {sorted(names)} applies to this {scene.kind} scene")
 
 
+def question_shape(question: str) -> str:
+    """``question`` with what varies between scenes (colours, shapes, places, bar labels, numbers) replaced
+    by ``_``: the text every question of one template shares."""
+    import re
+
+    words = [*COLOR_NAMES, *SHAPES, *(f"{s}s" for s in SHAPES), *QUADRANTS, "top", "bottom", "left", "right"]
+    pattern = r"\b(?:" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + r")\b"
+    shape = re.sub(r"\bbar [A-Z]\b", "bar _", re.sub(pattern, "_", question))
+    return re.sub(r"\bbars [A-Z] and [A-Z]\b", "bars _ and _", re.sub(r"\d+", "_", shape))
+
+
+def template_of(question: str) -> str | None:
+    """The template (``TEMPLATES``) that asks ``question``, recognised by its ``question_shape``; None for a text no
+    template writes. Evaluation records keep only the question (MathVista's layout), so per-template accuracy
+    starts here."""
+    return _template_shapes().get(question_shape(question))
+
+
+def _template_shapes() -> dict[str, str]:
+    """``question_shape`` -> template, learnt once from questions every template asks about sampled scenes."""
+    global _SHAPES
+    if _SHAPES is None:
+        from kit.tiny.world.scenes import SCENE_KINDS, sample_scene
+
+        rng, shapes = random.Random(0), {}
+        for kind in SCENE_KINDS:
+            for _ in range(300):
+                scene = sample_scene(rng, kind)
+                for name in templates_for(kind):
+                    question = ask(name, scene, rng)
+                    if question is not None:
+                        shapes.setdefault(question_shape(question.question), set()).add(name)
+        shared = {shape: names for shape, names in shapes.items() if len(names) > 1}
+        if shared:  # a world change that makes two templates read alike must change question_shape too
+            raise ValueError(f"templates share a question shape: {shared}")
+        _SHAPES = {shape: names.pop() for shape, names in shapes.items()}
+    return _SHAPES
+
+
+_SHAPES: dict[str, str] | None = None
+
+
 # -- small helpers --------------------------------------------------------------------------------
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
