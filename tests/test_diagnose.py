@@ -64,3 +64,18 @@ def test_the_report_names_the_worst_template_first_and_the_scan_shares() -> None
     assert lines[3].endswith("corners_total") and lines[4].endswith("bar_height")
     assert "colour 100.0 %, shape  25.0 %" in lines[-2]
     assert lines[-1].startswith("bars scans of bar charts (2 answers without one): of 0 bars, colour     –")
+
+
+def test_a_per_template_set_asks_every_template_equally_about_evaluation_side_scenes(tmp_path) -> None:
+    import json
+    from collections import Counter
+
+    from kit.eval.benchmarks import mathvista
+    from kit.tiny.world.scenes import scene_split
+
+    scenes = diagnose.per_template_set(tmp_path, 2, image_size=112)
+    records = mathvista.load(tmp_path / "mathvista")  # the real MathVista layout, read by the official loader
+    assert Counter(qs.template_of(r["question"]) for r in records) == {name: 2 for name in qs.TEMPLATES}
+    assert {scene_split(scene) for scene in scenes.values()} == {"eval"}
+    assert set(scenes) == {f"mathvista/{r['image']}" for r in records}
+    assert json.loads((tmp_path / "mathvista" / "testmini.json").read_text())["1"]["solution"]

@@ -39,6 +39,7 @@ from kit.llm.prompts import DESCRIPTION_INSTRUCTIONS, HALLUCINATION_INSTRUCTIONS
 from kit.tiny.world.questions import (
     COMPOSITE_KINDS,
     CONCEPT_DESCRIPTIONS,
+    TEMPLATES,
     Probe,
     Question,
     ask,
@@ -175,13 +176,23 @@ def mathvista_query(problem: dict[str, Any]) -> str:
 
 
 # -- MathVista ------------------------------------------------------------------------------------
-def write_mathvista(ctx: Context, rng: random.Random, n: int) -> int:
+def write_mathvista(ctx: Context, rng: random.Random, n: int, templates: list[str] | None = None) -> int:
+    """MathVista testmini: ``n`` problems, each about a fresh evaluation-side scene. ``templates``: problem i asks
+    ``templates[i % len(templates)]``, about the first fresh scene it applies to (``kit models diagnose
+    --per-template``); None: any template the scene carries (the world's own testmini)."""
     source = SceneSource(rng, "eval")
     problems: dict[str, dict[str, Any]] = {}
     for i in range(1, n + 1):
         pid = str(i)
-        scene = source.draw()
-        q = ask_any(scene, rng)
+        if templates is None:
+            scene = source.draw()
+            q = ask_any(scene, rng)
+        else:
+            name = templates[(i - 1) % len(templates)]
+            q = None
+            while q is None:
+                scene = source.draw(TEMPLATES[name].kind)
+                q = ask(name, scene, rng)
         image = f"images/{pid}.png"
         ctx.save_image(f"mathvista/{image}", scene)
         problem = {
