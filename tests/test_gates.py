@@ -124,6 +124,23 @@ def test_a_cells_trace_reads_every_cell_in_reading_order_and_is_scored_cell_by_c
         replace(cells, trace="rows")
 
 
+def test_a_row_tally_counts_the_asked_colour_row_by_row_between_the_scan_and_the_answer():
+    from kit.tiny.world.scenes import Shape
+
+    objects = (Shape("square", "red", "small", 3, 3), Shape("circle", "red", "large", 0, 2),
+               Shape("circle", "blue", "large", 1, 0), Shape("triangle", "red", "small", 3, 0))
+    tallied = perception.GateSpec(kind="count-colour", min_objects=1, max_objects=6, trace="cells", tally=True)
+    scan = "-, -, red circle, -; blue circle, -, -, -; -, -, -, -; red triangle, -, -, red square"
+    reply = perception.target(tallied, objects, "3", "How many red objects are there?")
+    assert reply == f"{scan}. 1, 1, 1, 3. 3"
+    assert perception.final_answer(reply) == "3"
+    assert perception.scan_accuracy(reply, objects, "cells") == (4, 4)  # the tally is not read as scan entries
+    assert perception.row_tally(objects, "green") == "0, 0, 0, 0"
+    for wrong in (dict(trace="objects"), dict(kind="colour-of-shape", min_objects=2, max_objects=2)):
+        with pytest.raises(KitError, match="--tally"):
+            replace(tallied, **wrong)
+
+
 def test_the_curriculum_draws_warm_objects_first():
     spec = perception.GateSpec(kind="colour-of-shape", min_objects=3, max_objects=3, warm_objects=1, warm_steps=2)
     drawn = [len(objects) for objects, *_ in perception.items(spec, 20, seed=1, step_of=4)]

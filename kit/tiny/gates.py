@@ -172,7 +172,8 @@ def run_gate(spec: GateSpec, log=print) -> GateReport:
     chats = [Chat(id=str(i), turns=[text], image=render_objects(objects))
              for i, (objects, text, _, _) in enumerate(held_out)]
     engine = TransformersEngine(loaded(model, processor, spec.family), batch_size=100)
-    longest = max(len(tokenizer(target(spec, objects, answer))["input_ids"]) for objects, _, answer, _ in held_out)
+    longest = max(len(tokenizer(target(spec, objects, answer, text))["input_ids"])
+                  for objects, text, answer, _ in held_out)
 
     measured: list[float] = []
     scans: list[float] = []
@@ -239,6 +240,9 @@ def register(sub) -> None:
                       help="train scan-then-answer targets: 'objects' (the default with no value) lists every "
                            "object's colour and shape in reading order, 'cells' reads all 16 cells ('-' when "
                            "empty); then the answer")
+    gate.add_argument("--tally", action="store_true",
+                      help="count-colour with --trace cells: write the asked colour's running count at the end of "
+                           "each row of the scan before the answer")
     gate.add_argument("--warm-steps", type=int, default=0, help="length of the curriculum (0: none)")
     gate.add_argument("--warm-kind", default=None, help="the question kind(s) of the first --warm-steps steps")
     gate.add_argument("--warm-objects", type=int, default=None, help="objects during the first --warm-steps steps")
@@ -264,7 +268,7 @@ def register_probe(sub) -> None:
     _model_options(probe)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--threads", type=int, default=2)
-    probe.set_defaults(func=_cmd_probe, objects=None, trace="", warm_kind=None, warm_objects=None, warm_colors="", warm_sizes="", warm_steps=0,
+    probe.set_defaults(func=_cmd_probe, objects=None, trace="", tally=False, warm_kind=None, warm_objects=None, warm_colors="", warm_sizes="", warm_steps=0,
                        lr=2e-3, vision_lr_scale=0.25,
                        steps=1, batch_size=32, eval_every=0, eval_items=1)
 
@@ -291,7 +295,7 @@ def spec_from_args(args) -> GateSpec:
     return GateSpec(kind=args.kind, family=args.family, min_objects=low, max_objects=high,
                     warm_steps=args.warm_steps, warm_kind=args.warm_kind, warm_objects=args.warm_objects,
                     warm_colors=_names(args.warm_colors), warm_sizes=_names(args.warm_sizes),
-                    colors=_names(args.colors), sizes=_names(args.sizes), trace=args.trace, size=size, mrope=args.mrope,
+                    colors=_names(args.colors), sizes=_names(args.sizes), trace=args.trace, tally=args.tally, size=size, mrope=args.mrope,
                     vision_rope_theta=args.vision_rope_theta, lr=args.lr, vision_lr_scale=args.vision_lr_scale,
                     steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
                     eval_items=args.eval_items, seed=args.seed)

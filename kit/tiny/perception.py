@@ -54,6 +54,10 @@ class GateSpec:
     # Scan-then-answer targets (TRACES; "": the answer alone), so that binding and counting become copying from
     # the model's own text; accuracy is on the answer after the scan, and the scan's own accuracy is reported.
     trace: str = ""
+    # count-colour with a cells scan only: between the scan and the answer, the running count of the asked colour at
+    # the end of each row of the scan ("0, 1, 1, 3"), so that the answer is a copy of the last and each step adds one
+    # row's few matches to the step before.
+    tally: bool = False
     size: TinySize = field(default_factory=lambda: TinySize(hidden=128, layers=3, ffn=384))
     mrope: str = "spatial"
     vision_rope_theta: float = 100.0
@@ -93,6 +97,9 @@ class GateSpec:
             raise KitError("gate: --steps and --eval-items must be at least 1 and --eval-every at least 0")
         if self.trace not in ("",) + TRACES:
             raise KitError(f"gate: --trace must be one of {', '.join(TRACES)}, not {self.trace!r}")
+        if self.tally and (self.kinds != ("count-colour",) or self.trace != "cells"):
+            raise KitError("gate: --tally counts one colour row by row in a cells scan: it needs the kind "
+                           "count-colour and --trace cells")
         if self.warm_steps:
             if self.warm_objects is not None and not 1 <= self.warm_objects <= self.max_objects:
                 raise KitError(f"gate: --warm-objects {self.warm_objects} must lie in 1-{self.max_objects}")
@@ -169,9 +176,24 @@ def trace(objects: tuple[Shape, ...], style: str = "objects") -> str:
     return "; ".join(", ".join(by_cell.get(row * GRID + col, EMPTY) for col in range(GRID)) for row in range(GRID))
 
 
-def target(spec: GateSpec, objects: tuple[Shape, ...], answer: str) -> str:
-    """What the model is trained to write: the answer, after the scan when the spec asks for traces."""
-    return f"{trace(objects, spec.trace)}. {answer}" if spec.trace else answer
+def row_tally(objects: tuple[Shape, ...], color: str) -> str:
+    """The running count of ``color`` at the end of each row of the grid, top to bottom: "0, 1, 1, 3"."""
+    totals, count = [], 0
+    for row in range(GRID):
+        count += sum(o.color == color and o.row == row for o in objects)
+        totals.append(str(count))
+    return ", ".join(totals)
+
+
+def target(spec: GateSpec, objects: tuple[Shape, ...], answer: str, question: str = "") -> str:
+    """What the model is trained to write about ``objects`` when asked ``question``: the answer, after the scan when
+    the spec asks for traces (and the row tally with ``tally``)."""
+    if not spec.trace:
+        return answer
+    if spec.tally:
+        color = next(word for word in question.split() if word in COLOR_NAMES)
+        return f"{trace(objects, spec.trace)}. {row_tally(objects, color)}. {answer}"
+    return f"{trace(objects, spec.trace)}. {answer}"
 
 
 def scan_entries(text: str) -> list[str]:
@@ -182,7 +204,7 @@ def scan_entries(text: str) -> list[str]:
 def scan_accuracy(reply: str, objects: tuple[Shape, ...], style: str) -> tuple[int, int]:
     """(objects read right, objects) in a reply's scan, position by position. Empty cells are left out: writing "-"
     everywhere would read 13 of 16 cells of a three-object picture right. A scan cut short misses what it left out."""
-    written, expected = scan_entries(reply.strip().rsplit(". ", 1)[0]), scan_entries(trace(objects, style))
+    written, expected = scan_entries(reply.strip().split(". ", 1)[0]), scan_entries(trace(objects, style))
     return sum(w == e for w, e in zip(written, expected, strict=False) if e != EMPTY), len(objects)
 
 

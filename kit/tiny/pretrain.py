@@ -463,7 +463,7 @@ def train_perception(model, processor, gate, evaluate=None) -> list[dict[str, fl
 
     from kit.tiny.perception import items, target
 
-    examples = [Example(objects, [(text, target(gate, objects, answer))], kind)
+    examples = [Example(objects, [(text, target(gate, objects, answer, text))], kind)
                 for objects, text, answer, kind in items(gate, gate.steps * gate.batch_size, gate.seed, gate.batch_size)]
     spec = PretrainSpec(name=f"perception {gate.kind}", family=gate.family, size=gate.size, corpus=(),
                         steps=gate.steps, lr=gate.lr, vision_lr_scale=gate.vision_lr_scale, batch_size=gate.batch_size,
