@@ -2,7 +2,7 @@
 
 Two read-outs of one greedy evaluation (the one ``kit models build`` records):
 
-- **accuracy per question template**. The world asks 33 templates (``kit.tiny.world.questions.TEMPLATES``); the
+- **accuracy per question template**. The world asks 31 templates (``kit.tiny.world.questions.TEMPLATES``); the
   evaluation records keep only the question, as MathVista's do, so each is recognised by its text
   (``template_of``). Issue 17 asks the teacher for 80 % on every template with 20 items or more, and the world's
   300-item testmini holds at most 14 of any: ``--per-template N`` evaluates on N fresh problems of every template
