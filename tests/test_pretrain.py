@@ -261,8 +261,13 @@ def test_an_experiment_changes_one_models_spec_from_the_command_line():
     changed = specs["tiny-qwen2vl-teacher-base"]
     assert (changed.mrope, changed.vision_rope_theta, changed.steps, changed.init_from) == ("spatial", 100.0, 10, None)
     assert specs["tiny-qwen2vl-student"] == pretrain.SPECS["tiny-qwen2vl-student"]
+    deeper = pretrain.with_overrides(pretrain.SPECS, ["tiny-qwen2vl-teacher-base"], ["size.layers=5", "steps=10"])
+    base = pretrain.SPECS["tiny-qwen2vl-teacher-base"]
+    assert deeper["tiny-qwen2vl-teacher-base"] == dataclasses.replace(base, size=dataclasses.replace(base.size, layers=5),
+                                                                      steps=10)
     for bad, message in ((["steps=many"], "steps takes a number of type int"), (["colour=red"], "FIELD one of"),
-                         (["size=4"], "FIELD one of")):
+                         (["size=4"], "FIELD one of"), (["size.depth=4"], "FIELD one of"),
+                         (["size.layers=deep"], "size.layers takes a number of type int")):
         with pytest.raises(KitError, match=message):
             pretrain.with_overrides(pretrain.SPECS, ["tiny-qwen2vl-student"], bad)
     with pytest.raises(KitError, match="--only"):

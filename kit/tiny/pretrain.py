@@ -647,8 +647,9 @@ def register(subparsers):
     build.add_argument("--out", type=Path, default=MODELS_DIR, help="output folder (default: data/models)")
     build.add_argument("--threads", type=int, default=2)
     build.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
-                       help="change one PretrainSpec field of the --only model(s), e.g. --set mrope=spatial (an "
-                            "experiment: pair it with --out, since the shipped manifest records SPECS as written)")
+                       help="change one PretrainSpec field of the --only model(s), e.g. --set mrope=spatial, or one field "
+                            "of its size, e.g. --set size.layers=5 (an experiment: pair it with --out, since the "
+                            "shipped manifest records SPECS as written)")
     build.set_defaults(func=_cmd_build)
     show = sub.add_parser("list", help="list the shipped tiny models and their measured skill")
     show.add_argument("--out", type=Path, default=MODELS_DIR)
@@ -673,14 +674,18 @@ def _cmd_build(args) -> int:
 
 def with_overrides(specs: dict[str, PretrainSpec], names: list[str] | None,
                    overrides: list[str]) -> dict[str, PretrainSpec]:
-    """``specs`` with ``FIELD=VALUE`` changes applied to the named models (each value parsed as its field's type)."""
+    """``specs`` with ``FIELD=VALUE`` changes applied to the named models (each value parsed as its field's type);
+    ``size.FIELD=VALUE`` changes one field of the model's ``TinySize`` (``size.layers=5``)."""
     if not overrides:
         return specs
     if not names:
         raise KitError("kit models build --set changes the models named by --only; name at least one")
+    from kit.tiny.models import TinySize
+
     # The model's identity and its tuple-valued fields are not one value on a command line.
     types = {f.name: str(f.type) for f in fields(PretrainSpec)
              if f.name not in ("name", "family", "size", "corpus", "style_weights")}
+    types.update({f"size.{f.name}": str(f.type) for f in fields(TinySize)})
     changes: dict[str, Any] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -692,7 +697,12 @@ def with_overrides(specs: dict[str, PretrainSpec], names: list[str] | None,
                             else None if value in ("", "None") and "None" in kind else value)
         except ValueError as error:
             raise KitError(f"kit models build --set {item!r}: {key} takes a number of type {kind}") from error
-    return {name: replace(spec, **changes) if name in names else spec for name, spec in specs.items()}
+    size = {key.removeprefix("size."): changes.pop(key) for key in list(changes) if key.startswith("size.")}
+
+    def changed(spec: PretrainSpec) -> PretrainSpec:
+        return replace(spec, **changes, **({"size": replace(spec.size, **size)} if size else {}))
+
+    return {name: changed(spec) if name in names else spec for name, spec in specs.items()}
 
 
 def _cmd_list(args) -> int:
