@@ -21,10 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from kit.tiny.perception import EMPTY, scan_entries
-
-CELLS_SCAN = "Read the cells: "
-BARS_SCAN = "Read the bars: "
+from kit.tiny.perception import EMPTY, scan_entries, scan_opening
+from kit.tiny.world.scenes import GRID
 
 
 def scan_line(response: str, opening: str) -> str | None:
@@ -35,16 +33,16 @@ def scan_line(response: str, opening: str) -> str | None:
     return None
 
 
-def cells_reading(response: str, objects: tuple[Any, ...], grid: int = 4) -> Counter:
+def cells_reading(response: str, objects: tuple[Any, ...]) -> Counter:
     """How a cells scan read a shapes scene: ``objects``; of them ``cell`` (an object written in its cell), ``colour``
     and ``shape`` (right in that cell); ``invented`` (an object written into an empty cell). A response without a cells
     scan, or with one of the wrong length, counts only as ``unscanned``."""
-    line = scan_line(response, CELLS_SCAN)
+    line = scan_line(response, scan_opening("cells"))
     entries = scan_entries(line) if line is not None else []
-    if len(entries) != grid * grid:
+    if len(entries) != GRID * GRID:
         return Counter(unscanned=1)
     tally = Counter(objects=len(objects))
-    where = {o.row * grid + o.col: o for o in objects}
+    where = {o.row * GRID + o.col: o for o in objects}
     for cell, entry in enumerate(entries):
         obj = where.get(cell)
         words = entry.split()
@@ -62,7 +60,7 @@ def cells_reading(response: str, objects: tuple[Any, ...], grid: int = 4) -> Cou
 def bars_reading(response: str, bars: tuple[Any, ...]) -> Counter:
     """How a bars scan ("A blue 3, B red 5, ...") read a chart: ``bars``; of them ``colour`` and ``height`` right;
     a response without a bars scan counts only as ``unscanned``."""
-    line = scan_line(response, BARS_SCAN)
+    line = scan_line(response, scan_opening("bars"))
     if line is None:
         return Counter(unscanned=1)
     tally = Counter(bars=len(bars))

@@ -168,6 +168,12 @@ TRACES = ("objects", "cells")
 EMPTY = "-"
 
 
+def scan_opening(style: str) -> str:
+    """How a solution's scan step opens for ``style`` (``TRACES``, or "bars" for a bar chart): what ``kit.tiny.pretrain``
+    writes and ``kit.tiny.diagnose`` looks for."""
+    return f"Read the {style}: "
+
+
 def trace(objects: tuple[Shape, ...], style: str = "objects") -> str:
     """The scan of ``objects`` in the given style (``TRACES``)."""
     if style == "objects":

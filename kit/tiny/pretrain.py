@@ -207,15 +207,15 @@ def scanned(solution: list[str], scene, scan: str) -> list[str]:
     reading the heights)."""
     import re
 
-    from kit.tiny.perception import TRACES, trace
+    from kit.tiny.perception import TRACES, scan_opening, trace
 
     style, _, bars = scan.partition("+")
     if style not in TRACES or bars not in ("", "bars"):
         raise KitError(f"scan must be one of {', '.join(TRACES)}, optionally with +bars, not {scan!r}")
     if scene.kind == "shapes":
-        first = f"Step 1: Read the {style}: {trace(scene.objects, style)}."
+        first = f"Step 1: {scan_opening(style)}{trace(scene.objects, style)}."
     elif bars:
-        first = "Step 1: Read the bars: " + ", ".join(f"{b.label} {b.color} {b.height}" for b in scene.bars) + "."
+        first = f"Step 1: {scan_opening('bars')}" + ", ".join(f"{b.label} {b.color} {b.height}" for b in scene.bars) + "."
     else:
         return solution
     renumbered = [re.sub(r"^Step (\d+):", lambda m: f"Step {int(m[1]) + 1}:", line) for line in solution]
