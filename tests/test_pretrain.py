@@ -331,3 +331,15 @@ def test_a_bars_scan_reads_each_bar_colour_and_height_before_the_world_s_steps()
     for record in records:
         reads = "objects" if record["image"].kind == "shapes" else "bars"
         assert record["solution"][0].startswith(f"Step 1: Read the {reads}: ")
+
+
+def test_local_solutions_change_only_the_steps_of_the_fresh_scenes_they_rewrite():
+    plain = pretrain.fresh_records(60, seed=7, scan="cells+bars")
+    local = pretrain.fresh_records(60, seed=7, scan="cells+bars", solutions="local")
+    assert [(r["question"], r["answer"]) for r in plain] == [(r["question"], r["answer"]) for r in local]
+    changed = [r for r, p in zip(local, plain, strict=True) if r["solution"] != p["solution"]]
+    assert changed and len(changed) < len(local)
+    for record in changed:  # the scan still comes first; the rest is the rewritten solution
+        assert record["solution"][0].startswith("Step 1: Read the ") and record["solution"][-1].startswith("The answer")
+    with pytest.raises(KitError, match="solutions must be"):
+        pretrain.fresh_records(2, seed=7, solutions="short")

@@ -359,3 +359,46 @@ def test_background_gives_every_cell_a_distinct_colour() -> None:
     cells = {canvas.getpixel((col * 28 + 14, row * 28 + 14)) for row in range(GRID) for col in range(GRID)}
     assert len(cells) == GRID * GRID
     assert min(min(c) for c in cells) >= 255 - 48  # faint: never mistaken for a shape's colour
+
+
+def _checked_arithmetic(step: str) -> list[int]:
+    """The results of every "a + b = c" / "a - b = c" in ``step``, each checked, each one operation."""
+    results = []
+    for a, op, b, c in re.findall(r"(\d+) ([+-]) (\d+) = (\d+)", step):
+        assert int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b)), step
+        results.append(int(c))
+    assert not re.search(r"\d+ [+-] \d+ [+-] \d+", step), f"two operations in one: {step}"
+    return results
+
+
+def test_local_steps_copy_forwards_and_add_two_numbers_at_a_time() -> None:
+    rng = random.Random(3)
+    rewritten = Counter()
+    for scene in scenes(5, 300):
+        for name in qs.templates_for(scene.kind):
+            q = qs.ask(name, scene, rng)
+            if q is None:
+                continue
+            local = qs.local_steps(q, scene)
+            assert local[-1] == q.steps[-1] == f"The answer is {q.answer}."
+            assert all(s.startswith(f"Step {i}: ") for i, s in enumerate(local[:-1], 1))
+            if local == q.steps:
+                continue
+            rewritten[name] += 1
+            body = " ".join(local[:-1])
+            if name in ("bar_tallest", "bar_shortest"):
+                # every bar in turn with its own height, and the running extreme each time
+                turns = re.findall(r"([A-D]) (\d)(?:, (take|keep) ([A-D]) (\d))?", local[0].split(": ", 1)[1])
+                assert [(t[0], int(t[1])) for t in turns] == [(b.label, b.height) for b in scene.bars]
+                assert turns[-1][3] == q.answer and local[1] == f"Step 2: Bar {q.answer} is the {name[4:]}."
+            elif name == "bar_color_height":
+                color = q.question.split()[-2]
+                found = local[0].rsplit(": ", 1)[1].rstrip(".").split(", ")
+                assert found[-1].endswith(color) and all(not f.endswith(color) for f in found[:-1])
+                assert f"Bar {found[-1].split()[0]} has height {q.answer}." in local[1]
+            else:
+                results = [r for s in local[:-1] for r in _checked_arithmetic(s)]
+                total = sum(b.height for b in scene.bars) if scene.kind == "bars" else None
+                assert str(results[-1]) == q.answer or (name == "bar_mean" and results[-1] == total), body
+    assert set(rewritten) == {"bar_tallest", "bar_shortest", "bar_color_height", "bar_sum_all", "bar_mean",
+                              "bar_sum_minus", "subtract_two"}, rewritten

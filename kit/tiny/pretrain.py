@@ -65,6 +65,10 @@ class PretrainSpec:
     # The perception gates count one colour 88 % right after 2,000 steps with it. The pool's 2,000 images are files
     # whose objects the records do not keep, so their solutions stay as written.
     scan: str = ""
+    # The fresh scenes' solutions: "" as the world writes them, "local" rewritten so that each step copies forwards or
+    # adds two numbers (kit.tiny.world.questions.local_steps): "the largest height is 7, so bar B" becomes a running
+    # comparison, because a tiny model finds the 7 in its scan but not the label before it.
+    solutions: str = ""
     batch_size: int = 32
     warmup: int = 50
     weight_decay: float = 0.01
@@ -180,13 +184,17 @@ def query_prompt(record: dict) -> str:
     return mathvista.build_prompt(problem)
 
 
-def fresh_records(n: int, seed: int, scan: str = "") -> list[dict]:
+def fresh_records(n: int, seed: int, scan: str = "", solutions: str = "") -> list[dict]:
     """``n`` pool-like records over freshly sampled training-split scenes (the ``image`` is the scene).
 
     Drawn by the world's own ``SceneSource("train")``, so no scene of an evaluation family can occur. With ``scan``
-    (``PretrainSpec.scan``), each shapes scene's solution starts by reading its cells."""
+    (``PretrainSpec.scan``), each shapes scene's solution starts by reading its cells; ``solutions`` is
+    ``PretrainSpec.solutions``."""
     from kit.tiny.world.families import SceneSource
-    from kit.tiny.world.questions import ask_any
+    from kit.tiny.world.questions import ask_any, local_steps
+
+    if solutions not in ("", "local"):
+        raise KitError(f"solutions must be '' (the world's gold steps) or 'local', not {solutions!r}")
 
     rng = random.Random(seed)
     source = SceneSource(rng, "train")
@@ -194,7 +202,8 @@ def fresh_records(n: int, seed: int, scan: str = "") -> list[dict]:
     for _ in range(n):
         scene = source.draw()
         q = ask_any(scene, rng)
-        solution = scanned(list(q.steps), scene, scan) if scan else list(q.steps)
+        steps = local_steps(q, scene) if solutions else list(q.steps)
+        solution = scanned(steps, scene, scan) if scan else steps
         records.append({"image": scene, "question": q.question, "answer": q.answer, "choices": q.choices,
                         "answer_type": q.answer_type, "precision": q.precision, "solution": solution})
     return records
@@ -223,7 +232,7 @@ def scanned(solution: list[str], scene, scan: str) -> list[str]:
 
 
 def corpus_examples(world_root: Path, styles: tuple[str, ...], pool_fraction: float, seed: int,
-                    fresh_scenes: int = 0, scan: str = "") -> list[Example]:
+                    fresh_scenes: int = 0, scan: str = "", solutions: str = "") -> list[Example]:
     """Training conversations for the given styles, from the world's training families only (plus
     ``fresh_scenes`` newly sampled training-split scenes)."""
     rng = random.Random(seed)
@@ -232,7 +241,7 @@ def corpus_examples(world_root: Path, styles: tuple[str, ...], pool_fraction: fl
     pool = pool[: max(1, int(len(pool) * pool_fraction))]
     for record in pool:
         record["image"] = str(pool_dir / record["image"])
-    pool += fresh_records(fresh_scenes, seed + 1, scan) if fresh_scenes else []
+    pool += fresh_records(fresh_scenes, seed + 1, scan, solutions) if fresh_scenes else []
     examples: list[Example] = []
     for record in pool:
         image = record["image"]
@@ -300,11 +309,13 @@ def _seat_examples(pool: list[dict], styles: tuple[str, ...], seed: int) -> list
     return examples
 
 
-def corpus_texts(world_root: Path, scan: str = "") -> list[str]:
-    """Every text the tokenizer should know: questions, solutions (with their ``scan``), descriptions, prompts."""
+def corpus_texts(world_root: Path, scan: str = "", solutions: str = "") -> list[str]:
+    """Every text the tokenizer should know: questions, solutions (with their ``scan`` and ``solutions``), descriptions,
+    prompts."""
     texts = []
     for styles in (("cot", "query", "direct", "yesno", "instructions", "describe"),):
-        for example in corpus_examples(world_root, styles, 1.0, seed=0, fresh_scenes=200, scan=scan):
+        examples = corpus_examples(world_root, styles, 1.0, seed=0, fresh_scenes=200, scan=scan, solutions=solutions)
+        for example in examples:
             for user, assistant in example.turns:
                 texts += [user, assistant]
     return texts
@@ -496,10 +507,10 @@ def mathvista_score(model, processor, world_root: Path, limit: int | None = None
 # ---------------------------------------------------------------------------------------------
 # Build command
 # ---------------------------------------------------------------------------------------------
-def build_tokenizer(world_root: Path, family: str, vocab: int, scan: str = ""):
+def build_tokenizer(world_root: Path, family: str, vocab: int, scan: str = "", solutions: str = ""):
     from kit.tiny.models import train_tokenizer
 
-    return train_tokenizer(corpus_texts(world_root, scan), family, vocab)
+    return train_tokenizer(corpus_texts(world_root, scan, solutions), family, vocab)
 
 
 def build_one(spec: PretrainSpec, world_root: Path, out_dir: Path, log=print) -> PretrainReport:
@@ -519,7 +530,7 @@ def build_one(spec: PretrainSpec, world_root: Path, out_dir: Path, log=print) ->
         base = load(start)
         model, processor = base.model, base.processor
     else:
-        tokenizer = build_tokenizer(world_root, spec.family, spec.size.vocab, spec.scan)
+        tokenizer = build_tokenizer(world_root, spec.family, spec.size.vocab, spec.scan, spec.solutions)
         model, processor = build_tiny(spec.family, tokenizer, spec.size, seed=spec.seed, mrope=spec.mrope,
                                       vision_rope_theta=spec.vision_rope_theta)
     if spec.perception:
@@ -529,7 +540,8 @@ def build_one(spec: PretrainSpec, world_root: Path, out_dir: Path, log=print) ->
         for stage in warm_up(spec.perception, family=spec.family, size=spec.size, seed=spec.seed, **rotary):
             log(f"{spec.name}: perception warm-up, {stage.kind}, {stage.steps} steps")
             train_perception(model, processor, stage)
-    examples = corpus_examples(world_root, spec.corpus, spec.pool_fraction, spec.seed, spec.fresh_scenes, spec.scan)
+    examples = corpus_examples(world_root, spec.corpus, spec.pool_fraction, spec.seed, spec.fresh_scenes, spec.scan,
+                                 spec.solutions)
     log(f"{spec.name}: {count_parameters(model):,} parameters, {len(examples):,} examples, {spec.steps} steps")
     def curve_point() -> float:
         return mathvista_score(model, processor, world_root, limit=spec.curve_items)["accuracy"]

@@ -942,6 +942,61 @@ def _bar_tallest_yes_no(scene: Scene, rng: random.Random) -> Question | None:
     return _yes_no(scene, rng, ("bar_tallest",), "bar_tallest_yes_no")
 
 
+# -- local steps ----------------------------------------------------------------------------------
+# The gold steps of some bar questions ask a tiny model to look a value up backwards: "The largest height is 7, so
+# bar B" must find the 7 in "A is 7, B is 4, ..." and copy the label before it, and "The blue bar is bar C" the label
+# before "blue". A tiny Qwen2-VL copies forwards (a bar's height or colour from its label: 100 % on fresh problems)
+# but not backwards (the tallest bar 27 %, the blue bar's height 37 %; docs/tiny-models.md), and adds four numbers
+# in one step only half the time. These solutions reach the same answers in steps that each copy forwards or combine
+# two numbers written just before.
+def _compare_in_turn(scene: Scene, tallest: bool) -> str:
+    """"Compare in turn: A 3; B 7, take B 7; C 5, keep B 7; ...": the running extreme, one bar at a time."""
+    best = scene.bars[0]
+    parts = [f"{best.label} {best.height}"]
+    for bar in scene.bars[1:]:
+        better = bar.height > best.height if tallest else bar.height < best.height
+        best = bar if better else best
+        parts.append(f"{bar.label} {bar.height}, {'take' if better else 'keep'} {best.label} {best.height}")
+    return "Compare in turn: " + "; ".join(parts) + "."
+
+
+def _add_in_turn(values: list[int]) -> str:
+    """"Add in turn: 7 + 4 = 11, 11 + 6 = 17.": one addition of two numbers per step."""
+    total, sums = values[0], []
+    for value in values[1:]:
+        sums.append(f"{total} + {value} = {total + value}")
+        total += value
+    return "Add in turn: " + ", ".join(sums) + "."
+
+
+def local_steps(q: Question, scene: Scene) -> list[str]:
+    """``q``'s gold solution, with the steps that look a value up backwards or add more than two numbers at once
+    rewritten as forward copies and two-number additions; other templates' solutions as written."""
+    word = {"bar_tallest": "tallest", "bar_shortest": "shortest"}.get(q.template)
+    if word:
+        return _numbered([_compare_in_turn(scene, word == "tallest"), f"Bar {q.answer} is the {word}."], q.answer)
+    if q.template == "bar_color_height":
+        color = q.question.removeprefix("What is the height of the ").removesuffix(" bar?")
+        found = scene.bars[[b.color for b in scene.bars].index(color)]
+        seen = ", ".join(f"{b.label} {b.color}" for b in scene.bars[: scene.bars.index(found) + 1])
+        return _numbered([f"Find the {color} bar: {seen}.", f"Bar {found.label} has height {found.height}."], q.answer)
+    if q.template in ("bar_sum_all", "bar_mean"):
+        steps = q.steps[:-1]
+        at = next(i for i, line in enumerate(steps) if line.split(": ", 1)[1].startswith("Add: "))
+        plain = [line.split(": ", 1)[1] for line in steps]
+        plain[at] = _add_in_turn([b.height for b in scene.bars])
+        return _numbered(plain, q.answer)
+    if q.template in ("bar_sum_minus", "subtract_two"):
+        # the last step combines three numbers ("Compute: 5 + 3 - 2 = 6.", "Subtract: 6 - 2 - 1 = 3.")
+        plain = [line.split(": ", 1)[1] for line in q.steps[:-1]]
+        a, op1, b, op2, c = plain[-1].split(": ", 1)[1].split(" = ")[0].split()
+        first = int(a) + int(b) if op1 == "+" else int(a) - int(b)
+        plain[-1] = f"{'Add' if op1 == '+' else 'Subtract'}: {a} {op1} {b} = {first}."
+        plain.append(f"Subtract: {first} {op2} {c} = {q.answer}.")
+        return _numbered(plain, q.answer)
+    return list(q.steps)
+
+
 # -- the world's rules ----------------------------------------------------------------------------
 # (question, answer, reason): facts that hold for every picture of the tiny world.
 RULE_FACTS: list[tuple[str, str, str]] = [
