@@ -79,3 +79,30 @@ def test_a_per_template_set_asks_every_template_equally_about_evaluation_side_sc
     assert {scene_split(scene) for scene in scenes.values()} == {"eval"}
     assert set(scenes) == {f"mathvista/{r['image']}" for r in records}
     assert json.loads((tmp_path / "mathvista" / "testmini.json").read_text())["1"]["solution"]
+
+
+def test_a_diagnosis_keeps_each_item_s_result_its_wrong_answers_and_compares_item_by_item(tmp_path) -> None:
+    import json
+
+    import pytest
+
+    from kit.errors import KitError
+    from kit.tiny.pretrain import MODELS_DIR
+
+    # Four new tokens cut every gold solution short, so every item is wrong: each template keeps one wrong answer.
+    result = diagnose.diagnose(MODELS_DIR / "tiny-qwen2vl-student", tmp_path, per_template=1, wrong=1,
+                               max_new_tokens=4, batch_size=32)
+    assert result["n"] == len(result["items"]) == len(qs.TEMPLATES) and not any(result["items"].values())
+    assert set(result["wrong"]) == set(qs.TEMPLATES) and all(len(kept) == 1 for kept in result["wrong"].values())
+    lines = diagnose.report_lines(result)
+    assert sum(line.startswith("wrong answers, ") for line in lines) == len(qs.TEMPLATES)
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps(result))
+    assert diagnose.against_line(result, mine).endswith(
+        f"+0.00 points on {result['n']} items; right only here 0, only there 0; McNemar p = 1")
+    perfect = tmp_path / "perfect.json"
+    perfect.write_text(json.dumps({**result, "items": {key: True for key in result["items"]}}))
+    assert f"-100.00 points on {result['n']} items; right only here 0, only there {result['n']}" in (
+        diagnose.against_line(result, perfect))
+    with pytest.raises(KitError, match="not a kit models diagnose --json file"):
+        diagnose.against_line(result, tmp_path / "missing.json")

@@ -11,6 +11,11 @@ Two read-outs of one greedy evaluation (the one ``kit models build`` records):
   of the objects in a shapes scene, how many the cells scan put in the right cell, with the right colour and the
   right shape, and how many it wrote into empty cells; of a bar chart's bars, the colour and height the bars scan
   read. A model can read every colour and place right and still call every shape a circle: the summary says which.
+
+``--wrong N`` also prints up to N wrong answers of each template, the model's whole response beside the right answer:
+the per-template numbers say where it fails, these say how. ``--against FILE`` compares the model item by item with
+another diagnosed on the same items (``--json`` of an earlier run): McNemar's exact test on the items only one of the
+two gets right (``kit.core.stats.paired``), since one recipe against another moves a few points on 930 items.
 """
 
 from __future__ import annotations
@@ -86,11 +91,13 @@ def per_template_set(folder: Path, per_template: int, image_size: int, seed: int
 
 
 def diagnose(model: str | Path, world_root: str | Path, *, limit: int | None = None, batch_size: int = 64,
-             per_template: int = 0, image_size: int = 112) -> dict:
+             per_template: int = 0, image_size: int = 112, wrong: int = 0, max_new_tokens: int = 96) -> dict:
     """Evaluate ``model`` on the world's tiny MathVista (greedy, rules-only, as ``kit models build`` does), or with
     ``per_template`` on that many fresh problems of every template (``per_template_set``, pictures of
-    ``image_size``), and return ``accuracy``, ``by_template`` (template -> accuracy, correct, total) and the scans'
-    tallies (``cells``, ``bars``: ``cells_reading`` and ``bars_reading`` summed over the scenes of each kind)."""
+    ``image_size``), each answer cut at ``max_new_tokens``, and return ``accuracy``, ``by_template`` (template -> accuracy, correct, total) and the scans'
+    tallies (``cells``, ``bars``: ``cells_reading`` and ``bars_reading`` summed over the scenes of each kind); with
+    ``wrong``, ``wrong`` holds up to that many wrong answers per template (question, answer, response); ``items`` maps
+    each item's id to whether it was answered right."""
     from kit.eval.benchmarks import mathvista
     from kit.eval.evaluate import evaluate
     from kit.tiny.world import read_scenes
@@ -105,16 +112,25 @@ def diagnose(model: str | Path, world_root: str | Path, *, limit: int | None = N
             scenes = read_scenes(root)
         predictions = Path(scratch) / "mathvista.jsonl"
         scores = evaluate(str(model), "mathvista", source=root / "mathvista", limit=limit,
-                          batch_size=batch_size, predictions_path=predictions, progress=True)
+                          batch_size=batch_size, predictions_path=predictions, progress=True,
+                          max_new_tokens=max_new_tokens)
         lines = {line["id"]: line for line in map(json.loads, predictions.read_text().splitlines())}
         records = mathvista.load(root / "mathvista", limit=limit)
     templates: dict[str, Counter] = {}
     cells, bars = Counter(), Counter()
+    failures: dict[str, list[dict]] = {}
+    items: dict[str, bool] = {}
     for record in records:
         line = lines[mathvista.record_id(record)]
-        tally = templates.setdefault(template_of(record["question"]) or "(unknown)", Counter())
+        template = template_of(record["question"]) or "(unknown)"
+        tally = templates.setdefault(template, Counter())
         tally["total"] += 1
-        tally["correct"] += mathvista.is_correct(line["prediction"], record)
+        right = mathvista.is_correct(line["prediction"], record)
+        items[mathvista.record_id(record)] = bool(right)
+        tally["correct"] += right
+        kept = failures.setdefault(template, [])
+        if not right and len(kept) < wrong:
+            kept.append({"question": record["question"], "answer": record["answer"], "response": line["response"]})
         scene = scenes.get(f"mathvista/{record['image']}")
         if scene is not None and scene.kind == "shapes":
             cells += cells_reading(line["response"], scene.objects)
@@ -124,7 +140,8 @@ def diagnose(model: str | Path, world_root: str | Path, *, limit: int | None = N
                           "total": t["total"]} for name, t in templates.items()}
     return {"accuracy": scores["accuracy"], "n": scores["n"],
             "by_template": dict(sorted(by_template.items(), key=lambda kv: (kv[1]["accuracy"], kv[0]))),
-            "cells": dict(cells), "bars": dict(bars)}
+            "cells": dict(cells), "bars": dict(bars), "wrong": {name: kept for name, kept in failures.items() if kept},
+            "items": items}
 
 
 def _share(part: int, whole: int) -> str:
@@ -143,7 +160,25 @@ def report_lines(result: dict) -> list[str]:
                   f"shape {_share(cells['shape'], scanned)}; objects written into empty cells: {cells['invented']}",
               f"bars scans of bar charts ({bars['unscanned']} answers without one): of {bars['bars']} bars, "
               f"colour {_share(bars['colour'], bars['bars'])}, height {_share(bars['height'], bars['bars'])}"]
+    for name, kept in result.get("wrong", {}).items():
+        lines += ["", f"wrong answers, {name}:"]
+        lines += [f"  {item['question']} (answer {item['answer']})\n    " + item["response"].replace("\n", "\n    ")
+                  for item in kept]
     return lines
+
+
+def against_line(result: dict, other: Path) -> str:
+    """This model against the one diagnosed in ``other`` (a ``--json`` file) on the same items."""
+    from kit.core.stats import paired
+    from kit.errors import KitError
+
+    try:
+        theirs = json.loads(Path(other).read_text())["items"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise KitError(f"--against {other}: not a kit models diagnose --json file with items ({error})") from error
+    test = paired(result["items"], theirs)
+    return (f"against {other}: {test['difference (points)']:+.2f} points on {test['items']} items; right only here "
+            f"{test['only A']}, only there {test['only B']}; McNemar p = {test['McNemar p']:.3g}")
 
 
 def register(sub) -> None:
@@ -154,6 +189,13 @@ def register(sub) -> None:
     parser.add_argument("--limit", type=int, default=None, help="the first N items only (default: all)")
     parser.add_argument("--per-template", type=int, default=0, metavar="N",
                         help="evaluate on N fresh problems of every template instead of the world's testmini")
+    parser.add_argument("--wrong", type=int, default=0, metavar="N",
+                        help="also print up to N wrong answers of each template, with the model's whole response")
+    parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                        help="cut each answer at N tokens (default: the profile's evaluation.max_new_tokens); "
+                             "solutions that read the picture first are longer than the world's own")
+    parser.add_argument("--against", type=Path, default=None, metavar="FILE",
+                        help="compare item by item with another model's --json from the same items (McNemar)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     parser.add_argument("--threads", type=int, default=2)
     parser.set_defaults(func=_cmd_diagnose)
@@ -167,8 +209,11 @@ def _cmd_diagnose(args) -> int:
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
     result = diagnose(args.model, profile.resolve_path(profile.get("world.root")), limit=args.limit,
-                      per_template=args.per_template, image_size=profile.get("world.image_size"))
+                      per_template=args.per_template, image_size=profile.get("world.image_size"), wrong=args.wrong,
+                      max_new_tokens=args.max_new_tokens or profile.get("evaluation.max_new_tokens"))
     print("\n".join(report_lines(result)))
+    if args.against is not None:
+        print("\n" + against_line(result, args.against))
     if args.json is not None:
         from kit.core.artifacts import atomic_write_json
 
