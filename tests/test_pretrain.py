@@ -343,3 +343,13 @@ def test_local_solutions_change_only_the_steps_of_the_fresh_scenes_they_rewrite(
         assert record["solution"][0].startswith("Step 1: Read the ") and record["solution"][-1].startswith("The answer")
     with pytest.raises(KitError, match="solutions must be"):
         pretrain.fresh_records(2, seed=7, solutions="short")
+
+
+def test_the_build_s_answer_budget_fits_the_longest_solution_it_trains_on():
+    processor = models.load(pretrain.MODELS_DIR / "tiny-qwen2vl-student", device="cpu").processor
+    short = [pretrain.Example(None, [("q", "Step 1: Bar B is red.\nThe answer is red.")])]
+    assert pretrain.answer_budget(processor, short) == 96  # the world's own solutions fit the profile's 96
+    scanned = [pretrain.Example(None, [("q", "\n".join(r["solution"]))])
+               for r in pretrain.fresh_records(300, seed=2, scan="cells+bars", solutions="local")]
+    longest = max(len(processor.tokenizer(e.turns[0][1])["input_ids"]) for e in scanned)
+    assert longest > 96 and pretrain.answer_budget(processor, scanned) == longest + 16
