@@ -94,10 +94,10 @@ def diagnose(model: str | Path, world_root: str | Path, *, limit: int | None = N
              per_template: int = 0, image_size: int = 112, wrong: int = 0, max_new_tokens: int = 96) -> dict:
     """Evaluate ``model`` on the world's tiny MathVista (greedy, rules-only, as ``kit models build`` does), or with
     ``per_template`` on that many fresh problems of every template (``per_template_set``, pictures of
-    ``image_size``), each answer cut at ``max_new_tokens``, and return ``accuracy``, ``by_template`` (template -> accuracy, correct, total) and the scans'
-    tallies (``cells``, ``bars``: ``cells_reading`` and ``bars_reading`` summed over the scenes of each kind); with
-    ``wrong``, ``wrong`` holds up to that many wrong answers per template (question, answer, response); ``items`` maps
-    each item's id to whether it was answered right."""
+    ``image_size``), each answer cut at ``max_new_tokens``. Returns ``accuracy``, ``by_template`` (template ->
+    accuracy, correct, total), the scans' tallies (``cells``, ``bars``: ``cells_reading`` and ``bars_reading`` summed
+    over the scenes of each kind), ``wrong`` (up to ``wrong`` wrong answers per template: question, answer, response)
+    and ``items`` (each item's id -> answered right)."""
     from kit.eval.benchmarks import mathvista
     from kit.eval.evaluate import evaluate
     from kit.tiny.world import read_scenes
@@ -121,12 +121,13 @@ def diagnose(model: str | Path, world_root: str | Path, *, limit: int | None = N
     failures: dict[str, list[dict]] = {}
     items: dict[str, bool] = {}
     for record in records:
-        line = lines[mathvista.record_id(record)]
+        item = mathvista.record_id(record)
+        line = lines[item]
         template = template_of(record["question"]) or "(unknown)"
         tally = templates.setdefault(template, Counter())
         tally["total"] += 1
         right = mathvista.is_correct(line["prediction"], record)
-        items[mathvista.record_id(record)] = bool(right)
+        items[item] = bool(right)
         tally["correct"] += right
         kept = failures.setdefault(template, [])
         if not right and len(kept) < wrong:
