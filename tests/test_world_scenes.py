@@ -399,9 +399,24 @@ def test_local_steps_copy_forwards_and_add_two_numbers_at_a_time() -> None:
             assert best == q.answer and local[1] == f"Step 2: Bar {q.answer} is the {name[4:]}."
         elif name == "bar_color_height":
             assert local[0] == f"Step 1: The {q.question.split()[-2]} bar has height {q.answer}."
-        else:
+        if name in ("bar_sum_all", "bar_mean", "bar_sum_minus", "subtract_two"):
             results = [r for s in local[:-1] for r in _checked_arithmetic(s)]
             total = sum(b.height for b in scene.bars) if scene.kind == "bars" else None
             assert str(results[-1]) == q.answer or (name == "bar_mean" and results[-1] == total), body
+        counts = [m for s in local for m in [re.fullmatch(r"Step \d+: Count the (\w+ )?(\w+)s: (.+), so (\d)\.", s)] if m]
+        assert (len(counts) > 0) == (name in COUNTED_IN_TURN), body
+        for m in counts:
+            # every object of the asked colour and shape in the scan's reading order, numbered from 1, and nothing else
+            color, shape = m[1] and m[1].strip(), None if m[2] == "shape" else m[2]
+            wanted = [f"{o.color} {o.shape}" for o in sorted(scene.objects, key=lambda o: (o.row, o.col))
+                      if color in (None, o.color) and shape in (None, o.shape)]
+            assert m[3] == (", ".join(f"{entry} {i}" for i, entry in enumerate(wanted, 1)) or "none"), body
+            assert int(m[4]) == len(wanted) == scene.count(color, shape), body
     assert set(rewritten) == {"bar_tallest", "bar_shortest", "bar_color_height", "bar_sum_all", "bar_mean",
-                              "bar_sum_minus", "subtract_two"}, rewritten
+                              "bar_sum_minus", "subtract_two", *COUNTED_IN_TURN}, rewritten
+
+
+# The templates with a step that counts one colour or one shape ("Count the red shapes: 2."): rewritten as counts in
+# turn. Counting every shape, a size ("small shapes") or "circles that are not red" stays as written.
+COUNTED_IN_TURN = {"count_color", "count_shape", "count_color_shape", "compare_yes_no", "subtract_color",
+                   "subtract_two", "sum_colors", "diff_colors", "fraction_color", "corners_total"}

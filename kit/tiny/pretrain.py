@@ -67,7 +67,8 @@ class PretrainSpec:
     scan: str = ""
     # The fresh scenes' solutions: "" as the world writes them, "local" rewritten so that each step copies forwards or
     # adds two numbers (kit.tiny.world.questions.local_steps): "the largest height is 7, so bar B" becomes a running
-    # comparison, because a tiny model finds the 7 in its scan but not the label before it.
+    # comparison, because a tiny model finds the 7 in its scan but not the label before it, and "Count the red shapes:
+    # 2." lists the red objects with the count so far, because it reads every colour in its scan but miscounts them.
     solutions: str = ""
     batch_size: int = 32
     warmup: int = 50

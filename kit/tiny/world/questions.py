@@ -12,6 +12,7 @@ sub-problems, and ``ask_rule`` asks about the world's rules, answerable without 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -943,12 +944,13 @@ def _bar_tallest_yes_no(scene: Scene, rng: random.Random) -> Question | None:
 
 
 # -- local steps ----------------------------------------------------------------------------------
-# The gold steps of some bar questions ask a tiny model to look a value up backwards: "The largest height is 7, so
+# The gold steps of some questions ask a tiny model to look a value up backwards: "The largest height is 7, so
 # bar B" must find the 7 in "A is 7, B is 4, ..." and copy the label before it, and "The blue bar is bar C" the label
 # before "blue". A tiny Qwen2-VL copies forwards (a bar's height or colour from its label: 100 % on fresh problems)
-# but not backwards (the tallest bar 27 %, the blue bar's height 37 %; docs/tiny-models.md), and adds four numbers
-# in one step only half the time. These solutions reach the same answers in steps that each copy forwards or combine
-# two numbers written just before. (A first running comparison, "B 6, keep A 5", wrote "keep" at every bar, and a
+# but not backwards (the tallest bar 27 %, the blue bar's height 37 %; docs/tiny-models.md), adds four numbers in
+# one step only half the time, and counts one colour in a right cells scan a third of the time ("Count the blue
+# shapes: 1." for three). These solutions reach the same answers in steps that each copy forwards or combine two
+# numbers written just before. (A first running comparison, "B 6, keep A 5", wrote "keep" at every bar, and a
 # search, "Find the red bar: A blue, B red.", never stopped: both measured in docs/tiny-models.md.)
 def _compare_in_turn(scene: Scene, tallest: bool) -> str:
     """"Compare in turn: A 3 or B 7: B 7; B 7 or C 5: B 7; ...": each comparison writes its two bars side by side
@@ -970,31 +972,45 @@ def _add_in_turn(values: list[int]) -> str:
     return "Add in turn: " + ", ".join(sums) + "."
 
 
+def _count_in_turn(scene: Scene, what: str) -> str | None:
+    """"Count the red shapes: red circle 1, red square 2, so 2.": each matching object copied from the cells scan in
+    its reading order with the count so far, the answer the last number. None where ``what`` names something a scan
+    does not write (a size) or every shape (counting all of them is already right on fresh problems)."""
+    *adjectives, noun = what.split()
+    shape = noun.removesuffix("s")
+    color = adjectives[0] if adjectives else None
+    if len(adjectives) > 1 or (color is not None and color not in COLOR_NAMES) or shape not in (*SHAPES, "shape") \
+            or (color is None and shape == "shape"):
+        return None
+    found = sorted(scene.select(color, None if shape == "shape" else shape), key=lambda o: (o.row, o.col))
+    entries = ", ".join(f"{o.color} {o.shape} {i}" for i, o in enumerate(found, 1)) or "none"
+    return f"Count the {what}: {entries}, so {len(found)}."
+
+
 def local_steps(q: Question, scene: Scene) -> list[str]:
-    """``q``'s gold solution, with the steps that look a value up backwards or add more than two numbers at once
-    rewritten as forward copies and two-number additions; other templates' solutions as written."""
+    """``q``'s gold solution, with the steps that look a value up backwards, add more than two numbers at once or
+    count in one go rewritten as forward copies, two-number additions and counts in turn; other steps as written."""
+    plain = [line.split(": ", 1)[1] for line in q.steps[:-1]]
     word = {"bar_tallest": "tallest", "bar_shortest": "shortest"}.get(q.template)
     if word:
-        return _numbered([_compare_in_turn(scene, word == "tallest"), f"Bar {q.answer} is the {word}."], q.answer)
-    if q.template == "bar_color_height":
+        plain = [_compare_in_turn(scene, word == "tallest"), f"Bar {q.answer} is the {word}."]
+    elif q.template == "bar_color_height":
         # a bars scan reads "B red 6": the height follows the colour, as the colour follows the letter
         color = q.question.removeprefix("What is the height of the ").removesuffix(" bar?")
-        return _numbered([f"The {color} bar has height {q.answer}."], q.answer)
-    if q.template in ("bar_sum_all", "bar_mean"):
-        steps = q.steps[:-1]
-        at = next(i for i, line in enumerate(steps) if line.split(": ", 1)[1].startswith("Add: "))
-        plain = [line.split(": ", 1)[1] for line in steps]
+        plain = [f"The {color} bar has height {q.answer}."]
+    elif q.template in ("bar_sum_all", "bar_mean"):
+        at = next(i for i, step in enumerate(plain) if step.startswith("Add: "))
         plain[at] = _add_in_turn([b.height for b in scene.bars])
-        return _numbered(plain, q.answer)
-    if q.template in ("bar_sum_minus", "subtract_two"):
+    elif q.template in ("bar_sum_minus", "subtract_two"):
         # the last step combines three numbers ("Compute: 5 + 3 - 2 = 6.", "Subtract: 6 - 2 - 1 = 3.")
-        plain = [line.split(": ", 1)[1] for line in q.steps[:-1]]
         a, op1, b, op2, c = plain[-1].split(": ", 1)[1].split(" = ")[0].split()
         first = int(a) + int(b) if op1 == "+" else int(a) - int(b)
-        plain[-1] = f"{'Add' if op1 == '+' else 'Subtract'}: {a} {op1} {b} = {first}."
-        plain.append(f"Subtract: {first} {op2} {c} = {q.answer}.")
-        return _numbered(plain, q.answer)
-    return list(q.steps)
+        plain[-1:] = [f"{'Add' if op1 == '+' else 'Subtract'}: {a} {op1} {b} = {first}.",
+                      f"Subtract: {first} {op2} {c} = {q.answer}."]
+    if scene.kind == "shapes":
+        counted = [re.fullmatch(r"Count the (.+): \d+\.", step) for step in plain]
+        plain = [(_count_in_turn(scene, m[1]) if m else None) or step for m, step in zip(counted, plain, strict=True)]
+    return _numbered(plain, q.answer)
 
 
 # -- the world's rules ----------------------------------------------------------------------------
