@@ -184,7 +184,7 @@ def test_the_mask_check_catches_labels_on_the_wrong_tokens(tmp_path):
     for family in ("qwen2_vl", "llava_next"):
         processor = models.load(with_real_template(family, tmp_path / family)).processor
         examples = [cot(3, image), reflection(4, image)]  # the reflection example trains turn 1 only
-        batch = TurnMaskingCollator(processor, None)(list(to_hf_dataset(examples)))
+        batch = TurnMaskingCollator(processor)(list(to_hf_dataset(examples)))
 
         def check(labels, rows=examples, processor=processor, batch=batch):
             return check_labels(processor.tokenizer, batch["input_ids"], labels, batch["attention_mask"], rows)

@@ -211,7 +211,7 @@ def test_pretrain_and_fine_tuning_collators_label_the_same_tokens(world, tmp_pat
     row = {"id": "r", "kind": "reflection", "images": [image], "train_turns": list(reflection.loss_turns),
            "messages": conversation([text for turn in reflection.turns for text in turn], image)}
     ours = pretrain.collate(processor, [reflection])
-    theirs = TurnMaskingCollator(processor, None)(list(to_hf_dataset([row])))
+    theirs = TurnMaskingCollator(processor)(list(to_hf_dataset([row])))
     labelled = [batch["input_ids"][0][batch["labels"][0] != -100].tolist() for batch in (ours, theirs)]
     assert labelled[0] == labelled[1] and labelled[0]
     assert tokenizer.decode(labelled[1]) == reflection.turns[1][1] + "<|im_end|>"

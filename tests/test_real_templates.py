@@ -93,7 +93,7 @@ def test_the_real_templates_have_no_generation_markers_and_get_trl_training_vari
 def test_labels_cover_exactly_the_assistant_tokens_with_the_end_of_turn(real, image):
     family, _, processor = real
     end = REAL[family][2]
-    collator = TurnMaskingCollator(processor, None)
+    collator = TurnMaskingCollator(processor)
     rows = list(to_hf_dataset([cot(3, image), reflection(4, image)]))
     batch = collator(rows)
     # Rows processed one by one and joined are TRL's own batch to the bit, under the real template too.
@@ -114,7 +114,7 @@ def test_an_example_with_nothing_to_learn_is_an_error_naming_it(real, image):
     _, _, processor = real
     example = {**cot(1, image), "id": "no-such-turn", "train_turns": [2]}
     with pytest.raises(KitError, match=r"'no-such-turn' has no token to learn from.*1 assistant turn"):
-        TurnMaskingCollator(processor, None)(list(to_hf_dataset([example])))
+        TurnMaskingCollator(processor)(list(to_hf_dataset([example])))
 
 
 def test_an_unknown_unmarked_template_is_refused(real):
@@ -191,7 +191,7 @@ def test_unsloth_collator_labels_what_the_peft_collator_labels(real, image):  # 
     family, folder, processor = real
     loaded = models.load(folder)
     rows = list(to_hf_dataset([cot(3, image), reflection(4, image)]))
-    ours = TurnMaskingCollator(processor, None)(rows)
+    ours = TurnMaskingCollator(processor)(rows)
     theirs = UnslothTurnCollator(loaded.model, processor, 2048)(rows)
     for i in range(2):
         assert labelled_text(processor, theirs, i).rstrip() == labelled_text(processor, ours, i).rstrip()

@@ -107,7 +107,7 @@ def test_both_backends_get_the_same_recipe(tmp_path):
 @pytest.mark.peft_sft
 def test_batches_are_trls_to_the_bit_and_each_example_is_processed_once(examples):
     loaded = models.load(STUDENT)
-    collator = TurnMaskingCollator(loaded.processor, None)
+    collator = TurnMaskingCollator(loaded.processor)
     rows = list(to_hf_dataset(examples))
     calls = []
     inner = collator.inner
@@ -129,7 +129,7 @@ def test_batches_are_trls_to_the_bit_and_each_example_is_processed_once(examples
 @pytest.mark.peft_sft
 def test_a_set_larger_than_the_cache_is_rendered_each_time_it_is_seen(examples):
     loaded = models.load(STUDENT)
-    collator = TurnMaskingCollator(loaded.processor, None, cache_bytes=1)
+    collator = TurnMaskingCollator(loaded.processor, cache_bytes=1)
     rows = list(to_hf_dataset(examples[:2]))
     assert torch.equal(collator(rows)["input_ids"], collator(rows)["input_ids"]) and collator.cache == {}
 
@@ -138,7 +138,7 @@ def test_a_set_larger_than_the_cache_is_rendered_each_time_it_is_seen(examples):
 def test_label_mask_keeps_only_the_trained_assistant_turns(examples):
     loaded = models.load(STUDENT)
     dataset = to_hf_dataset(examples[:2])
-    batch = TurnMaskingCollator(loaded.processor, None)([dataset[0], dataset[1]])
+    batch = TurnMaskingCollator(loaded.processor)([dataset[0], dataset[1]])
     tokenizer = loaded.processor.tokenizer
     decoded = [tokenizer.decode(batch["input_ids"][i][batch["labels"][i] != -100]) for i in range(2)]
     assert decoded[0] == "Step 1: Count the red squares: 0.\nThe answer is 0<|im_end|>"
@@ -160,7 +160,7 @@ def test_adapter_round_trip_and_merge(examples, tmp_path):
     ours = models.load(tmp_path / "adapter")
     plain = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(STUDENT), tmp_path / "adapter")
     plain.eval()
-    batch = TurnMaskingCollator(ours.processor, None)([to_hf_dataset(examples[:1])[0]])
+    batch = TurnMaskingCollator(ours.processor)([to_hf_dataset(examples[:1])[0]])
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         a, b = ours.model(**inputs).logits, plain(**inputs).logits
@@ -285,3 +285,58 @@ def test_unsloth_trains_every_example_when_no_max_length_is_set(examples, monkey
     limit = unsloth_length_limit(examples, SFTSettings(), str(STUDENT))
     assert limit == max(lengths)
     assert fitting_examples(examples, open_processor(str(STUDENT)), limit) == (examples, [])
+
+
+@pytest.mark.peft_sft
+@pytest.mark.trl_fused_head
+def test_the_cpu_head_gives_what_trls_fused_head_gives(examples):
+    """FullLogitsHead, installed on a CPU, returns TRL's fused-head outputs (label log-probabilities, entropy, top-1)
+    from the model's full logits: the same loss, a cheaper path on a small vocabulary."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    from kit.training.sft import FullLogitsHead
+
+    batch = TurnMaskingCollator(models.load(STUDENT).processor)(list(to_hf_dataset(examples[:4])))
+    theirs, ours = (models.load(STUDENT).model for _ in range(2))
+    for model in (theirs, ours):
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    FullLogitsHead(ours)
+    fused, full = (model(**batch, fused_lm_head=True) for model in (theirs, ours))
+    assert torch.equal(fused.label_mask, full.label_mask) and int(full.label_mask.sum()) > 0
+    for name in ("log_probs", "entropy", "loss"):
+        assert torch.allclose(getattr(fused, name), getattr(full, name), atol=1e-5), name
+    assert torch.equal(fused.is_top1, full.is_top1)
+    full.loss.backward()  # the loss carries the model's gradient
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ours.parameters())
+    plain = {k: v for k, v in batch.items() if k != "labels"}
+    assert torch.equal(ours(**plain).logits, theirs(**plain).logits)  # other calls pass through
+
+
+@pytest.mark.peft_sft
+def test_training_renders_each_example_once_before_the_first_step(examples, tmp_path, monkeypatch):
+    """The length check renders every example into the collator's cache, so that the steps of every epoch render
+    none; the head TRL patched is replaced on a CPU."""
+    import kit.training.sft as training
+
+    rendered, heads = [], []
+    collated, batched = training.TurnMaskingCollator.collated, training.TurnMaskingCollator.__call__
+
+    def counted(self, example):
+        if training.example_key(example) not in self.cache:
+            rendered.append(example["id"])
+        return collated(self, example)
+
+    def batch(self, rows):
+        assert all(training.example_key(row) in self.cache for row in rows), "rendered during a training step"
+        return batched(self, rows)
+
+    monkeypatch.setattr(training.TurnMaskingCollator, "collated", counted)
+    monkeypatch.setattr(training.TurnMaskingCollator, "__call__", batch)
+    monkeypatch.setattr(training.FullLogitsHead, "__init__", lambda self, model: heads.append(model))
+    for max_length in (None, 10_000):
+        rendered.clear()
+        result = sft(STUDENT, examples, tmp_path / f"adapter-{max_length}",
+                     SFTSettings(lora_r=4, epochs=2, batch_size=4, max_length=max_length), log=lambda m: None)
+        assert sorted(rendered) == sorted(e["id"] for e in examples) and result.steps == 8
+        assert result.setup_seconds > 0 and result.skipped_too_long == []
+    assert len(heads) == 2

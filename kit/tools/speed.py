@@ -275,9 +275,11 @@ def plain_loop(model_source: Any, examples: list[dict], settings: Any, steps: in
     torch.manual_seed(settings.seed)
     model = get_peft_model(loaded.model, lora_config(settings, lora_targets(loaded.model, settings)))
     model.train()
-    collate = TurnMaskingCollator(loaded.processor, settings.max_length)
+    collate = TurnMaskingCollator(loaded.processor)
     size = settings.batch_size
+    collating = time.perf_counter()
     batches = [collate([examples[(step * size + i) % len(examples)] for i in range(size)]) for step in range(steps + 1)]
+    collate_seconds = time.perf_counter() - collating
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
     started = 0.0
     for step, batch in enumerate(batches):
@@ -288,7 +290,7 @@ def plain_loop(model_source: Any, examples: list[dict], settings: Any, steps: in
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - started
-    return {"samples_per_s": steps * size / seconds, "seconds": seconds}
+    return {"samples_per_s": steps * size / seconds, "seconds": seconds, "collate_seconds": collate_seconds}
 
 
 def bench_train(model: Any, *, source: str | Path, n: int = 256, steps: int = 30, batch_size: int = 8,
@@ -307,12 +309,15 @@ def bench_train(model: Any, *, source: str | Path, n: int = 256, steps: int = 30
             result = sft(model, examples, Path(tmp) / "adapter", dataclasses.replace(settings, backend=backend),
                          log=lambda message: None)
         results[backend] = {"samples_per_s": result.samples_per_second, "peak_memory_mb": result.peak_memory_mb,
-                            "seconds": result.seconds, "reason": result.backend_reason}
+                            "seconds": result.seconds, "setup_seconds": result.setup_seconds,
+                            "reason": result.backend_reason}
         log(f"{backend:>8s}: {result.samples_per_second:8.2f} samples/s, peak memory {result.peak_memory_mb:8.1f} MB "
-            f"({steps} steps of {batch_size}; {result.backend_reason})")
+            f"({steps} steps of {batch_size}; {result.backend_reason}; {result.setup_seconds:.1f} s before the "
+            "first step: model, rendering every example once, trainer)")
     plain = plain_loop(model, examples, settings, steps)
     results["plain"] = plain
-    log(f"{'plain':>8s}: {plain['samples_per_s']:8.2f} samples/s (a plain PyTorch loop on batches collated beforehand)")
+    log(f"{'plain':>8s}: {plain['samples_per_s']:8.2f} samples/s (a plain PyTorch loop on batches collated beforehand, "
+        f"{plain['collate_seconds']:.1f} s; the first step not timed)")
     return results
 
 

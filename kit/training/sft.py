@@ -70,6 +70,7 @@ from kit.training.common import (
     checkpoint_folder,
     checkpoint_step,
     last_checkpoint,
+    logits_output,
     lora_config,
     lora_targets,
     recipe_of,
@@ -138,12 +139,14 @@ class SFTResult:
     examples: int
     processes: int
     train_loss: float
-    seconds: float
+    seconds: float  # the training steps: what samples_per_second divides by
     samples_per_second: float
     peak_memory_mb: float
     resumed_from_step: int = 0  # > 0 when a killed run continued from its last checkpoint
     loss_mask: str = ""  # which tokens carried the loss (LOSS_MASKS)
     skipped_too_long: list[str] = field(default_factory=list)  # ids of examples longer than max_length
+    # before the first step: loading the model, rendering every example once (peft) and building the trainer
+    setup_seconds: float = 0.0
 
 
 # ------------------------------------------------------------------------------------------ backends
@@ -237,13 +240,15 @@ class TurnMaskingCollator:
 
     Each example is rendered and processed once, by TRL's collator on its own, and joined into batches as TRL
     joins them (right padding: the pad token, attention 0, label -100): the batches are TRL's to the bit, and
-    later epochs skip the chat template, the tokenizer and the image processor."""
+    later epochs skip the chat template, the tokenizer and the image processor. ``sft`` renders every example
+    into the cache before the first step, when it measures their lengths (``fitting_examples``).
 
-    def __init__(self, processor: Any, max_length: int | None, cache_bytes: int = COLLATE_CACHE_BYTES) -> None:
+    It never truncates: an example longer than ``max_length`` is skipped before training instead."""
+
+    def __init__(self, processor: Any, cache_bytes: int = COLLATE_CACHE_BYTES) -> None:
         from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-        self.inner = DataCollatorForVisionLanguageModeling(processor=processor, max_length=max_length,
-                                                           assistant_only_loss=True,
+        self.inner = DataCollatorForVisionLanguageModeling(processor=processor, assistant_only_loss=True,
                                                            chat_template=training_chat_template(processor))
         self.pad_token_id = processor.tokenizer.pad_token_id
         self.cache_bytes = cache_bytes
@@ -345,25 +350,33 @@ LOSS_MASKS = {
 }
 
 
-def example_lengths(examples: list[dict], processor: Any) -> list[int]:
+def example_lengths(examples: list[dict], processor: Any, collator: TurnMaskingCollator | None = None) -> list[int]:
     """Each example's whole conversation in tokens, image tokens included, rendered as the collator renders
-    it (no truncation)."""
+    it (no truncation). With ``collator``, rendered by it, as the trainer's rows: into its cache, so that training
+    renders none of them again."""
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
     from kit.training.data import to_hf_dataset
 
+    if collator is not None:
+        return [int(collator.collated(row)["input_ids"].shape[1]) for row in to_hf_dataset(examples)]
     render = DataCollatorForVisionLanguageModeling(processor=processor)
     return [int(render([{"messages": row["messages"], "images": row["images"]}])["input_ids"].shape[1])
             for row in to_hf_dataset(examples)]
 
 
-def fitting_examples(examples: list[dict], processor: Any, max_length: int | None) -> tuple[list[dict], list[str]]:
+def fitting_examples(examples: list[dict], processor: Any, max_length: int | None,
+                     collator: TurnMaskingCollator | None = None) -> tuple[list[dict], list[str]]:
     """The examples whose whole conversation, image tokens included, fits ``max_length``, and the ids of
-    those that do not (each rendered and measured once, as the collator renders it)."""
+    those that do not (each rendered and measured once, as the collator renders it; by ``collator`` when given,
+    which keeps them, with or without ``max_length``)."""
+    if max_length is None and collator is None:
+        return examples, []
+    lengths = example_lengths(examples, processor, collator)
     if max_length is None:
         return examples, []
     kept, skipped = [], []
-    for example, length in zip(examples, example_lengths(examples, processor), strict=True):
+    for example, length in zip(examples, lengths, strict=True):
         (kept if length <= max_length else skipped).append(example)
     if not kept:
         raise KitError(f"fine-tuning: none of the {len(examples)} examples fits max_length {max_length}")
@@ -402,9 +415,35 @@ def check_peft_masks() -> None:
                        "(make install)")
 
 
+class FullLogitsHead:
+    """TRL's fused LM head (``add_fused_lm_head``, which ``SFTTrainer`` patches onto the model) replaced, for training
+    on a CPU, by the model's own forward and one log-softmax over its full logits (``logits_output``). The fused head
+    never builds the (rows, positions, vocab) logits, which matters on a GPU with Qwen2-VL's 151,646 tokens; without
+    Triton its torch fallback folds each tile with a dozen full-size operations: for 8 rows of 190 tokens over the
+    tiny models' 640-token vocabulary, forward and backward with SFT's metrics, it took 69-89 ms a step against
+    22-25 ms here (one thread, docs/performance.md). The loss is the same sum of the labels' log-probabilities: after
+    30 steps the two adapters differed by float rounding (at most 3e-8). Calls without ``fused_lm_head`` (generation,
+    evaluation) pass through."""
+
+    def __init__(self, model: Any) -> None:
+        self.fused = model.forward
+        model.forward = self.forward
+
+    def forward(self, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None,
+                num_items_in_batch: Any = None, **kwargs: Any) -> Any:
+        if not fused_lm_head:
+            return self.fused(*args, labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch,
+                              **kwargs)
+        if shift_labels is not None:
+            raise KitError("fine-tuning on a CPU does not take pre-shifted labels (context or sequence parallelism)")
+        logits = self.fused(*args, **kwargs).logits[:, :-1]  # the model's own forward: full logits
+        return logits_output(logits, labels[:, 1:].to(logits.device), outputs=("entropy", "is_top1"))  # SFT's metrics
+
+
 def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path,
                 adapter: str | Path | None = None, **config: bool) -> tuple[Any, Any, Any, list[str]]:
     import torch
+    from accelerate.utils import is_peft_model
     from peft import get_peft_model
     from trl import SFTTrainer
 
@@ -419,11 +458,14 @@ def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, 
         torch.manual_seed(settings.seed)
         model = get_peft_model(model, lora_config(settings, targets))
     check_peft_masks()
-    examples, skipped = fitting_examples(examples, loaded.processor, settings.max_length)
+    collator = TurnMaskingCollator(loaded.processor)
+    examples, skipped = fitting_examples(examples, loaded.processor, settings.max_length, collator)
     trainer = SFTTrainer(model=model, args=_trl_config(settings, output_dir, cuda, unsloth=False, **config),
                          train_dataset=to_hf_dataset(examples), processing_class=loaded.processor,
-                         data_collator=TurnMaskingCollator(loaded.processor, settings.max_length),
+                         data_collator=collator,
                          callbacks=[thread_share_callback()])
+    if not cuda:
+        FullLogitsHead(model.get_base_model() if is_peft_model(model) else model)  # the model TRL patched
     return trainer, model, loaded.processor, skipped
 
 
@@ -493,6 +535,7 @@ def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | N
     output_dir = Path(output_dir)
     resume = last_checkpoint(checkpoint_dir)
     with tempfile.TemporaryDirectory(prefix="kit-train-") as scratch, PeakMemory() as memory:  # the trainer's own files, per process
+        began = time.perf_counter()
         trainer_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
         build = _train_unsloth if backend == "unsloth" else _train_peft
         trainer, peft_model, processor, skipped = build(model, examples, settings, trainer_dir, adapter=adapter,
@@ -516,7 +559,7 @@ def sft(model: Any, data: Any, output_dir: str | Path, settings: SFTSettings | N
         samples_per_second=round((steps - resumed_from) * settings.batch_size * settings.gradient_accumulation
                                  * accelerator.num_processes / max(seconds, 1e-9), 2),
         peak_memory_mb=round(memory.peak_mb, 1), resumed_from_step=resumed_from,
-        loss_mask=LOSS_MASKS[backend], skipped_too_long=skipped,
+        loss_mask=LOSS_MASKS[backend], skipped_too_long=skipped, setup_seconds=round(started - began, 2),
     )
     save_adapter(accelerator, peft_model, processor, output_dir, "kit_train.json", {
         **asdict(result), "model": str(model), "continued_adapter": str(adapter) if adapter else None,
