@@ -198,6 +198,9 @@ def test_bench_train_measures_the_peft_backend(tmp_path):
     assert list(results) == ["peft", "plain"] and results["peft"]["samples_per_s"] > 0
     assert results["peft"]["peak_memory_mb"] > 0 and lines[0].strip().startswith("peft:")
     assert results["plain"]["samples_per_s"] > 0 and lines[1].strip().startswith("plain:")
+    # what each side did before its clock started is shown, not hidden
+    assert results["peft"]["setup_seconds"] > 0 and "before the first step" in lines[0]
+    assert results["plain"]["collate_seconds"] > 0 and "collated beforehand" in lines[1]
 
 
 def _lora_weights(folder) -> dict[str, torch.Tensor]:
