@@ -291,37 +291,12 @@ def test_unsloth_trains_every_example_when_no_max_length_is_set(examples, monkey
 
 
 @pytest.mark.peft_sft
-@pytest.mark.trl_fused_head
-def test_the_cpu_head_gives_what_trls_fused_head_gives(examples):
-    """FullLogitsHead, installed on a CPU, returns TRL's fused-head outputs (label log-probabilities, entropy, top-1)
-    from the model's full logits: the same loss, a cheaper path on a small vocabulary."""
-    from trl.trainer.utils import add_fused_lm_head
-
-    from kit.training.sft import FullLogitsHead
-
-    batch = TurnMaskingCollator(models.load(STUDENT).processor)(list(to_hf_dataset(examples[:4])))
-    theirs, ours = (models.load(STUDENT).model for _ in range(2))
-    for model in (theirs, ours):
-        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
-    FullLogitsHead(ours)
-    fused, full = (model(**batch, fused_lm_head=True) for model in (theirs, ours))
-    assert torch.equal(fused.label_mask, full.label_mask) and int(full.label_mask.sum()) > 0
-    for name in ("log_probs", "entropy", "loss"):
-        assert torch.allclose(getattr(fused, name), getattr(full, name), atol=1e-5), name
-    assert torch.equal(fused.is_top1, full.is_top1)
-    full.loss.backward()  # the loss carries the model's gradient
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ours.parameters())
-    plain = {k: v for k, v in batch.items() if k != "labels"}
-    assert torch.equal(ours(**plain).logits, theirs(**plain).logits)  # other calls pass through
-
-
-@pytest.mark.peft_sft
 def test_training_renders_each_example_once_before_the_first_step(examples, tmp_path, monkeypatch):
     """The length check renders every example into the collator's cache, so that the steps of every epoch render
-    none; the head TRL patched is replaced on a CPU."""
+    none."""
     import kit.training.sft as training
 
-    rendered, heads = [], []
+    rendered = []
     collated, batched = training.TurnMaskingCollator.collated, training.TurnMaskingCollator.__call__
 
     def counted(self, example):
@@ -335,11 +310,9 @@ def test_training_renders_each_example_once_before_the_first_step(examples, tmp_
 
     monkeypatch.setattr(training.TurnMaskingCollator, "collated", counted)
     monkeypatch.setattr(training.TurnMaskingCollator, "__call__", batch)
-    monkeypatch.setattr(training.FullLogitsHead, "__init__", lambda self, model: heads.append(model))
     for max_length in (None, 10_000):
         rendered.clear()
         result = sft(STUDENT, examples, tmp_path / f"adapter-{max_length}",
                      SFTSettings(lora_r=4, epochs=2, batch_size=4, max_length=max_length), log=lambda m: None)
         assert sorted(rendered) == sorted(e["id"] for e in examples) and result.steps == 8
         assert result.setup_seconds > 0 and result.skipped_too_long == []
-    assert len(heads) == 2

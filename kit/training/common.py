@@ -2,9 +2,8 @@
 PEFT options beside its trainers' configs: the checks of a recipe, the recipe itself, the LoRA adapter
 (``lora_targets``, ``lora_config``), the trainer arguments both set the same way (``trainer_config``), the tail that
 saves the adapter (``save_adapter``), checkpoints and resuming (``checkpoint_folder``, ``last_checkpoint``), the
-peak memory of a run (``PeakMemory``), TRL's fused LM-head outputs computed from full logits (``logits_output``), the
-command-line body (``run_training_command``) and the per-turn loss mask (``turn_mask``, also used by
-``kit.tiny.pretrain``).
+peak memory of a run (``PeakMemory``), the command-line body (``run_training_command``) and the per-turn loss mask
+(``turn_mask``, also used by ``kit.tiny.pretrain``).
 
 Each settings class (``SFTSettings``, ``DPOSettings``) keeps its LoRA fields flat, with its own defaults: their
 names and values are the recipe that names each adapter folder, and the command-line options. Nothing here
@@ -248,42 +247,6 @@ def turn_mask(labelled: Sequence[Any], turns: Sequence[int] | None) -> list[bool
     (0-based; None: every turn). A Cas-SEAT reflection example keeps its second turn only, not the wrong chain of
     thought it reflects on. The one rule of ``kit.training.sft``'s collators and ``kit.tiny.pretrain.collate``."""
     return [number >= 0 and (turns is None or number in turns) for number in assistant_turn_numbers(labelled)]
-
-
-# ------------------------------------------------------------------------------------------ the LM head
-# TRL's names for what its fused head computes beside the label log-probabilities (add_fused_lm_head's ``outputs``).
-HEAD_OUTPUTS = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
-
-
-def logits_output(logits: Any, labels: Any, target: Any = None, outputs: Sequence[str] = HEAD_OUTPUTS) -> Any:
-    """What TRL's fused LM head (``trl.trainer.utils.add_fused_lm_head``) returns, computed from full ``logits``
-    (rows, positions, vocab) that score the next-token ``labels`` (-100 where nothing is scored) at the same index:
-    each scored position's log-probability of ``target`` (default: its label; 0 where unscored), the mean of their
-    negatives as the loss, and those of the metrics TRL's trainers log that ``outputs`` names (``HEAD_OUTPUTS``: the
-    entropy, the log of the summed squared probabilities, the mean logit, whether the label is the top token; the
-    others None), in float32, as the fused head computes them."""
-    import torch
-    from trl.trainer.utils import FusedCausalLMOutput
-
-    logits = logits.float()
-    scored = labels != -100
-    log_softmax = logits.log_softmax(-1)
-    target = labels.clamp(min=0) if target is None else target
-    token_logps = log_softmax.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    metrics: dict[str, Any] = {}
-    with torch.no_grad():  # metrics only
-        computed = {"entropy": lambda: -(log_softmax.exp() * log_softmax).sum(-1),
-                    "log_sum_sq_probs": lambda: torch.logsumexp(2 * log_softmax, dim=-1),
-                    "mean_logits": lambda: logits.mean(-1)}
-        for name in outputs:
-            if name in computed:
-                value = computed[name]()
-                metrics[name] = torch.where(scored, value, torch.zeros_like(value))
-        if "is_top1" in outputs:
-            metrics["is_top1"] = (logits.argmax(-1) == labels) & scored
-    log_probs = torch.where(scored, token_logps, torch.zeros_like(token_logps))
-    return FusedCausalLMOutput(loss=-log_probs.sum() / scored.sum().clamp(min=1), log_probs=log_probs,
-                               label_mask=scored, **metrics)
 
 
 # ------------------------------------------------------------------------------------------ command line

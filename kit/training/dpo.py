@@ -83,7 +83,6 @@ from kit.training.common import (
     checkpoint_folder,
     checkpoint_step,
     last_checkpoint,
-    logits_output,
     lora_config,
     lora_targets,
     recipe_of,
@@ -175,16 +174,20 @@ def draft_token_logps(logits: Any, labels: Any, noisy: Any) -> Any:
     token other than its label (top-1, or top-2 when top-1 is the label: ``_get_noisy_batch_logps``), the others
     their label (``_get_batch_logps``). The gradient flows through the scored token's log-probability, not through
     the choice of token. Unscored positions are 0; summing over positions gives the draft's sequence log-probs."""
-    return logits_output(logits, labels, _draft_targets(logits, labels, noisy)).log_probs
+    return _draft_scores(logits, labels, noisy)[0]
 
 
-def _draft_targets(logits: Any, labels: Any, noisy: Any) -> Any:
-    """The token each position is scored on: its label, or on a ``noisy`` row the most likely other token."""
+def _draft_scores(logits: Any, labels: Any, noisy: Any) -> tuple[Any, Any]:
     import torch
 
+    logits = logits.float()  # the draft scores float32 logits (`.logits.to(torch.float32)`, lines 584 and 607)
+    scored = labels != -100
     top_two = logits.topk(2, dim=-1).indices
     other = torch.where(top_two[..., 0] == labels, top_two[..., 1], top_two[..., 0])
-    return torch.where(noisy.to(labels.device)[:, None], other, labels.clamp(min=0))
+    target = torch.where(noisy.to(labels.device)[:, None], other, labels.clamp(min=0))
+    log_softmax = logits.log_softmax(-1)
+    token_logps = log_softmax.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return torch.where(scored, token_logps, torch.zeros_like(token_logps)), log_softmax
 
 
 class _DraftHead:
@@ -206,6 +209,7 @@ class _DraftHead:
     def forward(self, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None,
                 num_items_in_batch: Any = None, **kwargs: Any) -> Any:
         import torch
+        from trl.trainer.utils import FusedCausalLMOutput
 
         if not fused_lm_head:
             return self.fused(*args, labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch,
@@ -216,10 +220,19 @@ class _DraftHead:
         labels = labels[:, 1:].to(logits.device)
         rows = logits.size(0)
         noisy = torch.arange(rows, device=logits.device) >= rows // 2
-        output = logits_output(logits, labels, _draft_targets(logits, labels, noisy))
+        log_probs, log_softmax = _draft_scores(logits, labels, noisy)
         if self.record and self.chosen_logps is None:
-            self.chosen_logps = output.log_probs[: rows // 2].sum(-1)
-        return output
+            self.chosen_logps = log_probs[: rows // 2].sum(-1)
+        scored = labels != -100
+        with torch.no_grad():  # TRL's metrics (entropy, logits/*, mean_token_accuracy, WPO weights)
+            probs = log_softmax.exp()
+            per_token = (-(probs * log_softmax).sum(-1), torch.logsumexp(2 * log_softmax, dim=-1),
+                         logits.float().mean(-1))
+            entropy, log_sum_sq_probs, mean_logits = (torch.where(scored, x, torch.zeros_like(x)) for x in per_token)
+            is_top1 = (logits.argmax(-1) == labels) & scored
+        return FusedCausalLMOutput(loss=-log_probs.sum() / scored.sum().clamp(min=1), log_probs=log_probs,
+                                   entropy=entropy, log_sum_sq_probs=log_sum_sq_probs, mean_logits=mean_logits,
+                                   is_top1=is_top1, label_mask=scored)
 
 
 @functools.cache

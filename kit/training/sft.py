@@ -70,7 +70,6 @@ from kit.training.common import (
     checkpoint_folder,
     checkpoint_step,
     last_checkpoint,
-    logits_output,
     lora_config,
     lora_targets,
     recipe_of,
@@ -415,35 +414,9 @@ def check_peft_masks() -> None:
                        "(make install)")
 
 
-class FullLogitsHead:
-    """TRL's fused LM head (``add_fused_lm_head``, which ``SFTTrainer`` patches onto the model) replaced, for training
-    on a CPU, by the model's own forward and one log-softmax over its full logits (``logits_output``). The fused head
-    never builds the (rows, positions, vocab) logits, which matters on a GPU with Qwen2-VL's 151,646 tokens; without
-    Triton its torch fallback folds each tile with a dozen full-size operations: for 8 rows of 190 tokens over the
-    tiny models' 640-token vocabulary, forward and backward with SFT's metrics, it took 69-89 ms a step against
-    22-25 ms here (one thread, docs/performance.md). The loss is the same sum of the labels' log-probabilities: after
-    30 steps the two adapters differed by float rounding (at most 3e-8). Calls without ``fused_lm_head`` (generation,
-    evaluation) pass through."""
-
-    def __init__(self, model: Any) -> None:
-        self.fused = model.forward
-        model.forward = self.forward
-
-    def forward(self, *args: Any, fused_lm_head: bool = False, labels: Any = None, shift_labels: Any = None,
-                num_items_in_batch: Any = None, **kwargs: Any) -> Any:
-        if not fused_lm_head:
-            return self.fused(*args, labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch,
-                              **kwargs)
-        if shift_labels is not None:
-            raise KitError("fine-tuning on a CPU does not take pre-shifted labels (context or sequence parallelism)")
-        logits = self.fused(*args, **kwargs).logits[:, :-1]  # the model's own forward: full logits
-        return logits_output(logits, labels[:, 1:].to(logits.device), outputs=("entropy", "is_top1"))  # SFT's metrics
-
-
 def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, output_dir: Path,
                 adapter: str | Path | None = None, **config: bool) -> tuple[Any, Any, Any, list[str]]:
     import torch
-    from accelerate.utils import is_peft_model
     from peft import get_peft_model
     from trl import SFTTrainer
 
@@ -464,8 +437,6 @@ def _train_peft(model_source: Any, examples: list[dict], settings: SFTSettings, 
                          train_dataset=to_hf_dataset(examples), processing_class=loaded.processor,
                          data_collator=collator,
                          callbacks=[thread_share_callback()])
-    if not cuda:
-        FullLogitsHead(model.get_base_model() if is_peft_model(model) else model)  # the model TRL patched
     return trainer, model, loaded.processor, skipped
 
 
