@@ -175,6 +175,20 @@ def test_examples_longer_than_max_length_are_skipped_and_counted(image, tmp_path
     assert result.skipped_too_long == ["c2"] and result.examples == 1
 
 
+@pytest.mark.peft_sft
+def test_the_training_collator_measures_each_example_as_the_plain_render_does(real, image):
+    """Training measures lengths with its own collator (the training variant of the template, kept in its cache):
+    under the real templates it must find the same lengths as the model's own template, so that the same examples
+    are skipped."""
+    from kit.training.sft import example_lengths
+
+    _, _, processor = real
+    examples = [cot(3, image), reflection(4, image)]
+    collator = TurnMaskingCollator(processor)
+    assert example_lengths(examples, processor, collator) == example_lengths(examples, processor)
+    assert len(collator.cache) == len(examples)
+
+
 def test_a_missing_training_image_names_the_file_and_the_row(image, tmp_path):
     data = write_set(tmp_path / "train.jsonl", [cot(1, image), {**cot(2, image), "images": [str(tmp_path / "gone.png")]}])
     with pytest.raises(KitError, match=r"train.jsonl row 2 \(example 'c2'\): image .*gone.png does not exist"):
