@@ -1,13 +1,15 @@
 """``kit models``: build and list the tiny models (``kit.tiny.pretrain``), probe and gate their perception
-(``kit.tiny.gates``). One place wires both, so that neither module imports the other's command line."""
+(``kit.tiny.gates``), diagnose a teacher (``kit.tiny.diagnose``) and check a model's skill band (``kit.tiny.band``).
+One place wires them, so that no module imports another's command line."""
 
 from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from kit.tiny import diagnose, gates, pretrain
+    from kit.tiny import band, diagnose, gates, pretrain
 
     models = pretrain.register(subparsers)
     gates.register(models)
     gates.register_probe(models)
     diagnose.register(models)
+    band.register(models)
