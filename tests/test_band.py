@@ -51,11 +51,11 @@ def test_a_policy_is_scored_on_notebook_08_s_benchmarks_beside_their_blind_guess
     policy = MODELS_DIR / "tiny-llava-policy"
     assert list(band.default_benchmarks(profile, "llava")) == tiny.get("eaco_eval.benchmarks")
 
-    rows = band.band(policy, profile, ["pope", "scienceqa"], batch_size=16, progress=False)
+    rows = band.band(policy, profile, ["pope", "scienceqa"], limit=24, batch_size=24, progress=False)
     assert [row["metric"] for row in rows] == ["POPE accuracy", "POPE F1", "ScienceQA-IMG"]
-    pope = evaluate(str(policy), "pope", source=small_world / "pope", batch_size=16, progress=False,
+    pope = evaluate(str(policy), "pope", source=small_world / "pope", limit=24, batch_size=24, progress=False,
                     max_new_tokens=tiny.get("eaco_eval.max_new_tokens"))
-    guess = blind_metrics("pope", registry.get("pope").load(small_world / "pope"))
+    guess = blind_metrics("pope", registry.get("pope").load(small_world / "pope", limit=24))
     assert (rows[0]["score"], rows[0]["blind"]) == (pope["accuracy"], guess["accuracy"])
     assert all(row["verdict"] in band.VERDICTS for row in rows)
 
