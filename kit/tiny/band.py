@@ -8,7 +8,9 @@ benchmarks its notebooks evaluate it on (notebook 05's for a Qwen2-VL, notebook 
 rules-only as the notebooks do, and prints each headline number beside the blind guess and the band's verdict.
 
 MME's totals are sums of sub-task scores of at most 200 each, so they are read as a share of their maximum. A metric
-whose benchmark has no blind guess (AMBER: an empty caption would score a perfect CHAIR) gets no verdict.
+whose benchmark has no blind guess (AMBER: an empty caption would score a perfect CHAIR) gets no verdict. The blind
+guess answers at random, so a model that answers POPE's questions "yes" every time scores an F1 of 66.67 and is "in
+band" on it: read POPE's accuracy beside its F1.
 """
 
 from __future__ import annotations
