@@ -50,6 +50,9 @@ def test_a_policy_is_scored_on_notebook_08_s_benchmarks_beside_their_blind_guess
     profile = dataclasses.replace(tiny, data=data)
     policy = MODELS_DIR / "tiny-llava-policy"
     assert list(band.default_benchmarks(profile, "llava")) == tiny.get("eaco_eval.benchmarks")
+    assert band.default_benchmarks(profile, "qwen2_vl") == {"mathvista": str(small_world / "mathvista"),
+                                                            "mathv": str(small_world / "mathvision"),
+                                                            "wemath": str(small_world / "wemath")}
 
     rows = band.band(policy, profile, ["pope", "scienceqa"], limit=24, batch_size=24, progress=False)
     assert [row["metric"] for row in rows] == ["POPE accuracy", "POPE F1", "ScienceQA-IMG"]

@@ -66,15 +66,11 @@ def band_rows(metrics: Mapping[str, Mapping[str, Any]], blind: Mapping[str, Mapp
 def default_benchmarks(profile: Any, family: str) -> dict[str, str]:
     """The benchmarks a model of ``family`` is evaluated on in the notebooks -> their datasets: notebook 05's
     (``casseat_eval``) for a Qwen2-VL, notebook 08's (``eaco_eval``) for a LLaVA."""
-    from kit.casseat.pipeline import BENCHMARK_DATASETS
-    from kit.core.paths import resolve_path
+    from kit.casseat.pipeline import benchmarks
     from kit.eaco.pipeline import eval_benchmarks
     from kit.llm.models import LLAVA
 
-    if family == LLAVA:
-        return eval_benchmarks(profile)
-    return {name: str(resolve_path(profile.get(f"datasets.{BENCHMARK_DATASETS[name]}")))
-            for name in profile.get("casseat_eval.benchmarks")}
+    return eval_benchmarks(profile) if family == LLAVA else benchmarks(profile)
 
 
 def band(model: str | Path, profile: Any, benchmarks: Sequence[str] | None = None, *, limit: int | None = None,
@@ -109,10 +105,10 @@ def band(model: str | Path, profile: Any, benchmarks: Sequence[str] | None = Non
 
 def report_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The rows as an aligned table, and how many headline numbers are in the band."""
-    lines = [f"{'metric':24s} {'score':>8s} {'blind':>8s} {'%':>7s} {'blind %':>8s}  verdict"]
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
+    lines = [f"{'metric':24s} {'score':>8s} {'blind':>8s} {'%':>7s} {'blind %':>8s}  verdict"]
     for row in rows:
         lines.append(f"{row['metric']:24s} {number(row['score']):>8s} {number(row['blind']):>8s} "
                      f"{number(row['percent']):>7s} {number(row['blind_percent']):>8s}  {row['verdict'] or '-'}")
